@@ -1,0 +1,104 @@
+"""``AlignConfig``: every knob of the two-stage method, with the source of each default.
+
+Sources: "paper" is docs/paper.md (arXiv v1 of SOTAlign), "[T]" the third-party port it
+describes (paper.md 3.8), "findings" docs/findings.md. Where the paper is silent the
+choice is ours and the comment says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from sotalign.checks import check_choice
+from sotalign.heads import HEAD_INITS, HEAD_KINDS
+from sotalign.losses import DIVERGENCES
+from sotalign.ot import MASSES
+from sotalign.teachers import TEACHER_KINDS
+
+CENTERINGS = ("all", "pairs", "none")
+OPTIMIZERS = ("lion", "adamw")
+SCHEDULES = ("cosine", "constant")
+PAPER_MAX_BATCH = 32768  # paper App. A.1: batches of up to 32k samples
+PAPER_MAX_PAIRS_PER_BATCH = 10000  # paper App. A.1: "up to 10k paired samples" per batch
+
+
+@dataclass
+class AlignConfig:
+    # --- stage 1: the linear teacher -------------------------------------------------------
+    teacher: str = "cca"  # paper Table 1: CCA + KLOT is the best setting, the paper's default
+    teacher_dim: int | None = None  # paper silent (paper.md 2); None = min(d_image, d_text, n_pairs - 1)
+    teacher_reg: float = 0.1  # paper App. A.1: ridge 0.1 added to the eigenvalues of inverted matrices
+    teacher_cov_normalize: bool = True  # covariances / n ([T]; findings: clearly better than A^T A)
+    normalize_inputs: bool = True  # L2-normalise raw embeddings ("centered and normalized", paper 2)
+    center: str = "all"  # mean of paired + unpaired embeddings ([T]); "pairs" or "none" also possible
+    # --- stage 2: the divergence on unpaired data -----------------------------------------
+    divergence: str = "klot"  # paper Table 1
+    alpha: float = 1.0  # paper grid {1e-5..1e-3} assumes mass n; with mass 1, alpha ~ 1 (findings, paper.md 3.5)
+    eps_student: float = 0.05  # paper App. A.1 (joint space)
+    eps_teacher: float = 0.01  # paper App. A.1 (released code: 0.005)
+    n_iter: int = 100  # paper App. A.1: Sinkhorn iterations in both spaces
+    mass: str = "unit"  # official klot.py: plans of total mass 1; "rows" = the paper's Pi_n (mass n)
+    # --- stage 2: heads ---------------------------------------------------------------------
+    head: str = "linear"  # paper 3.6: linear layers, "more robust" with few pairs
+    head_dim: int = 1024  # paper 3.6: d = 1024
+    head_init: str = "random"  # paper silent ("initialise f, g"); [T] uses "teacher"
+    mlp_hidden: int | None = None  # MLP heads only; None = head_dim (our choice)
+    siglip_init_scale: float = 20.0  # paper 3.2, following SAIL
+    siglip_init_bias: float = -10.0  # paper 3.2, following SAIL
+    # --- stage 2: optimisation --------------------------------------------------------------
+    optimizer: str = "lion"  # paper App. A.1
+    lr: float = 1e-4  # paper App. A.1: max LR
+    weight_decay: float = 1e-5  # paper App. A.1
+    schedule: str = "cosine"  # paper App. A.1: cosine annealing
+    warmup_steps: int = 0  # paper App. A.1 mentions no warm-up
+    steps: int = 2000  # paper App. A.1: 2000 iterations; 0 = the teacher alone
+    batch_pairs: int | None = None  # None = all pairs, capped at 10k (paper App. A.1)
+    batch_unpaired: int | None = None  # per modality; None = 32k - batch_pairs, capped by the pool (paper App. A.1)
+    # --- bookkeeping ------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    log_every: int = 50  # history/callback period in steps (each log is one host sync)
+    eval_every: int = 200  # validation period in steps, when validation data is given
+    select_best: bool = True  # keep the heads with the best validation mean R@1 (paper: model selection on val)
+
+    def __post_init__(self) -> None:
+        check_choice(self.teacher, TEACHER_KINDS, "teacher")
+        check_choice(self.center, CENTERINGS, "center")
+        check_choice(self.divergence, DIVERGENCES, "divergence")
+        check_choice(self.mass, MASSES, "KLOT mass")
+        check_choice(self.head, HEAD_KINDS, "head kind")
+        check_choice(self.head_init, HEAD_INITS, "head_init")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        check_choice(self.schedule, SCHEDULES, "schedule")
+        for name in ("eps_student", "eps_teacher", "lr", "head_dim", "n_iter", "log_every", "eval_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("alpha", "teacher_reg", "weight_decay", "steps", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("teacher_dim", "batch_pairs", "batch_unpaired", "mlp_hidden"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or None), got {value}")
+
+    @property
+    def uses_unpaired(self) -> bool:
+        """False for the pairs-only SAIL baseline (``divergence="none"`` or ``alpha=0``)."""
+        return self.divergence != "none" and self.alpha > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "AlignConfig":
+        """Build from a mapping, naming any key that is not a field."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown AlignConfig field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "AlignConfig":
+        return dataclasses.replace(self, **changes)

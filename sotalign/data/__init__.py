@@ -1,0 +1,1 @@
+"""Embedding store and benchmark data."""

@@ -1,0 +1,154 @@
+"""The stage-2 optimisation loop (paper Algorithm 1, lines 3-10), shared by ``sotalign.fit``
+and the contrastive teacher.
+
+Each step: SigLIP on a batch of pairs, plus ``alpha`` times a divergence between the
+student's and the teacher's geometry on a batch of unpaired images and (independently
+drawn) unpaired texts. The teacher's projections of the whole unpaired pool are computed
+once by the caller, so a step only indexes them. Losses are read back to the host only
+every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sotalign.config import PAPER_MAX_BATCH, PAPER_MAX_PAIRS_PER_BATCH, AlignConfig
+from sotalign.evaluation import retrieval
+from sotalign.losses import get_divergence
+from sotalign.optim import build_optimizer, build_schedule
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class Stage2Inputs:
+    """Preprocessed embeddings on the training device.
+
+    ``teacher_images``/``teacher_texts`` are the L2-normalised teacher projections of the
+    unpaired rows (same order). ``val_*`` are held-out pairs for model selection.
+    """
+
+    paired_images: torch.Tensor
+    paired_texts: torch.Tensor
+    unpaired_images: torch.Tensor | None = None
+    unpaired_texts: torch.Tensor | None = None
+    teacher_images: torch.Tensor | None = None
+    teacher_texts: torch.Tensor | None = None
+    val_images: torch.Tensor | None = None
+    val_texts: torch.Tensor | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def batch_sizes(config: AlignConfig, n_pairs: int, n_images: int, n_texts: int) -> tuple[int, int, int]:
+    """(pairs, unpaired images, unpaired texts) per step, capped by what exists (paper App. A.1)."""
+    pairs = min(config.batch_pairs or PAPER_MAX_PAIRS_PER_BATCH, n_pairs)
+    unpaired = config.batch_unpaired or max(1, PAPER_MAX_BATCH - pairs)
+    return pairs, min(unpaired, n_images), min(unpaired, n_texts)
+
+
+def _subset(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows of ``x`` drawn without replacement (all of them, unshuffled, when size == len)."""
+    if size >= x.shape[0]:
+        return torch.arange(x.shape[0], device=x.device)
+    return torch.randperm(x.shape[0], generator=generator)[:size].to(x.device)
+
+
+def _embed(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(head(x), dim=-1)
+
+
+def _validate(image_head: nn.Module, text_head: nn.Module, inputs: Stage2Inputs) -> dict[str, float]:
+    with torch.no_grad():
+        scores = retrieval(_embed(image_head, inputs.val_images), _embed(text_head, inputs.val_texts))
+    return {f"val/{k}": v for k, v in scores.items()}
+
+
+def train_heads(
+    image_head: nn.Module,
+    text_head: nn.Module,
+    siglip: nn.Module,
+    inputs: Stage2Inputs,
+    config: AlignConfig,
+    callback: Callback | None = None,
+) -> list[dict[str, float]]:
+    """Train the heads (and SigLIP's scale and bias) in place; return the logged history.
+
+    With validation pairs and ``config.select_best``, the heads end at the state with the
+    best validation mean R@1 (recorded as ``best_step`` in the last history entry).
+    """
+    divergence = get_divergence(config.divergence) if config.uses_unpaired else None
+    if divergence is not None and inputs.unpaired_images is None:
+        raise ValueError(f"divergence {config.divergence!r} with alpha > 0 needs unpaired images and texts")
+    modules = [image_head, text_head, siglip]
+    optimizer = build_optimizer(modules, config.optimizer, config.lr, config.weight_decay)
+    schedule = build_schedule(optimizer, config.schedule, config.steps, config.warmup_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    n_pairs = inputs.paired_images.shape[0]
+    n_img = inputs.unpaired_images.shape[0] if divergence else 0
+    n_txt = inputs.unpaired_texts.shape[0] if divergence else 0
+    b_pairs, b_img, b_txt = batch_sizes(config, n_pairs, n_img, n_txt)
+    validating = inputs.val_images is not None
+    best = (float("-inf"), 0, None)  # (val mean R@1, step, state)
+    history: list[dict[str, float]] = []
+
+    for m in modules:
+        m.train()
+    for step in range(1, config.steps + 1):
+        rows = _subset(inputs.paired_images, b_pairs, generator)
+        paired_affinity = _embed(image_head, inputs.paired_images[rows]) @ _embed(text_head, inputs.paired_texts[rows]).T
+        terms = siglip(paired_affinity)
+        total = terms["siglip"]
+        if divergence is not None:
+            ix = _subset(inputs.unpaired_images, b_img, generator)
+            iy = _subset(inputs.unpaired_texts, b_txt, generator)
+            div_terms = divergence(
+                _embed(image_head, inputs.unpaired_images[ix]),
+                _embed(text_head, inputs.unpaired_texts[iy]),
+                inputs.teacher_images[ix],
+                inputs.teacher_texts[iy],
+                eps_student=config.eps_student,
+                eps_teacher=config.eps_teacher,
+                n_iter=config.n_iter,
+                mass=config.mass,
+            )
+            terms.update(div_terms)
+            total = total + config.alpha * div_terms[config.divergence]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        schedule.step()
+
+        record: dict[str, float] = {}
+        if step % config.log_every == 0 or step == config.steps:
+            record.update({"loss/total": total.item(), "lr": schedule.get_last_lr()[0]})
+            for name, value in terms.items():
+                record[name if "/" in name else f"loss/{name}"] = float(torch.as_tensor(value).detach())
+        if validating and (step % config.eval_every == 0 or step == config.steps):
+            record.update(_validate(image_head, text_head, inputs))
+            score = record["val/mean_recall_at_1"]
+            if config.select_best and score > best[0]:
+                best = (score, step, copy.deepcopy([m.state_dict() for m in modules]))
+        if record:
+            record["step"] = step
+            history.append(record)
+            if callback is not None:
+                callback(step, record)
+
+    if best[2] is not None:
+        for m, state in zip(modules, best[2]):
+            m.load_state_dict(state)
+        history[-1]["best_step"] = best[1]
+    for m in modules:
+        m.eval()
+    return history

@@ -1,0 +1,135 @@
+"""``sotalign.fit``: stage 1 (linear teacher on the pairs) then stage 2 (heads trained with
+SigLIP on the pairs plus alpha * divergence to the teacher on unpaired data).
+
+``divergence="none"`` or ``alpha=0`` is the pairs-only SAIL baseline; ``steps=0`` returns
+the teacher alone as a model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sotalign.checks import as_embeddings, check_pairs, check_same_dim
+from sotalign.config import AlignConfig
+from sotalign.heads import build_head, init_from_projection
+from sotalign.loop import Callback, Stage2Inputs, resolve_device, train_heads
+from sotalign.model import AlignedModel
+from sotalign.preprocess import Preprocessing
+from sotalign.teachers import Teacher, fit_teacher
+
+
+def _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config):
+    a = as_embeddings(paired_images, "paired image embeddings")
+    b = as_embeddings(paired_texts, "paired text embeddings")
+    check_pairs(a, b)
+    x = y = val = None
+    if config.uses_unpaired and config.steps > 0:
+        if unpaired_images is None or unpaired_texts is None:
+            raise ValueError(
+                f"divergence {config.divergence!r} with alpha={config.alpha} needs unpaired images and texts "
+                "(use divergence='none' or alpha=0 for the pairs-only SAIL baseline)"
+            )
+    if unpaired_images is not None:
+        x = as_embeddings(unpaired_images, "unpaired image embeddings")
+        check_same_dim(a, x, "paired image embeddings", "unpaired image embeddings")
+    if unpaired_texts is not None:
+        y = as_embeddings(unpaired_texts, "unpaired text embeddings")
+        check_same_dim(b, y, "paired text embeddings", "unpaired text embeddings")
+    if validation is not None:
+        val = (as_embeddings(validation[0], "validation image embeddings"), as_embeddings(validation[1], "validation text embeddings"))
+        check_pairs(*val, name="validation")
+        check_same_dim(a, val[0], "paired image embeddings", "validation image embeddings")
+        check_same_dim(b, val[1], "paired text embeddings", "validation text embeddings")
+    return a, b, x, y, val
+
+
+def _means(config: AlignConfig, paired: torch.Tensor, unpaired: torch.Tensor | None) -> torch.Tensor | None:
+    """Centring mean per ``config.center`` (None = let the teacher use the pairs' mean)."""
+    if config.center == "none":
+        return torch.zeros(paired.shape[1])
+    if config.center == "pairs" or unpaired is None:
+        return None
+    both = torch.cat([paired, unpaired])
+    return Preprocessing.fit(both, normalize=config.normalize_inputs).mean
+
+
+def _teacher_options(config: AlignConfig) -> dict:
+    if config.teacher == "cca":
+        return {"reg": config.teacher_reg, "cov_normalize": config.teacher_cov_normalize}
+    if config.teacher == "contrastive":
+        fields = ("steps", "lr", "optimizer", "weight_decay", "batch_pairs", "seed", "device")
+        return {f: getattr(config, f) for f in fields}
+    return {}
+
+
+def fit(
+    paired_images,
+    paired_texts,
+    unpaired_images=None,
+    unpaired_texts=None,
+    config: AlignConfig | None = None,
+    *,
+    validation: tuple | None = None,
+    teacher: Teacher | None = None,
+    callback: Callback | None = None,
+) -> AlignedModel:
+    """Align two frozen embedding spaces; return the trained ``AlignedModel``.
+
+    ``validation`` = (images, texts) held-out pairs, evaluated every ``config.eval_every``
+    steps (and used for model selection with ``config.select_best``). ``teacher`` skips
+    stage 1 with an already fitted teacher. ``callback(step, metrics)`` is called every
+    ``config.log_every`` steps; the same records end up in ``model.history``.
+    """
+    config = config or AlignConfig()
+    a, b, x, y, val = _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config)
+
+    if teacher is None:
+        teacher = fit_teacher(
+            config.teacher,
+            a,
+            b,
+            dim=config.teacher_dim,
+            normalize=config.normalize_inputs,
+            center=config.center != "none",
+            image_mean=_means(config, a, x),
+            text_mean=_means(config, b, y),
+            **_teacher_options(config),
+        )
+    elif teacher.image_projection.shape[0] != a.shape[1] or teacher.text_projection.shape[0] != b.shape[1]:
+        raise ValueError(
+            f"the given teacher maps {teacher.image_projection.shape[0]}-d images and "
+            f"{teacher.text_projection.shape[0]}-d texts, but the data has {a.shape[1]} and {b.shape[1]}"
+        )
+    if config.steps == 0:
+        return AlignedModel.from_teacher(teacher, config).eval()
+
+    device = resolve_device(config.device)
+    spec = {
+        "image_dim": a.shape[1],
+        "text_dim": b.shape[1],
+        "head": config.head,
+        "head_dim": config.head_dim,
+        "mlp_hidden": config.mlp_hidden,
+        "bias": True,
+    }
+    torch.manual_seed(config.seed)
+    model = AlignedModel(spec, teacher.image_prep, teacher.text_prep, config, teacher)
+    if config.head_init == "teacher":
+        init_from_projection(model.image_head, teacher.image_projection)
+        init_from_projection(model.text_head, teacher.text_projection)
+    model.to(device)
+
+    with torch.no_grad():
+        prep_img, prep_txt = model.image_prep, model.text_prep
+        inputs = Stage2Inputs(prep_img(a.float().to(device)), prep_txt(b.float().to(device)))
+        if config.uses_unpaired:
+            inputs.unpaired_images = prep_img(x.float().to(device))
+            inputs.unpaired_texts = prep_txt(y.float().to(device))
+            inputs.teacher_images = F.normalize(teacher.project_images(x.float().to(device)), dim=1)
+            inputs.teacher_texts = F.normalize(teacher.project_texts(y.float().to(device)), dim=1)
+        if val is not None:
+            inputs.val_images = prep_img(val[0].float().to(device))
+            inputs.val_texts = prep_txt(val[1].float().to(device))
+    model.history = train_heads(model.image_head, model.text_head, model.siglip, inputs, config, callback)
+    return model.eval()
