@@ -1,7 +1,8 @@
 # One command each on a fresh machine: `make demo`, `make test`, `make bench`.
 # `setup` bootstraps uv if missing and installs the locked environment (idempotent).
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# uv on PATH, else the one pip installs (runnable as `python3 -m uv`); re-evaluated at each use
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS ?= never
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
@@ -9,17 +10,17 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 .PHONY: setup test demo bench clean
 
 setup:
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
-	@$$(command -v uv || echo "$(UV)") sync --frozen
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen
 
 test: setup
-	@$$(command -v uv || echo "$(UV)") run --frozen pytest
+	$(UV) run --frozen pytest
 
 demo: setup
-	@$$(command -v uv || echo "$(UV)") run --frozen sotalign demo
+	$(UV) run --frozen sotalign demo
 
 bench: setup
-	@$$(command -v uv || echo "$(UV)") run --frozen python benchmarks/run.py
+	$(UV) run --frozen python benchmarks/run.py
 
 clean:
 	rm -rf .pytest_cache demo_output bench_output

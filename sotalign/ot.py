@@ -195,6 +195,7 @@ def klot(
     *,
     tol: float | None = None,
     symmetric: bool = True,
+    solver: str = "auto",
     return_diagnostics: bool = False,
 ):
     """KL(P_teacher || P_student) between the entropic OT plans of two n x m affinity matrices.
@@ -213,8 +214,8 @@ def klot(
     check_positive(eps_teacher, "eps_teacher")
     scale = mass_scale(mass, K_student.shape[0])
     with torch.no_grad():
-        student = sinkhorn(K_student.detach(), eps_student, n_iter, tol=tol, symmetric=symmetric)
-        teacher = sinkhorn(K_teacher.detach(), eps_teacher, n_iter, tol=tol, symmetric=symmetric)
+        student = sinkhorn(K_student.detach(), eps_student, n_iter, tol=tol, symmetric=symmetric, solver=solver)
+        teacher = sinkhorn(K_teacher.detach(), eps_teacher, n_iter, tol=tol, symmetric=symmetric, solver=solver)
         log_t = teacher.log_plan.to(student.log_plan.dtype)
         value = scale * plan_kl(log_t, student.log_plan)
         grad = (student.plan - log_t.exp()) * (scale / eps_student)

@@ -45,10 +45,13 @@ def _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts
 
 
 def _means(config: AlignConfig, paired: torch.Tensor, unpaired: torch.Tensor | None) -> torch.Tensor | None:
-    """Centring mean per ``config.center`` (None = let the teacher use the pairs' mean)."""
+    """Centring mean per ``config.center`` (None = let the teacher use the pairs' mean).
+
+    A run that does not use unpaired data (SAIL) never looks at it, not even for the mean.
+    """
     if config.center == "none":
         return torch.zeros(paired.shape[1])
-    if config.center == "pairs" or unpaired is None:
+    if config.center == "pairs" or unpaired is None or not config.uses_unpaired:
         return None
     both = torch.cat([paired, unpaired])
     return Preprocessing.fit(both, normalize=config.normalize_inputs).mean

@@ -1,0 +1,32 @@
+"""The ``sotalign`` command. Bad input prints one ``error:`` line and exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orchestrator import demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sotalign",
+        description="Semi-supervised alignment of frozen vision and language encoders via optimal transport.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
