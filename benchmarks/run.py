@@ -1,7 +1,7 @@
 """KLOT and Sinkhorn performance, measured as ratios within one run.
 
 Each case runs in a fresh child process, so its peak memory is that process's own max RSS
-(minus its baseline after building the inputs), never a tracemalloc estimate. Cases:
+above its level after imports and inputs were built, never a tracemalloc estimate. Cases:
 
 * KLOT forward + backward with the explicit gradient (Theorem 5.1), with the matvec and the
   logsumexp solvers, vs autograd through the unrolled logsumexp Sinkhorn (same iterations);
@@ -35,10 +35,12 @@ def _affinities(n: int, dtype_name: str):
 def _case(name: str, n: int, dtype_name: str, repeats: int, queue) -> None:
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    import ot as pot
+
     from sotalign.ot import klot, plan_kl, sinkhorn
 
     K_student, K_teacher = _affinities(n, dtype_name)
+    base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def run():
         if name == "klot_explicit_matvec":
@@ -55,30 +57,19 @@ def _case(name: str, n: int, dtype_name: str, repeats: int, queue) -> None:
         elif name == "sinkhorn_ours":
             sinkhorn(K_teacher, EPS_TEACHER, N_ITER)
         elif name == "sinkhorn_pot":
-            import ot as pot
-
             a = torch.full((n,), 1.0 / n, dtype=K_teacher.dtype)
             pot.bregman.sinkhorn_log(a, a, -K_teacher, EPS_TEACHER, numItermax=N_ITER, stopThr=0.0, warn=False)
         else:
             raise ValueError(name)
 
-    run()  # warm-up (also the memory measurement's high-water mark is reached here)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"seconds": min(times), "peak_mib": peak_kib / 1024})
-
-
-def _baseline(n: int, dtype_name: str, queue) -> None:
-    import sotalign.ot  # noqa: F401  (same imports as the cases)
-    import ot  # noqa: F401
-
-    _affinities(n, dtype_name)
-    queue.put({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    extra_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib
+    queue.put({"seconds": min(times), "extra_mib": extra_kib / 1024})
 
 
 def measure(target, *args) -> dict:
@@ -104,10 +95,7 @@ def main() -> None:
     print("| n | explicit matvec s | explicit logsumexp s | unrolled s | unrolled/explicit time | explicit MiB | unrolled MiB | unrolled/explicit memory |")
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        base = measure(_baseline, n, "float32")["peak_mib"]
         row = {c: measure(_case, c, n, "float32", args.repeats) for c in klot_cases}
-        for r in row.values():
-            r["extra_mib"] = max(r["peak_mib"] - base, 1e-3)
         fast, lse, unrolled = (row[c] for c in klot_cases)
         print(
             f"| {n} | {fast['seconds']:.3f} | {lse['seconds']:.3f} | {unrolled['seconds']:.3f} | "

@@ -10,6 +10,8 @@ from pathlib import Path
 from sotalign.benchmark import SYNTHETIC_DEFAULTS, format_table, methods_for, run_synthetic
 from sotalign.io import atomic_path
 
+from orchestrator.overrides import apply_overrides
+
 
 def add_parser(commands) -> None:
     p = commands.add_parser("demo", help="compare teacher / SAIL / SOTAlign on the synthetic benchmark")
@@ -17,6 +19,8 @@ def add_parser(commands) -> None:
     p.add_argument("--steps", type=int, default=SYNTHETIC_DEFAULTS.steps, help="stage-2 steps per run")
     p.add_argument("--n-pairs", type=int, default=64, help="paired samples (default 64)")
     p.add_argument("--n-unpaired", type=int, default=4000, help="unpaired images and texts each (default 4000)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an AlignConfig field of SOTAlign (and of its teacher/SAIL rows), e.g. eps_teacher=0.01")
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output/)")
     p.set_defaults(run=run)
 
@@ -24,7 +28,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.seeds < 1 or args.steps < 1:
         raise ValueError(f"--seeds and --steps must be >= 1, got {args.seeds} and {args.steps}")
-    config = SYNTHETIC_DEFAULTS.replace(steps=args.steps)
+    config = apply_overrides(SYNTHETIC_DEFAULTS.replace(steps=args.steps), args.overrides)
     print(f"synthetic benchmark: {args.n_pairs} pairs, {args.n_unpaired} unpaired images + texts, {args.seeds} seeds")
     rows = run_synthetic(
         methods_for(config),

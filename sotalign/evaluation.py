@@ -61,8 +61,8 @@ def retrieval(
 
     out: dict[str, float] = {}
     for k in ks:
-        out[f"i2t_recall_at_{k}"] = 100.0 * (i2t_ranks < k).float().mean().item()
-        out[f"t2i_recall_at_{k}"] = 100.0 * (t2i_ranks < k).float().mean().item()
+        out[f"i2t_recall_at_{k}"] = 100.0 * (i2t_ranks < k).double().mean().item()
+        out[f"t2i_recall_at_{k}"] = 100.0 * (t2i_ranks < k).double().mean().item()
     if 1 in ks:
         out["mean_recall_at_1"] = 0.5 * (out["i2t_recall_at_1"] + out["t2i_recall_at_1"])
     return out
@@ -92,7 +92,7 @@ def zero_shot(image_emb, labels, class_text_emb, *, ks: Sequence[int] = (1, 5)) 
     scores = images @ classes.T
     correct = scores.gather(1, labels[:, None])
     ranks = (scores > correct).sum(1)
-    return {f"top{k}": 100.0 * (ranks < k).float().mean().item() for k in ks if k <= classes.shape[0]}
+    return {f"top{k}": 100.0 * (ranks < k).double().mean().item() for k in ks if k <= classes.shape[0]}
 
 
 @torch.no_grad()

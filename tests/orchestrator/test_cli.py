@@ -1,0 +1,44 @@
+"""The ``sotalign`` command: demo end to end (tiny), overrides, and exit code 2 on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.overrides import apply_overrides
+from sotalign import AlignConfig
+
+
+def test_overrides_are_typed_and_validated():
+    config = apply_overrides(AlignConfig(), ["eps_teacher=0.05", "teacher=procrustes", "teacher_dim=null", "select_best=false"])
+    assert config.eps_teacher == 0.05 and config.teacher == "procrustes" and config.teacher_dim is None
+    assert config.select_best is False
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(AlignConfig(), ["alpha"])
+    with pytest.raises(ValueError, match="unknown AlignConfig field.*epsilon"):
+        apply_overrides(AlignConfig(), ["epsilon=0.1"])
+    with pytest.raises(ValueError, match="unknown teacher 'pca'"):
+        apply_overrides(AlignConfig(), ["teacher=pca"])
+
+
+def test_demo_writes_results(tmp_path, capsys):
+    code = main(["demo", "--seeds", "2", "--steps", "20", "--n-pairs", "16", "--n-unpaired", "200",
+                 "--set", "head_dim=16", "--set", "batch_unpaired=64", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| sotalign |" in out and "| sail |" in out and "| teacher |" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["head_dim"] == 16
+    assert {(r["method"], r["seed"]) for r in results["rows"]} == {(m, s) for m in ("teacher", "sail", "sotalign") for s in (0, 1)}
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--set", "teacher=pca", "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: unknown teacher 'pca'; expected one of 'procrustes', 'cca', 'contrastive'"]
+    assert not (tmp_path / "results.json").exists()
