@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertModel
 
 from sotalign.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, load_encoder, parse_spec
 
@@ -23,19 +23,6 @@ def tiny_vit(tmp_path_factory):
     path = tmp_path_factory.mktemp("vit") / "vit_tiny.safetensors"
     save_file(model.state_dict(), str(path))
     return model.eval(), path
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bert")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "dog", "red", "car", "the"]
-    (folder / "vocab.txt").write_text("\n".join(words))
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    return folder
 
 
 def test_spec_parsing():
@@ -76,13 +63,13 @@ def test_timm_refusals():
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "last_token"])
-def test_hf_text_poolings(tiny_bert, pooling):
-    enc = load_encoder(f"hf:{tiny_bert}?pooling={pooling}&max_length=16", device="cpu")
+def test_hf_text_poolings(tiny_bert_dir, pooling):
+    enc = load_encoder(f"hf:{tiny_bert_dir}?pooling={pooling}&max_length=16", device="cpu")
     texts = ["a photo of a cat", "the red car", "dog"]
     out = enc.embed(texts)
     tok = enc.tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        hidden = BertModel.from_pretrained(tiny_bert)(**tok).last_hidden_state
+        hidden = BertModel.from_pretrained(tiny_bert_dir)(**tok).last_hidden_state
     mask = tok["attention_mask"]
     if pooling == "mean":
         expected = torch.stack([hidden[i, mask[i].bool()].mean(0) for i in range(3)])

@@ -1,0 +1,62 @@
+"""Dataset descriptions that the embedding extractor consumes.
+
+An ``ImageTextDataset`` has images, captions (several per image allowed, ``caption_image``
+maps each caption to its image) and named splits of image indices. A
+``ClassificationDataset`` has labelled images, class names and prompt templates (its
+"captions" are the class x template prompts). Images are loaded lazily by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class ImageTextDataset:
+    name: str
+    image_ids: list[str]
+    captions: list[str]
+    caption_image: np.ndarray  # (n_captions,) index of each caption's image
+    splits: dict[str, np.ndarray]  # split -> sorted image indices
+    load_image: Callable[[int], Image.Image]
+
+    def split_indices(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image indices, caption indices) of ``split``, in a fixed order."""
+        if split not in self.splits:
+            raise ValueError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+        images = self.splits[split]
+        captions = np.flatnonzero(np.isin(self.caption_image, images))
+        return images, captions
+
+
+@dataclass
+class ClassificationDataset:
+    name: str
+    image_ids: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    templates: list[str]  # each with one "{}" for the class name
+    splits: dict[str, np.ndarray]
+    load_image: Callable[[int], Image.Image]
+
+    def prompts(self) -> list[str]:
+        """Class-major prompts: row c * len(templates) + t is template t of class c."""
+        return [t.format(c) for c in self.class_names for t in self.templates]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        if split not in self.splits:
+            raise ValueError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+        return self.splits[split]
+
+
+def fixed_split(ids: list[str], n_test: int, salt: str) -> dict[str, np.ndarray]:
+    """A split that depends only on the ids (a stable hash), not on order or a seed."""
+    import hashlib
+
+    keys = [hashlib.sha1(f"{salt}/{i}".encode()).hexdigest() for i in ids]
+    order = np.argsort(keys, kind="stable")
+    return {"test": np.sort(order[:n_test]), "pool": np.sort(order[n_test:])}

@@ -1,0 +1,177 @@
+"""Embedding extraction into the store: one table per (dataset, split, modality, encoder).
+
+A table is a folder of Parquet shards (``part-00000.parquet`` ...) of ``shard_size`` rows each,
+plus ``_COMPLETE.json`` once every shard is written. Extraction is resumable: shards already
+on disk are checked (same encoder id and dim, same ids) and skipped; a folder holding another
+encoder's shards is refused. Ids are deterministic, so a resumed or distributed run (the Ray
+Data job in ``orchestrator``) writes the same table as a local one.
+
+Layout: ``<store>/<dataset>/<split>/<modality>/<encoder slug>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
+from sotalign.data.store import EmbeddingTable, read_embeddings, read_metadata, write_embeddings
+from sotalign.encoders import Encoder
+from sotalign.io import atomic_path
+
+MANIFEST = "_COMPLETE.json"
+SHARD_SIZE = 1024  # rows per Parquet shard: the unit of resumption and of distributed work
+
+
+def encoder_slug(encoder_id: str) -> str:
+    """A filesystem-safe, collision-free folder name for an encoder id."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id)[:80].strip("_")
+    return f"{readable}-{hashlib.sha1(encoder_id.encode()).hexdigest()[:8]}"
+
+
+def table_dir(store: str | Path, dataset: str, split: str, modality: str, encoder_id: str) -> Path:
+    return Path(store) / dataset / split / modality / encoder_slug(encoder_id)
+
+
+def shard_path(folder: Path, index: int) -> Path:
+    return folder / f"part-{index:05d}.parquet"
+
+
+def shard_ranges(n_rows: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
+    return [(start, min(start + shard_size, n_rows)) for start in range(0, n_rows, shard_size)]
+
+
+def check_existing_shard(path: Path, encoder: Encoder, ids: Sequence[str]) -> bool:
+    """True if ``path`` already holds this shard; raise if it holds something else."""
+    if not path.exists():
+        return False
+    meta = read_metadata(path)
+    if meta.get("encoder") != encoder.id or meta.get("dim") != encoder.dim:
+        raise ValueError(
+            f"{path} holds embeddings of {meta.get('encoder')!r} (dim {meta.get('dim')}), not of "
+            f"{encoder.id!r} (dim {encoder.dim}); refusing to mix encoders in one table"
+        )
+    if read_embeddings(path).ids != list(ids):
+        raise ValueError(f"{path} holds other rows than this extraction would write (dataset changed?); delete it")
+    return True
+
+
+def embed_rows(
+    encoder: Encoder,
+    load: Callable[[int], object],
+    ids: Sequence[str],
+    folder: str | Path,
+    *,
+    metadata: dict,
+    columns: dict[str, np.ndarray] | None = None,
+    batch_size: int = 64,
+    shard_size: int = SHARD_SIZE,
+    progress: bool = True,
+) -> Path:
+    """Embed row i = ``load(i)`` for every id into sharded Parquet under ``folder``."""
+    folder = Path(folder)
+    columns = columns or {}
+    ranges = shard_ranges(len(ids), shard_size)
+    bar = tqdm(total=len(ids), desc=f"{metadata.get('dataset', '')}/{metadata.get('split', '')} {encoder.modality}",
+               unit=encoder.modality, disable=not progress)
+    for index, (start, stop) in enumerate(ranges):
+        path = shard_path(folder, index)
+        if check_existing_shard(path, encoder, ids[start:stop]):
+            bar.update(stop - start)
+            continue
+        chunks = []
+        for b in range(start, stop, batch_size):
+            chunks.append(encoder.embed([load(i) for i in range(b, min(b + batch_size, stop))]))
+            bar.update(min(b + batch_size, stop) - b)
+        write_shard(path, encoder, ids[start:stop], torch.cat(chunks), metadata, {k: v[start:stop] for k, v in columns.items()})
+    bar.close()
+    write_manifest(folder, encoder, len(ids), len(ranges), metadata)
+    return folder
+
+
+def write_shard(path: Path, encoder: Encoder, ids, embeddings: torch.Tensor, metadata: dict, columns: dict) -> None:
+    write_embeddings(path, ids, embeddings, metadata={**metadata, "encoder": encoder.id, "modality": encoder.modality}, columns=columns)
+
+
+def write_manifest(folder: Path, encoder: Encoder, n_rows: int, n_shards: int, metadata: dict) -> None:
+    manifest = {**metadata, "encoder": encoder.id, "modality": encoder.modality, "dim": encoder.dim, "n": n_rows, "shards": n_shards}
+    with atomic_path(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+
+
+def is_complete(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def read_table(folder: str | Path) -> EmbeddingTable:
+    """All shards of a complete table, concatenated in order."""
+    folder = Path(folder)
+    if not is_complete(folder):
+        raise ValueError(f"no complete embedding table at {folder} (run `sotalign embed` first, or let it finish)")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    parts = [read_embeddings(shard_path(folder, i)) for i in range(manifest["shards"])]
+    columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
+    table = EmbeddingTable(
+        ids=[i for p in parts for i in p.ids],
+        embeddings=torch.cat([p.embeddings for p in parts]),
+        metadata=manifest,
+        columns=columns,
+    )
+    if len(table.ids) != manifest["n"]:
+        raise ValueError(f"{folder}: the manifest promises {manifest['n']} rows, the shards hold {len(table.ids)}")
+    return table
+
+
+def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str):
+    """(table split name, row loader, ids, extra columns) for one modality of one split.
+
+    Captions carry the id of their image (``image_id``); class prompts carry ``label`` and
+    ``template`` and live in the split ``classes`` whatever split is asked for.
+    """
+    name = dataset.name
+    if isinstance(dataset, ClassificationDataset):
+        if modality == "text":
+            prompts = dataset.prompts()
+            n_t = len(dataset.templates)
+            ids = [f"{name}/class={i // n_t}/template={i % n_t}" for i in range(len(prompts))]
+            cols = {"label": np.arange(len(prompts)) // n_t, "template": np.arange(len(prompts)) % n_t}
+            return "classes", prompts.__getitem__, ids, cols
+        rows = dataset.split_indices(split)
+        ids = [f"{name}/{dataset.image_ids[i]}" for i in rows]
+        return split, lambda k: dataset.load_image(int(rows[k])), ids, {"label": dataset.labels[rows]}
+    images, captions = dataset.split_indices(split)
+    if modality == "image":
+        ids = [f"{name}/{dataset.image_ids[i]}" for i in images]
+        return split, lambda k: dataset.load_image(int(images[k])), ids, {}
+    owners = dataset.caption_image[captions]
+    rank = np.zeros(len(captions), dtype=int)  # k-th caption of its image
+    for pos in range(1, len(captions)):
+        rank[pos] = rank[pos - 1] + 1 if owners[pos] == owners[pos - 1] else 0
+    ids = [f"{name}/{dataset.image_ids[o]}#{k}" for o, k in zip(owners, rank)]
+    image_ids = np.asarray([f"{name}/{dataset.image_ids[o]}" for o in owners])
+    return split, lambda k: dataset.captions[int(captions[k])], ids, {"image_id": image_ids}
+
+
+def embed_dataset(
+    dataset: ImageTextDataset | ClassificationDataset,
+    split: str,
+    encoder: Encoder,
+    store: str | Path,
+    **options,
+) -> Path:
+    """Embed one split of ``dataset`` with ``encoder`` into ``store``; returns the table folder."""
+    table_split, load, ids, columns = dataset_rows(dataset, split, encoder.modality)
+    folder = table_dir(store, dataset.name, table_split, encoder.modality, encoder.id)
+    if is_complete(folder):
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if manifest.get("encoder") == encoder.id and manifest.get("n") == len(ids):
+            return folder
+    metadata = {"dataset": dataset.name, "split": table_split}
+    return embed_rows(encoder, load, ids, folder, metadata=metadata, columns=columns, **options)

@@ -1,0 +1,56 @@
+"""Aligned views of stored tables for training and evaluation.
+
+``retrieval_view`` joins an image table and a caption table of the same split: one row per
+image, its first caption as the paired text, and every caption with the index of its image
+(for multi-caption retrieval). ``classification_view`` pairs labelled images with the
+class x template prompt embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sotalign.data.store import EmbeddingTable
+
+
+@dataclass
+class RetrievalView:
+    images: torch.Tensor  # (n_images, d_image)
+    first_captions: torch.Tensor  # (n_images, d_text): caption #0 of each image
+    captions: torch.Tensor  # (n_captions, d_text)
+    caption_image: np.ndarray  # (n_captions,) row in ``images``
+
+
+@dataclass
+class ClassificationView:
+    images: torch.Tensor
+    labels: np.ndarray
+    class_prompts: torch.Tensor  # (n_classes, n_templates, d_text)
+
+
+def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> RetrievalView:
+    position = {image_id: i for i, image_id in enumerate(images.ids)}
+    owners = captions.columns.get("image_id")
+    if owners is None:
+        raise ValueError("the caption table has no image_id column (is it a class-prompt table?)")
+    missing = [o for o in owners if o not in position]
+    if missing:
+        raise ValueError(f"{len(missing)} captions belong to images not in the image table (first: {missing[:3]})")
+    caption_image = np.asarray([position[o] for o in owners])
+    first = np.full(len(images.ids), -1)
+    for row in range(len(caption_image) - 1, -1, -1):
+        first[caption_image[row]] = row
+    if (first < 0).any():
+        raise ValueError(f"{int((first < 0).sum())} images have no caption")
+    return RetrievalView(images.embeddings, captions.embeddings[first], captions.embeddings, caption_image)
+
+
+def classification_view(images: EmbeddingTable, prompts: EmbeddingTable) -> ClassificationView:
+    labels, templates = prompts.columns["label"], prompts.columns["template"]
+    n_classes, n_templates = int(labels.max()) + 1, int(templates.max()) + 1
+    grid = torch.empty(n_classes, n_templates, prompts.embeddings.shape[1])
+    grid[labels, templates] = prompts.embeddings
+    return ClassificationView(images.embeddings, np.asarray(images.columns["label"]), grid)
