@@ -7,7 +7,6 @@ needs from one SOTAlign config: the teacher alone (``steps=0``), pairs-only SAIL
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Iterable
 
@@ -63,22 +62,3 @@ def run_synthetic(
             if progress is not None:
                 progress(f"seed {seed} {name:<9} mean R@1 {metrics['mean_recall_at_1']:.1f}")
     return rows
-
-
-def summarize(rows: list[dict], metric: str) -> dict[str, tuple[float, float]]:
-    """method -> (mean, sample std) of ``metric`` over seeds."""
-    by_method: dict[str, list[float]] = {}
-    for row in rows:
-        by_method.setdefault(row["method"], []).append(row[metric])
-    return {m: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for m, v in by_method.items()}
-
-
-def format_table(rows: list[dict], metrics=("t2i_recall_at_1", "i2t_recall_at_1", "mean_recall_at_1", "t2i_recall_at_5")) -> str:
-    """A Markdown table: one line per method, mean +- std over seeds for each metric."""
-    stats = {m: summarize(rows, m) for m in (*metrics, "seconds")}
-    header = "| method | " + " | ".join(metrics) + " | seconds |"
-    lines = [header, "|" + "---|" * (len(metrics) + 2)]
-    for method in stats[metrics[0]]:
-        cells = [f"{stats[m][method][0]:.1f} ± {stats[m][method][1]:.1f}" for m in metrics]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {stats['seconds'][method][0]:.1f} |")
-    return "\n".join(lines)

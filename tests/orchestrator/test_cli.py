@@ -23,15 +23,28 @@ def test_overrides_are_typed_and_validated():
         apply_overrides(AlignConfig(), ["teacher=pca"])
 
 
-def test_demo_writes_results(tmp_path, capsys):
-    code = main(["demo", "--seeds", "2", "--steps", "20", "--n-pairs", "16", "--n-unpaired", "200",
-                 "--set", "head_dim=16", "--set", "batch_unpaired=64", "--out", str(tmp_path)])
+def test_synthetic_demo_writes_results(tmp_path, capsys):
+    code = main(["demo", "--synthetic", "--seeds", "2", "--set", "steps=20", "--set", "head_dim=16",
+                 "--set", "batch_unpaired=64", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "| sotalign |" in out and "| sail |" in out and "| teacher |" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["head_dim"] == 16
     assert {(r["method"], r["seed"]) for r in results["rows"]} == {(m, s) for m in ("teacher", "sail", "sotalign") for s in (0, 1)}
+
+
+def test_bundled_demo_embeds_trains_and_plots(tmp_path, capsys):
+    code = main(["demo", "--n-pairs", "20", "40", "--seeds", "1", "--set", "steps=5", "--set", "head_dim=16",
+                 "--image-encoder", "packaged:efficientnet-lite0?image_size=32", "--store", str(tmp_path / "store"),
+                 "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| 40 | sotalign |" in out and "digits top-1" in out
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert len(rows) == 2 * 3 and all(0 <= r["digits_top1"] <= 100 for r in rows)
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+    assert (tmp_path / "store" / "openmoji" / "test" / "image").is_dir()
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

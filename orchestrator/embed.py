@@ -1,0 +1,37 @@
+"""``sotalign embed``: extract frozen-encoder embeddings of a dataset into the Parquet store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sotalign.data.extract import embed_dataset, read_table
+from sotalign.data.registry import BUNDLED, load_dataset
+from sotalign.encoders import load_encoder
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("embed", help="embed a dataset's images or texts into the embedding store")
+    p.add_argument("--encoder", required=True, help="encoder spec, e.g. packaged:efficientnet-lite0, timm:vit_base_patch16_224?pooling=cls+mean_patch, hf:/models/minilm")
+    p.add_argument("--dataset", required=True, help=f"dataset name (bundled: {', '.join(BUNDLED)})")
+    p.add_argument("--split", action="append", help="split(s) to embed (default: all of the dataset's splits)")
+    p.add_argument("--out", type=Path, required=True, help="the embedding store folder")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    dataset = load_dataset(args.dataset)
+    splits = args.split or list(dataset.splits)
+    for split in splits:
+        if split not in dataset.splits:
+            raise ValueError(f"dataset {dataset.name!r} has no split {split!r}; splits: {', '.join(dataset.splits)}")
+    encoder = load_encoder(args.encoder, device=args.device)
+    for split in splits:
+        folder = embed_dataset(dataset, split, encoder, args.out, batch_size=args.batch_size)
+        table = read_table(folder)
+        print(f"{dataset.name}/{split} {encoder.modality}: {len(table.ids)} x {encoder.dim} -> {folder}")
+    return 0
