@@ -13,7 +13,11 @@ from sotalign.encoders import load_encoder
 def add_parser(commands) -> None:
     p = commands.add_parser("embed", help="embed a dataset's images or texts into the embedding store")
     p.add_argument("--encoder", required=True, help="encoder spec, e.g. packaged:efficientnet-lite0, timm:vit_base_patch16_224?pooling=cls+mean_patch, hf:/models/minilm")
-    p.add_argument("--dataset", required=True, help=f"dataset name (bundled: {', '.join(BUNDLED)})")
+    p.add_argument("--dataset", required=True,
+                   help=f"bundled name ({', '.join(BUNDLED)}), an image-caption table (.csv/.jsonl/.parquet) or a class-labelled image folder")
+    p.add_argument("--image-column", default="image", help="table column with image paths (default image)")
+    p.add_argument("--caption-column", default="caption", help="table column with captions (default caption)")
+    p.add_argument("--skip-bad", action="store_true", help="skip missing/unreadable images and empty captions (and report them)")
     p.add_argument("--split", action="append", help="split(s) to embed (default: all of the dataset's splits)")
     p.add_argument("--out", type=Path, required=True, help="the embedding store folder")
     p.add_argument("--batch-size", type=int, default=64)
@@ -24,7 +28,13 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    dataset = load_dataset(args.dataset)
+    options = {"skip_bad": args.skip_bad}
+    if not Path(args.dataset).is_dir():
+        options.update(image_column=args.image_column, caption_column=args.caption_column)
+    dataset = load_dataset(args.dataset, **options) if args.dataset not in BUNDLED else load_dataset(args.dataset)
+    if dataset.skipped:
+        shown = "; ".join(f"{item} ({why})" for item, why in dataset.skipped[:10])
+        print(f"skipped {len(dataset.skipped)} bad rows: {shown}{' ...' if len(dataset.skipped) > 10 else ''}")
     splits = args.split or list(dataset.splits)
     for split in splits:
         if split not in dataset.splits:

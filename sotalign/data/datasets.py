@@ -9,7 +9,7 @@ maps each caption to its image) and named splits of image indices. A
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,7 @@ class ImageTextDataset:
     caption_image: np.ndarray  # (n_captions,) index of each caption's image
     splits: dict[str, np.ndarray]  # split -> sorted image indices
     load_image: Callable[[int], Image.Image]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (row, reason) left out by skip_bad
 
     def split_indices(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(image indices, caption indices) of ``split``, in a fixed order."""
@@ -42,6 +43,7 @@ class ClassificationDataset:
     templates: list[str]  # each with one "{}" for the class name
     splits: dict[str, np.ndarray]
     load_image: Callable[[int], Image.Image]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def prompts(self) -> list[str]:
         """Class-major prompts: row c * len(templates) + t is template t of class c."""

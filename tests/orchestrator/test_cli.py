@@ -55,3 +55,17 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: unknown teacher 'pca'; expected one of 'procrustes', 'cca', 'contrastive'"]
     assert not (tmp_path / "results.json").exists()
+
+
+def test_embed_reports_bad_rows_or_skips_them(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "a.png")
+    (tmp_path / "pairs.csv").write_text("image,caption\na.png,a red square\nmissing.png,a ghost\n")
+    args = ["embed", "--encoder", "packaged:efficientnet-lite0?image_size=32", "--dataset", str(tmp_path / "pairs.csv"),
+            "--out", str(tmp_path / "store"), "--device", "cpu"]
+    assert main(args) == 2
+    assert "1 bad rows" in capsys.readouterr().err and not (tmp_path / "store").exists()
+    assert main(args + ["--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 bad rows: row 1: missing.png (missing file)" in out and "pairs/all image: 1 x 1280" in out
