@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from sotalign.data.extract import embed_dataset, read_table
@@ -22,6 +23,9 @@ def add_parser(commands) -> None:
     p.add_argument("--out", type=Path, required=True, help="the embedding store folder")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job over an actor pool of encoders (also when RAY_ADDRESS is set)")
+    p.add_argument("--actors", type=int, default=2, help="encoder actors with --ray (default 2)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per encoder actor with --ray (1 on a GPU cluster)")
     p.set_defaults(run=run)
 
 
@@ -39,9 +43,16 @@ def run(args: argparse.Namespace) -> int:
     for split in splits:
         if split not in dataset.splits:
             raise ValueError(f"dataset {dataset.name!r} has no split {split!r}; splits: {', '.join(dataset.splits)}")
-    encoder = load_encoder(args.encoder, device=args.device)
-    for split in splits:
-        folder = embed_dataset(dataset, split, encoder, args.out, batch_size=args.batch_size)
+    if args.ray or os.environ.get("RAY_ADDRESS"):
+        from orchestrator.embed_ray import embed_with_ray
+
+        folders = [embed_with_ray(args.dataset, split, args.encoder, args.out, dataset_options=options if args.dataset not in BUNDLED else {},
+                                  actors=args.actors, gpus_per_actor=args.gpus_per_actor, device=args.device,
+                                  batch_size=args.batch_size) for split in splits]
+    else:
+        encoder = load_encoder(args.encoder, device=args.device)
+        folders = [embed_dataset(dataset, split, encoder, args.out, batch_size=args.batch_size) for split in splits]
+    for split, folder in zip(splits, folders):
         table = read_table(folder)
-        print(f"{dataset.name}/{split} {encoder.modality}: {len(table.ids)} x {encoder.dim} -> {folder}")
+        print(f"{dataset.name}/{split} {table.metadata['modality']}: {len(table.ids)} x {table.metadata['dim']} -> {folder}")
     return 0

@@ -63,6 +63,37 @@ def check_existing_shard(path: Path, encoder: Encoder, ids: Sequence[str]) -> bo
     return True
 
 
+def embed_shard(
+    encoder: Encoder,
+    load: Callable[[int], object],
+    ids: Sequence[str],
+    folder: Path,
+    index: int,
+    *,
+    metadata: dict,
+    columns: dict[str, np.ndarray],
+    batch_size: int = 64,
+    shard_size: int = SHARD_SIZE,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Write shard ``index`` (rows ``index * shard_size`` ...) unless it is already there.
+
+    Returns the number of rows embedded (0 for a shard found on disk). The same function
+    runs in the local loop and in the Ray actors, so both write identical shards.
+    """
+    start, stop = index * shard_size, min((index + 1) * shard_size, len(ids))
+    path = shard_path(folder, index)
+    if check_existing_shard(path, encoder, ids[start:stop]):
+        return 0
+    chunks = []
+    for b in range(start, stop, batch_size):
+        chunks.append(encoder.embed([load(i) for i in range(b, min(b + batch_size, stop))]))
+        if on_rows is not None:
+            on_rows(min(b + batch_size, stop) - b)
+    write_shard(path, encoder, ids[start:stop], torch.cat(chunks), metadata, {k: v[start:stop] for k, v in columns.items()})
+    return stop - start
+
+
 def embed_rows(
     encoder: Encoder,
     load: Callable[[int], object],
@@ -77,22 +108,17 @@ def embed_rows(
 ) -> Path:
     """Embed row i = ``load(i)`` for every id into sharded Parquet under ``folder``."""
     folder = Path(folder)
-    columns = columns or {}
-    ranges = shard_ranges(len(ids), shard_size)
+    n_shards = len(shard_ranges(len(ids), shard_size))
     bar = tqdm(total=len(ids), desc=f"{metadata.get('dataset', '')}/{metadata.get('split', '')} {encoder.modality}",
                unit=encoder.modality, disable=not progress)
-    for index, (start, stop) in enumerate(ranges):
-        path = shard_path(folder, index)
-        if check_existing_shard(path, encoder, ids[start:stop]):
+    for index in range(n_shards):
+        done = embed_shard(encoder, load, ids, folder, index, metadata=metadata, columns=columns or {},
+                           batch_size=batch_size, shard_size=shard_size, on_rows=bar.update)
+        if not done:
+            start, stop = shard_ranges(len(ids), shard_size)[index]
             bar.update(stop - start)
-            continue
-        chunks = []
-        for b in range(start, stop, batch_size):
-            chunks.append(encoder.embed([load(i) for i in range(b, min(b + batch_size, stop))]))
-            bar.update(min(b + batch_size, stop) - b)
-        write_shard(path, encoder, ids[start:stop], torch.cat(chunks), metadata, {k: v[start:stop] for k, v in columns.items()})
     bar.close()
-    write_manifest(folder, encoder, len(ids), len(ranges), metadata)
+    write_manifest(folder, encoder.id, encoder.modality, encoder.dim, len(ids), n_shards, metadata)
     return folder
 
 
@@ -100,8 +126,9 @@ def write_shard(path: Path, encoder: Encoder, ids, embeddings: torch.Tensor, met
     write_embeddings(path, ids, embeddings, metadata={**metadata, "encoder": encoder.id, "modality": encoder.modality}, columns=columns)
 
 
-def write_manifest(folder: Path, encoder: Encoder, n_rows: int, n_shards: int, metadata: dict) -> None:
-    manifest = {**metadata, "encoder": encoder.id, "modality": encoder.modality, "dim": encoder.dim, "n": n_rows, "shards": n_shards}
+def write_manifest(folder: Path, encoder_id: str, modality: str, dim: int, n_rows: int, n_shards: int, metadata: dict) -> None:
+    """Mark a table complete: written last, after every shard."""
+    manifest = {**metadata, "encoder": encoder_id, "modality": modality, "dim": dim, "n": n_rows, "shards": n_shards}
     with atomic_path(folder / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
 

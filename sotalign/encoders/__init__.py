@@ -29,6 +29,16 @@ def _typed(options: dict) -> dict:
     return out
 
 
+def spec_modality(spec: str) -> str:
+    """``image`` or ``text``, from the spec alone (without loading any weights)."""
+    kind, name, _ = parse_spec(spec)
+    if kind == "timm" or (kind == "packaged" and name in EFFICIENTNETS):
+        return "image"
+    if kind == "hf" or (kind == "packaged" and name in TEXT_PACKAGES):
+        return "text"
+    raise ValueError(f"unknown encoder {spec!r}; kinds: timm (images), hf (texts), packaged ({', '.join(PACKAGED)})")
+
+
 def load_encoder(spec: str, **options) -> Encoder:
     """Build the encoder that ``spec`` names; ``options`` override the spec's own."""
     kind, name, spec_options = parse_spec(spec)
@@ -58,4 +68,4 @@ def load_encoder(spec: str, **options) -> Encoder:
     raise ValueError(f"unknown encoder kind {kind!r} in {spec!r}; expected timm, hf or packaged")
 
 
-__all__ = ["DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "Encoder", "load_encoder", "parse_spec"]
+__all__ = ["DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "Encoder", "load_encoder", "parse_spec", "spec_modality"]

@@ -1,0 +1,85 @@
+"""``sotalign embed --ray``: the extraction as a Ray Data job over an actor pool of encoders.
+
+Every actor loads the dataset description and one encoder (one GPU per actor on a cluster),
+then writes whole shards with ``sotalign.data.extract.embed_shard``, the function the local
+path uses, so the store is the same either way; shards already on disk are skipped (resume).
+The driver writes the table's manifest once every shard is in. The store must be on storage
+that every node sees (NFS, a mounted bucket) on a multi-node cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sotalign.data.extract import dataset_rows, embed_shard, shard_ranges, table_dir, write_manifest
+from sotalign.data.registry import load_dataset
+from sotalign.encoders import load_encoder, spec_modality
+
+
+class ShardEmbedder:
+    """A Ray Data actor: one encoder, called with batches of shard indices."""
+
+    def __init__(self, dataset: str, dataset_options: dict, split: str, encoder: str, device: str,
+                 store: str, batch_size: int, shard_size: int):
+        data = load_dataset(dataset, **dataset_options)
+        self.encoder = load_encoder(encoder, device=device)
+        table_split, self.load, self.ids, self.columns = dataset_rows(data, split, self.encoder.modality)
+        self.folder = table_dir(store, data.name, table_split, self.encoder.modality, self.encoder.id)
+        self.metadata = {"dataset": data.name, "split": table_split}
+        self.batch_size, self.shard_size = batch_size, shard_size
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [
+            embed_shard(self.encoder, self.load, self.ids, self.folder, int(index), metadata=self.metadata,
+                        columns=self.columns, batch_size=self.batch_size, shard_size=self.shard_size)
+            for index in batch["shard"]
+        ]
+        n = len(rows)
+        return {"shard": np.asarray(batch["shard"]), "rows": np.asarray(rows), "encoder": np.asarray([self.encoder.id] * n),
+                "dim": np.asarray([self.encoder.dim] * n), "folder": np.asarray([str(self.folder)] * n)}
+
+
+def embed_with_ray(
+    dataset: str,
+    split: str,
+    encoder: str,
+    store: str | Path,
+    *,
+    dataset_options: dict | None = None,
+    actors: int = 2,
+    gpus_per_actor: float = 0.0,
+    device: str = "auto",
+    batch_size: int = 64,
+    shard_size: int | None = None,
+) -> Path:
+    """Run the extraction of one split on the connected Ray cluster; returns the table folder."""
+    import ray
+    import ray.data
+
+    from sotalign.data.extract import SHARD_SIZE
+
+    shard_size = shard_size or SHARD_SIZE
+    dataset_options = dataset_options or {}
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    modality = spec_modality(encoder)
+    data = load_dataset(dataset, **dataset_options)
+    table_split, _, ids, _ = dataset_rows(data, split, modality)
+    n_shards = len(shard_ranges(len(ids), shard_size))
+    kwargs = dict(dataset=dataset, dataset_options=dataset_options, split=split, encoder=encoder,
+                  device="cuda" if gpus_per_actor else device, store=str(Path(store).resolve()),
+                  batch_size=batch_size, shard_size=shard_size)
+    results = (
+        ray.data.from_items([{"shard": k} for k in range(n_shards)])
+        .map_batches(ShardEmbedder, fn_constructor_kwargs=kwargs, batch_size=1,
+                     compute=ray.data.ActorPoolStrategy(size=min(actors, n_shards)), num_cpus=1, num_gpus=gpus_per_actor)
+        .take_all()
+    )
+    if sorted(int(r["shard"]) for r in results) != list(range(n_shards)):
+        raise RuntimeError(f"the Ray job returned shards {sorted(int(r['shard']) for r in results)}, expected 0..{n_shards - 1}")
+    encoder_id, dim, folder = results[0]["encoder"], int(results[0]["dim"]), Path(results[0]["folder"])
+    write_manifest(folder, str(encoder_id), modality, dim, len(ids), n_shards, {"dataset": data.name, "split": table_split})
+    return folder
