@@ -40,6 +40,7 @@ class AlignConfig:
     eps_teacher: float = 0.01  # paper App. A.1 (released code: 0.005)
     n_iter: int = 100  # paper App. A.1: Sinkhorn iterations in both spaces
     mass: str = "unit"  # official klot.py: plans of total mass 1; "rows" = the paper's Pi_n (mass n)
+    ot_scope: str = "global"  # data-parallel runs: one plan over the global batch (as one big GPU); "local" = per worker
     # --- stage 2: heads ---------------------------------------------------------------------
     head: str = "linear"  # paper 3.6: linear layers, "more robust" with few pairs
     head_dim: int = 1024  # paper 3.6: d = 1024
@@ -68,6 +69,7 @@ class AlignConfig:
         check_choice(self.center, CENTERINGS, "center")
         check_choice(self.divergence, DIVERGENCES, "divergence")
         check_choice(self.mass, MASSES, "KLOT mass")
+        check_choice(self.ot_scope, ("global", "local"), "ot_scope")
         check_choice(self.head, HEAD_KINDS, "head kind")
         check_choice(self.head_init, HEAD_INITS, "head_init")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")

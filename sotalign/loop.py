@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sotalign.config import PAPER_MAX_BATCH, PAPER_MAX_PAIRS_PER_BATCH, AlignConfig
+from sotalign.distributed import DistributedContext
 from sotalign.evaluation import retrieval
-from sotalign.losses import get_divergence
+from sotalign.losses import Divergence, Terms, get_divergence
 from sotalign.optim import build_optimizer, build_schedule
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -68,6 +69,59 @@ def _embed(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(head(x), dim=-1)
 
 
+@dataclass
+class BatchRows:
+    """Global row indices of one step: pairs, unpaired images, unpaired texts (None: no divergence)."""
+
+    pairs: torch.Tensor
+    images: torch.Tensor | None = None
+    texts: torch.Tensor | None = None
+
+
+def step_loss(
+    image_head: nn.Module,
+    text_head: nn.Module,
+    siglip: nn.Module,
+    inputs: Stage2Inputs,
+    config: AlignConfig,
+    divergence: Divergence | None,
+    rows: BatchRows,
+    distributed: DistributedContext | None = None,
+) -> tuple[torch.Tensor, Terms]:
+    """SigLIP on the pairs + alpha * divergence on the unpaired rows of one step.
+
+    With ``distributed``, this rank embeds its slice of each global batch and the losses are
+    computed on the gathered global batch (``ot_scope="local"``: the divergence on the local
+    slice only, scaled by 1 / world size so that summed gradients average the workers' plans).
+    """
+    def embed(head, x, idx):
+        if distributed is None:
+            return _embed(head, x[idx])
+        return distributed.gather(_embed(head, x[distributed.shard(idx)]))
+
+    affinity = embed(image_head, inputs.paired_images, rows.pairs) @ embed(text_head, inputs.paired_texts, rows.pairs).T
+    terms = siglip(affinity)
+    total = terms["siglip"]
+    if divergence is None:
+        return total, terms
+    images, texts = rows.images, rows.texts
+    local = distributed is not None and config.ot_scope == "local"
+    if local:
+        images, texts = distributed.shard(images), distributed.shard(texts)
+        student_images = _embed(image_head, inputs.unpaired_images[images])
+        student_texts = _embed(text_head, inputs.unpaired_texts[texts])
+    else:
+        student_images = embed(image_head, inputs.unpaired_images, images)
+        student_texts = embed(text_head, inputs.unpaired_texts, texts)
+    div_terms = divergence(
+        student_images, student_texts, inputs.teacher_images[images], inputs.teacher_texts[texts],
+        eps_student=config.eps_student, eps_teacher=config.eps_teacher, n_iter=config.n_iter, mass=config.mass,
+    )
+    terms.update(div_terms)
+    weight = config.alpha / distributed.world_size if local else config.alpha
+    return total + weight * div_terms[config.divergence], terms
+
+
 def _validate(image_head: nn.Module, text_head: nn.Module, inputs: Stage2Inputs) -> dict[str, float]:
     with torch.no_grad():
         scores = retrieval(_embed(image_head, inputs.val_images), _embed(text_head, inputs.val_texts))
@@ -81,11 +135,14 @@ def train_heads(
     inputs: Stage2Inputs,
     config: AlignConfig,
     callback: Callback | None = None,
+    distributed: DistributedContext | None = None,
 ) -> list[dict[str, float]]:
     """Train the heads (and SigLIP's scale and bias) in place; return the logged history.
 
     With validation pairs and ``config.select_best``, the heads end at the state with the
-    best validation mean R@1 (recorded as ``best_step`` in the last history entry).
+    best validation mean R@1 (recorded as ``best_step`` in the last history entry). With
+    ``distributed``, every rank must call this with the same inputs and config: the ranks
+    draw the same global batches and reduce gradients, so they stay identical.
     """
     divergence = get_divergence(config.divergence) if config.uses_unpaired else None
     if divergence is not None and inputs.unpaired_images is None:
@@ -105,27 +162,15 @@ def train_heads(
     for m in modules:
         m.train()
     for step in range(1, config.steps + 1):
-        rows = _subset(inputs.paired_images, b_pairs, generator)
-        paired_affinity = _embed(image_head, inputs.paired_images[rows]) @ _embed(text_head, inputs.paired_texts[rows]).T
-        terms = siglip(paired_affinity)
-        total = terms["siglip"]
+        rows = BatchRows(_subset(inputs.paired_images, b_pairs, generator))
         if divergence is not None:
-            ix = _subset(inputs.unpaired_images, b_img, generator)
-            iy = _subset(inputs.unpaired_texts, b_txt, generator)
-            div_terms = divergence(
-                _embed(image_head, inputs.unpaired_images[ix]),
-                _embed(text_head, inputs.unpaired_texts[iy]),
-                inputs.teacher_images[ix],
-                inputs.teacher_texts[iy],
-                eps_student=config.eps_student,
-                eps_teacher=config.eps_teacher,
-                n_iter=config.n_iter,
-                mass=config.mass,
-            )
-            terms.update(div_terms)
-            total = total + config.alpha * div_terms[config.divergence]
+            rows.images = _subset(inputs.unpaired_images, b_img, generator)
+            rows.texts = _subset(inputs.unpaired_texts, b_txt, generator)
+        total, terms = step_loss(image_head, text_head, siglip, inputs, config, divergence, rows, distributed)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if distributed is not None:
+            distributed.reduce_gradients(summed=[image_head, text_head], averaged=[siglip])
         optimizer.step()
         schedule.step()
 
