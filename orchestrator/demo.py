@@ -58,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1 or min(args.n_pairs) < 2:
         raise ValueError(f"--seeds must be >= 1 and every --n-pairs >= 2, got {args.seeds} and {args.n_pairs}")
     if args.synthetic:
+        ignored = [flag for flag, value, default in (
+            ("--n-pairs", args.n_pairs, [100, 300, 1000]), ("--store", args.store, Path("demo_output/store")),
+            ("--image-encoder", args.image_encoder, DEMO_IMAGE_ENCODER), ("--text-encoder", args.text_encoder, DEFAULT_TEXT_ENCODER),
+        ) if value != default]
+        if ignored:
+            raise ValueError(f"--synthetic uses its own data (64 pairs, 4000 unpaired); {', '.join(ignored)} do not apply to it")
         config = apply_overrides(SYNTHETIC_DEFAULTS, args.overrides)
         rows = run_synthetic(methods_for(config), seeds=range(args.seeds), progress=print)
         metrics, by = METRICS[:4], ("method",)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sotalign.data.extract import dataset_rows, embed_shard, shard_ranges, table_dir, write_manifest
-from sotalign.data.registry import load_dataset
+from sotalign.data.extract import dataset_rows, embed_shard, fingerprint, shard_ranges, table_dir, write_manifest
+from sotalign.data.registry import BUNDLED, load_dataset
 from sotalign.encoders import load_encoder, spec_modality
 
 
@@ -26,7 +26,7 @@ class ShardEmbedder:
                  store: str, batch_size: int, shard_size: int):
         data = load_dataset(dataset, **dataset_options)
         self.encoder = load_encoder(encoder, device=device)
-        table_split, self.load, self.ids, self.columns = dataset_rows(data, split, self.encoder.modality)
+        table_split, self.load, self.ids, self.columns, self.keys = dataset_rows(data, split, self.encoder.modality)
         self.folder = table_dir(store, data.name, table_split, self.encoder.modality, self.encoder.id)
         self.metadata = {"dataset": data.name, "split": table_split}
         self.batch_size, self.shard_size = batch_size, shard_size
@@ -34,7 +34,7 @@ class ShardEmbedder:
     def __call__(self, batch: dict) -> dict:
         rows = [
             embed_shard(self.encoder, self.load, self.ids, self.folder, int(index), metadata=self.metadata,
-                        columns=self.columns, batch_size=self.batch_size, shard_size=self.shard_size)
+                        columns=self.columns, keys=self.keys, batch_size=self.batch_size, shard_size=self.shard_size)
             for index in batch["shard"]
         ]
         n = len(rows)
@@ -67,8 +67,10 @@ def embed_with_ray(
         ray.init(address=os.environ.get("RAY_ADDRESS"))
     modality = spec_modality(encoder)
     data = load_dataset(dataset, **dataset_options)
-    table_split, _, ids, _ = dataset_rows(data, split, modality)
+    table_split, _, ids, _, keys = dataset_rows(data, split, modality)
     n_shards = len(shard_ranges(len(ids), shard_size))
+    if dataset not in BUNDLED and Path(dataset).exists():
+        dataset = str(Path(dataset).resolve())  # actors may run in another working directory
     kwargs = dict(dataset=dataset, dataset_options=dataset_options, split=split, encoder=encoder,
                   device="cuda" if gpus_per_actor else device, store=str(Path(store).resolve()),
                   batch_size=batch_size, shard_size=shard_size)
@@ -81,5 +83,6 @@ def embed_with_ray(
     if sorted(int(r["shard"]) for r in results) != list(range(n_shards)):
         raise RuntimeError(f"the Ray job returned shards {sorted(int(r['shard']) for r in results)}, expected 0..{n_shards - 1}")
     encoder_id, dim, folder = results[0]["encoder"], int(results[0]["dim"]), Path(results[0]["folder"])
-    write_manifest(folder, str(encoder_id), modality, dim, len(ids), n_shards, {"dataset": data.name, "split": table_split})
+    write_manifest(folder, str(encoder_id), modality, dim, len(ids), n_shards,
+                   {"dataset": data.name, "split": table_split, "fingerprint": fingerprint(keys)})
     return folder

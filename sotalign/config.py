@@ -24,6 +24,32 @@ PAPER_MAX_BATCH = 32768  # paper App. A.1: batches of up to 32k samples
 PAPER_MAX_PAIRS_PER_BATCH = 10000  # paper App. A.1: "up to 10k paired samples" per batch
 
 
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """Check ``value`` against a field annotation ("float", "int | None", ...), accepting numeric
+    strings (YAML reads ``1e-3`` as a string); raise ValueError naming the field otherwise."""
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ValueError(f"{name} must not be None")
+    kind = annotation.split("|")[0].strip()
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+        elif kind == "str":
+            if isinstance(value, str):
+                return value
+        elif kind == "int" and not isinstance(value, bool):
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        elif kind == "float" and not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
+
+
 @dataclass
 class AlignConfig:
     # --- stage 1: the linear teacher -------------------------------------------------------
@@ -33,6 +59,8 @@ class AlignConfig:
     teacher_cov_normalize: bool = True  # covariances / n ([T]; findings: clearly better than A^T A)
     normalize_inputs: bool = True  # L2-normalise raw embeddings ("centered and normalized", paper 2)
     center: str = "all"  # mean of paired + unpaired embeddings ([T]); "pairs" or "none" also possible
+    teacher_steps: int = 2000  # contrastive teacher only: it is SAIL, trained like stage 2 (paper App. A.1)
+    teacher_lr: float | None = None  # contrastive teacher only; None = lr
     # --- stage 2: the divergence on unpaired data -----------------------------------------
     divergence: str = "klot"  # paper Table 1
     alpha: float = 1.0  # paper grid {1e-5..1e-3} assumes mass n; with mass 1, alpha ~ 1 (findings, paper.md 3.5)
@@ -65,6 +93,8 @@ class AlignConfig:
     select_best: bool = True  # keep the heads with the best validation mean R@1 (paper: model selection on val)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), str(f.type)))
         check_choice(self.teacher, TEACHER_KINDS, "teacher")
         check_choice(self.center, CENTERINGS, "center")
         check_choice(self.divergence, DIVERGENCES, "divergence")
@@ -77,9 +107,11 @@ class AlignConfig:
         for name in ("eps_student", "eps_teacher", "lr", "head_dim", "n_iter", "log_every", "eval_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("alpha", "teacher_reg", "weight_decay", "steps", "warmup_steps"):
+        for name in ("alpha", "teacher_reg", "weight_decay", "steps", "warmup_steps", "teacher_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.teacher_lr is not None and not self.teacher_lr > 0:
+            raise ValueError(f"teacher_lr must be > 0 (or None), got {self.teacher_lr}")
         for name in ("teacher_dim", "batch_pairs", "batch_unpaired", "mlp_hidden"):
             value = getattr(self, name)
             if value is not None and value < 1:

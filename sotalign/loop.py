@@ -45,12 +45,6 @@ class Stage2Inputs:
     val_texts: torch.Tensor | None = None
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def batch_sizes(config: AlignConfig, n_pairs: int, n_images: int, n_texts: int) -> tuple[int, int, int]:
     """(pairs, unpaired images, unpaired texts) per step, capped by what exists (paper App. A.1)."""
     pairs = min(config.batch_pairs or PAPER_MAX_PAIRS_PER_BATCH, n_pairs)

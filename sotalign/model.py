@@ -114,6 +114,10 @@ class AlignedModel(nn.Module):
             AlignConfig.from_dict(meta["config"]),
             teacher,
         )
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        try:
+            state = load_file(str(directory / "model.safetensors"))
+        except Exception as error:  # missing or broken weights file
+            raise ValueError(f"{directory / 'model.safetensors'} is not a readable safetensors file: {error}") from None
+        model.load_state_dict(state)
         model.history = meta.get("history", [])
         return model.to(map_location).eval()

@@ -11,10 +11,10 @@ both marginals hold approximately. Called on a tensor that requires grad (outsid
 Theorem 5.1 / C.4: d KLOT / d K_student = (P_student - P_teacher) / eps_student. Both
 plans are solved without autograd, so memory is a few n x m matrices whatever the number
 of iterations. The value is computed from log-plans because at eps_t <= 0.01 a large part
-of a float32 teacher plan underflows to exactly zero (DESIGN.md, numerics of KLOT).
+of a float32 teacher plan underflows to exactly zero (docs/DESIGN.md, numerics of KLOT).
 
 We write the solver ourselves rather than call POT: KLOT needs the reference's exact
-non-converged iteration, log-plans and no host syncs in the loop (anchors.md section 2).
+non-converged iteration, log-plans and no host syncs in the loop (docs/anchors.md section 2).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SinkhornResult:
 
 
 def _solver_dtype(K: torch.Tensor) -> torch.dtype:
-    """Sinkhorn runs in float32 at least, even under autocast (DESIGN.md)."""
+    """Sinkhorn runs in float32 at least, even under autocast (docs/DESIGN.md)."""
     return K.dtype if K.dtype in (torch.float32, torch.float64) else torch.float32
 
 

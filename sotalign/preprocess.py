@@ -33,4 +33,4 @@ class Preprocessing(nn.Module):
         return nn.functional.normalize(x, dim=-1) if self.normalize else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.normalized(x) - self.mean.to(x.dtype)
+        return self.normalized(x) - self.mean.to(device=x.device, dtype=x.dtype)

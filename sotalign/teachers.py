@@ -59,11 +59,11 @@ class Teacher:
 
     def project_images(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x)
-        return self.image_prep.to(x.device)(x) @ self.image_projection.to(x.device, x.dtype)
+        return self.image_prep(x) @ self.image_projection.to(x.device, x.dtype)
 
     def project_texts(self, y: torch.Tensor) -> torch.Tensor:
         y = torch.as_tensor(y)
-        return self.text_prep.to(y.device)(y) @ self.text_projection.to(y.device, y.dtype)
+        return self.text_prep(y) @ self.text_projection.to(y.device, y.dtype)
 
     def save(self, path: str | Path) -> None:
         tensors = {
@@ -86,8 +86,11 @@ class Teacher:
     def load(cls, path: str | Path) -> "Teacher":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as error:  # safetensors raises its own error types for a broken file
+            raise ValueError(f"{path} is not a readable safetensors file: {error}") from None
         if meta.get("format") != "sotalign-teacher/1":
             raise ValueError(f"{path} is not a sotalign teacher file (metadata format {meta.get('format')!r})")
         t = load_file(str(path))
@@ -129,7 +132,8 @@ def _contrastive(a: torch.Tensor, b: torch.Tensor, dim: int, options: dict):
     """SAIL: bias-free linear maps trained with SigLIP on the (preprocessed) pairs."""
     from sotalign.config import AlignConfig
     from sotalign.heads import LinearHead
-    from sotalign.loop import Stage2Inputs, resolve_device, train_heads
+    from sotalign.device import resolve_device
+    from sotalign.loop import Stage2Inputs, train_heads
     from sotalign.losses import SigLIPLoss
 
     config = AlignConfig(divergence="none", head_dim=dim, **options)
@@ -160,8 +164,8 @@ def fit_teacher(kind: str, image_emb, text_emb, dim: int | None = None, **option
     unknown = sorted(set(options) - _COMMON_OPTIONS - _KIND_OPTIONS[kind])
     if unknown:
         raise ValueError(f"unknown option(s) for the {kind} teacher: {', '.join(unknown)}")
-    images = as_embeddings(image_emb, "paired image embeddings")
-    texts = as_embeddings(text_emb, "paired text embeddings")
+    images = as_embeddings(image_emb, "paired image embeddings").cpu()  # closed forms run on the CPU in float64
+    texts = as_embeddings(text_emb, "paired text embeddings").cpu()
     check_pairs(images, texts)
     n, d_image, d_text = images.shape[0], images.shape[1], texts.shape[1]
     normalize, center = options.get("normalize", True), options.get("center", True)
@@ -190,7 +194,7 @@ def fit_teacher(kind: str, image_emb, text_emb, dim: int | None = None, **option
 def _preprocessing(x: torch.Tensor, normalize: bool, center: bool, mean) -> Preprocessing:
     if mean is None:
         return Preprocessing.fit(x, normalize=normalize, center=center)
-    mean = torch.as_tensor(mean)
+    mean = torch.as_tensor(mean).cpu()
     if mean.shape != (x.shape[1],):
         raise ValueError(f"a precomputed mean must have shape ({x.shape[1]},), got {tuple(mean.shape)}")
     return Preprocessing(x.shape[1], normalize, mean)

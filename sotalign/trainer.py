@@ -13,15 +13,16 @@ import torch.nn.functional as F
 from sotalign.checks import as_embeddings, check_pairs, check_same_dim
 from sotalign.config import AlignConfig
 from sotalign.heads import build_head, init_from_projection
-from sotalign.loop import Callback, Stage2Inputs, resolve_device, train_heads
+from sotalign.device import resolve_device
+from sotalign.loop import Callback, Stage2Inputs, train_heads
 from sotalign.model import AlignedModel
 from sotalign.preprocess import Preprocessing
 from sotalign.teachers import Teacher, fit_teacher
 
 
 def _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config):
-    a = as_embeddings(paired_images, "paired image embeddings")
-    b = as_embeddings(paired_texts, "paired text embeddings")
+    a = as_embeddings(paired_images, "paired image embeddings").cpu()  # stage 1 runs on the CPU
+    b = as_embeddings(paired_texts, "paired text embeddings").cpu()
     check_pairs(a, b)
     x = y = val = None
     if config.uses_unpaired and config.steps > 0:
@@ -31,13 +32,13 @@ def _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts
                 "(use divergence='none' or alpha=0 for the pairs-only SAIL baseline)"
             )
     if unpaired_images is not None:
-        x = as_embeddings(unpaired_images, "unpaired image embeddings")
+        x = as_embeddings(unpaired_images, "unpaired image embeddings").cpu()
         check_same_dim(a, x, "paired image embeddings", "unpaired image embeddings")
     if unpaired_texts is not None:
-        y = as_embeddings(unpaired_texts, "unpaired text embeddings")
+        y = as_embeddings(unpaired_texts, "unpaired text embeddings").cpu()
         check_same_dim(b, y, "paired text embeddings", "unpaired text embeddings")
     if validation is not None:
-        val = (as_embeddings(validation[0], "validation image embeddings"), as_embeddings(validation[1], "validation text embeddings"))
+        val = (as_embeddings(validation[0], "validation image embeddings").cpu(), as_embeddings(validation[1], "validation text embeddings").cpu())
         check_pairs(*val, name="validation")
         check_same_dim(a, val[0], "paired image embeddings", "validation image embeddings")
         check_same_dim(b, val[1], "paired text embeddings", "validation text embeddings")
@@ -61,8 +62,8 @@ def _teacher_options(config: AlignConfig) -> dict:
     if config.teacher == "cca":
         return {"reg": config.teacher_reg, "cov_normalize": config.teacher_cov_normalize}
     if config.teacher == "contrastive":
-        fields = ("steps", "lr", "optimizer", "weight_decay", "batch_pairs", "seed", "device")
-        return {f: getattr(config, f) for f in fields}
+        fields = ("optimizer", "weight_decay", "batch_pairs", "seed", "device")
+        return {"steps": config.teacher_steps, "lr": config.teacher_lr or config.lr, **{f: getattr(config, f) for f in fields}}
     return {}
 
 

@@ -48,8 +48,9 @@ def shard_ranges(n_rows: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, i
     return [(start, min(start + shard_size, n_rows)) for start in range(0, n_rows, shard_size)]
 
 
-def check_existing_shard(path: Path, encoder: Encoder, ids: Sequence[str]) -> bool:
-    """True if ``path`` already holds this shard; raise if it holds something else."""
+def check_existing_shard(path: Path, encoder: Encoder, content: str) -> bool:
+    """True if ``path`` already holds this shard (same encoder, same content fingerprint);
+    raise if it holds something else."""
     if not path.exists():
         return False
     meta = read_metadata(path)
@@ -58,8 +59,11 @@ def check_existing_shard(path: Path, encoder: Encoder, ids: Sequence[str]) -> bo
             f"{path} holds embeddings of {meta.get('encoder')!r} (dim {meta.get('dim')}), not of "
             f"{encoder.id!r} (dim {encoder.dim}); refusing to mix encoders in one table"
         )
-    if read_embeddings(path).ids != list(ids):
-        raise ValueError(f"{path} holds other rows than this extraction would write (dataset changed?); delete it")
+    if meta.get("fingerprint") != content:
+        raise ValueError(
+            f"{path} holds other content than this extraction would write (the dataset changed, or two "
+            f"datasets share the name {meta.get('dataset')!r}); delete {path.parent} or use another store"
+        )
     return True
 
 
@@ -72,6 +76,7 @@ def embed_shard(
     *,
     metadata: dict,
     columns: dict[str, np.ndarray],
+    keys: Sequence[str],
     batch_size: int = 64,
     shard_size: int = SHARD_SIZE,
     on_rows: Callable[[int], None] | None = None,
@@ -83,14 +88,16 @@ def embed_shard(
     """
     start, stop = index * shard_size, min((index + 1) * shard_size, len(ids))
     path = shard_path(folder, index)
-    if check_existing_shard(path, encoder, ids[start:stop]):
+    content = fingerprint(keys[start:stop])
+    if check_existing_shard(path, encoder, content):
         return 0
     chunks = []
     for b in range(start, stop, batch_size):
         chunks.append(encoder.embed([load(i) for i in range(b, min(b + batch_size, stop))]))
         if on_rows is not None:
             on_rows(min(b + batch_size, stop) - b)
-    write_shard(path, encoder, ids[start:stop], torch.cat(chunks), metadata, {k: v[start:stop] for k, v in columns.items()})
+    write_shard(path, encoder, ids[start:stop], torch.cat(chunks), {**metadata, "fingerprint": content},
+                {k: v[start:stop] for k, v in columns.items()})
     return stop - start
 
 
@@ -101,24 +108,29 @@ def embed_rows(
     folder: str | Path,
     *,
     metadata: dict,
+    keys: Sequence[str],
     columns: dict[str, np.ndarray] | None = None,
     batch_size: int = 64,
     shard_size: int = SHARD_SIZE,
     progress: bool = True,
 ) -> Path:
-    """Embed row i = ``load(i)`` for every id into sharded Parquet under ``folder``."""
+    """Embed row i = ``load(i)`` for every id into sharded Parquet under ``folder``.
+
+    ``keys[i]`` describes row i's content (its caption, its image path); shards and the
+    manifest record a fingerprint of them.
+    """
     folder = Path(folder)
     n_shards = len(shard_ranges(len(ids), shard_size))
     bar = tqdm(total=len(ids), desc=f"{metadata.get('dataset', '')}/{metadata.get('split', '')} {encoder.modality}",
                unit=encoder.modality, disable=not progress)
     for index in range(n_shards):
-        done = embed_shard(encoder, load, ids, folder, index, metadata=metadata, columns=columns or {},
+        done = embed_shard(encoder, load, ids, folder, index, metadata=metadata, columns=columns or {}, keys=keys,
                            batch_size=batch_size, shard_size=shard_size, on_rows=bar.update)
         if not done:
             start, stop = shard_ranges(len(ids), shard_size)[index]
             bar.update(stop - start)
     bar.close()
-    write_manifest(folder, encoder.id, encoder.modality, encoder.dim, len(ids), n_shards, metadata)
+    write_manifest(folder, encoder.id, encoder.modality, encoder.dim, len(ids), n_shards, {**metadata, "fingerprint": fingerprint(keys)})
     return folder
 
 
@@ -157,10 +169,12 @@ def read_table(folder: str | Path) -> EmbeddingTable:
 
 
 def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str):
-    """(table split name, row loader, ids, extra columns) for one modality of one split.
+    """(table split name, row loader, ids, extra columns, content keys) for one modality of a split.
 
     Captions carry the id of their image (``image_id``); class prompts carry ``label`` and
-    ``template`` and live in the split ``classes`` whatever split is asked for.
+    ``template`` and live in the split ``classes`` whatever split is asked for. Content keys
+    (caption or prompt text, image path) fingerprint what each row embeds, so that a table is
+    never reused for different content under the same ids.
     """
     name = dataset.name
     if isinstance(dataset, ClassificationDataset):
@@ -169,21 +183,27 @@ def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, 
             n_t = len(dataset.templates)
             ids = [f"{name}/class={i // n_t}/template={i % n_t}" for i in range(len(prompts))]
             cols = {"label": np.arange(len(prompts)) // n_t, "template": np.arange(len(prompts)) % n_t}
-            return "classes", prompts.__getitem__, ids, cols
+            return "classes", prompts.__getitem__, ids, cols, prompts
         rows = dataset.split_indices(split)
         ids = [f"{name}/{dataset.image_ids[i]}" for i in rows]
-        return split, lambda k: dataset.load_image(int(rows[k])), ids, {"label": dataset.labels[rows]}
+        return split, lambda k: dataset.load_image(int(rows[k])), ids, {"label": dataset.labels[rows]}, [dataset.image_ids[i] for i in rows]
     images, captions = dataset.split_indices(split)
     if modality == "image":
         ids = [f"{name}/{dataset.image_ids[i]}" for i in images]
-        return split, lambda k: dataset.load_image(int(images[k])), ids, {}
+        return split, lambda k: dataset.load_image(int(images[k])), ids, {}, [dataset.image_ids[i] for i in images]
     owners = dataset.caption_image[captions]
-    rank = np.zeros(len(captions), dtype=int)  # k-th caption of its image
-    for pos in range(1, len(captions)):
-        rank[pos] = rank[pos - 1] + 1 if owners[pos] == owners[pos - 1] else 0
-    ids = [f"{name}/{dataset.image_ids[o]}#{k}" for o, k in zip(owners, rank)]
+    seen: dict[int, int] = {}
+    ids = []
+    for owner in owners:  # k-th caption of its image, wherever its rows are
+        seen[owner] = seen.get(owner, -1) + 1
+        ids.append(f"{name}/{dataset.image_ids[owner]}#{seen[owner]}")
     image_ids = np.asarray([f"{name}/{dataset.image_ids[o]}" for o in owners])
-    return split, lambda k: dataset.captions[int(captions[k])], ids, {"image_id": image_ids}
+    texts = [dataset.captions[int(c)] for c in captions]
+    return split, texts.__getitem__, ids, {"image_id": image_ids}, texts
+
+
+def fingerprint(keys: Sequence[str]) -> str:
+    return hashlib.sha1("\x1f".join(keys).encode()).hexdigest()
 
 
 def embed_dataset(
@@ -194,11 +214,11 @@ def embed_dataset(
     **options,
 ) -> Path:
     """Embed one split of ``dataset`` with ``encoder`` into ``store``; returns the table folder."""
-    table_split, load, ids, columns = dataset_rows(dataset, split, encoder.modality)
+    table_split, load, ids, columns, keys = dataset_rows(dataset, split, encoder.modality)
     folder = table_dir(store, dataset.name, table_split, encoder.modality, encoder.id)
     if is_complete(folder):
         manifest = json.loads((folder / MANIFEST).read_text())
-        if manifest.get("encoder") == encoder.id and manifest.get("n") == len(ids):
+        if manifest.get("encoder") == encoder.id and manifest.get("fingerprint") == fingerprint(keys):
             return folder
     metadata = {"dataset": dataset.name, "split": table_split}
-    return embed_rows(encoder, load, ids, folder, metadata=metadata, columns=columns, **options)
+    return embed_rows(encoder, load, ids, folder, metadata=metadata, columns=columns, keys=keys, **options)

@@ -88,13 +88,17 @@ def load_image_text_table(
 
     image_ids: list[str] = []
     position: dict[str, int] = {}
-    owner, split_of = [], {}
+    owner, split_of, conflicts = [], {}, []
     for row in keep:
         if images[row] not in position:
             position[images[row]] = len(image_ids)
             image_ids.append(images[row])
             split_of[position[images[row]]] = str(splits[row])
+        elif split_of[position[images[row]]] != str(splits[row]):
+            conflicts.append(f"row {row}: {images[row]} ({split_of[position[images[row]]]} vs {splits[row]})")
         owner.append(position[images[row]])
+    if conflicts:
+        raise ValueError(f"{len(conflicts)} rows put an image in two splits (a test leak), first: {'; '.join(conflicts[:5])}")
     split_names = sorted(set(split_of.values()))
     return ImageTextDataset(
         name=path.stem,

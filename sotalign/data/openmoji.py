@@ -22,7 +22,6 @@ from sotalign.data.datasets import ImageTextDataset, fixed_split
 
 SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
 N_TEST = 400  # as in docs/findings.md's emoji experiment
-ATTRIBUTION = "All emojis designed by OpenMoji, the open-source emoji and icon project. License: CC BY-SA 4.0"
 
 
 def _clean(name: str) -> str:

@@ -4,7 +4,8 @@ A spec is ``kind:name`` plus optional ``?key=value&key=value`` options, e.g.
 ``timm:vit_large_patch16_dinov3?pooling=cls+mean_patch&pretrained_file=/weights/dinov3.safetensors``
 or ``hf:/models/nv-embed-v2?pooling=mean&max_length=128``. Keyword arguments to
 ``load_encoder`` override spec options. An encoder's ``id`` is the canonical spec with every
-option that changes its output, so that the embedding store can refuse to mix encoders.
+option that changes its output (pooling, weights, resolution, length, effective precision:
+fp16/bf16 on GPU, fp32 on CPU), so that the embedding store can refuse to mix encoders.
 """
 
 from __future__ import annotations
@@ -31,12 +32,6 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 def canonical_id(kind: str, name: str, options: dict) -> str:
     query = "&".join(f"{k}={v}" for k, v in sorted(options.items()) if v is not None)
     return f"{kind}:{name}" + (f"?{query}" if query else "")
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

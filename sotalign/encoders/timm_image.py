@@ -7,9 +7,12 @@ pooled output, the only choice for CNNs). ``pretrained_file=`` loads local weigh
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from sotalign.encoders.base import Encoder, autocast_dtype, canonical_id, resolve_device
+from sotalign.device import resolve_device
+from sotalign.encoders.base import Encoder, autocast_dtype, canonical_id
 
 TOKEN_POOLINGS = ("cls", "mean_patch", "cls+mean_patch")
 POOLINGS = (*TOKEN_POOLINGS, "pooled")
@@ -32,6 +35,8 @@ class TimmImageEncoder(Encoder):
 
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r} for timm:{name}; expected one of {', '.join(POOLINGS)}")
+        if pretrained_file and not Path(pretrained_file).is_file():
+            raise ValueError(f"pretrained_file {pretrained_file!r} does not exist")
         overlay = {"file": pretrained_file} if pretrained_file else None
         try:
             model = timm.create_model(name, pretrained=pretrained or bool(pretrained_file), num_classes=0,
@@ -48,7 +53,8 @@ class TimmImageEncoder(Encoder):
         self.transform = create_transform(**resolve_data_config({}, model=model))
         width = model.num_features
         self.dim = 2 * width if pooling == "cls+mean_patch" else width
-        self.id = canonical_id("timm", name, {"pooling": pooling, "weights": pretrained_file or ("hub" if pretrained else "random")})
+        self.id = canonical_id("timm", name, {"pooling": pooling, "weights": pretrained_file or ("hub" if pretrained else "random"),
+                                              "precision": precision if self.autocast else "fp32"})
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:

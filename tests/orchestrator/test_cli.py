@@ -47,6 +47,13 @@ def test_bundled_demo_embeds_trains_and_plots(tmp_path, capsys):
     assert (tmp_path / "store" / "openmoji" / "test" / "image").is_dir()
 
 
+def test_set_values_are_type_checked_and_synthetic_refuses_bundled_flags(tmp_path, capsys):
+    assert main(["demo", "--synthetic", "--set", "steps=abc", "--out", str(tmp_path)]) == 2
+    assert "steps must be an int, got 'abc'" in capsys.readouterr().err
+    assert main(["demo", "--synthetic", "--n-pairs", "50", "--out", str(tmp_path)]) == 2
+    assert "--n-pairs do not apply" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "demo", "--set", "teacher=pca", "--out", str(tmp_path)],

@@ -39,6 +39,7 @@ def test_timm_local_weights_and_poolings(tiny_vit, pooling):
     model, path = tiny_vit
     enc = load_encoder(f"timm:vit_tiny_patch16_224?pretrained_file={path}&pooling={pooling}", device="cpu")
     assert enc.modality == "image" and f"pooling={pooling}" in enc.id and str(path.name) in enc.id
+    assert "precision=fp32" in enc.id  # CPU: no autocast, whatever precision was asked for
     out = enc.embed(images())
     x = torch.stack([enc.transform(im) for im in images()])
     with torch.no_grad():
@@ -53,7 +54,9 @@ def test_timm_local_weights_and_poolings(tiny_vit, pooling):
     assert torch.allclose(out, expected, atol=1e-5)  # the saved weights were loaded, not random ones
 
 
-def test_timm_refusals():
+def test_timm_refusals(tmp_path):
+    with pytest.raises(ValueError, match="pretrained_file '.*nothing.safetensors' does not exist"):
+        load_encoder(f"timm:vit_tiny_patch16_224?pretrained_file={tmp_path}/nothing.safetensors")
     with pytest.raises(ValueError, match="no \\[CLS\\]"):
         load_encoder("timm:resnet10t?pooling=cls&pretrained=false")
     with pytest.raises(ValueError, match="unknown pooling"):

@@ -102,11 +102,24 @@ def test_refuses_to_mix_encoders_and_incomplete_tables(tmp_path, text_encoder, t
     other = load_encoder(f"hf:{tiny_bert_dir}?pooling=cls", device="cpu")
     ids = read_table(folder).ids
     with pytest.raises(ValueError, match="refusing to mix encoders"):
-        embed_rows(other, lambda i: "a cat", ids, folder, metadata={}, progress=False)
+        embed_rows(other, lambda i: "a cat", ids, folder, metadata={}, keys=["a cat"] * len(ids), progress=False)
+    # same ids, other content (an edited caption, or another dataset of the same name): refused, not reused
+    edited = toy_dataset()
+    edited.captions[0] = "a different caption"
+    with pytest.raises(ValueError, match="holds other content"):
+        embed_dataset(edited, "test" if 0 in edited.splits["test"] else "pool", text_encoder, tmp_path, progress=False)
     (folder / "_COMPLETE.json").unlink()
     assert not is_complete(folder)
     with pytest.raises(ValueError, match="no complete embedding table"):
         read_table(folder)
+
+
+def test_caption_ids_count_per_image_wherever_the_rows_are(tmp_path, text_encoder):
+    d = toy_dataset(4)
+    d.captions, d.caption_image = ["x", "y", "z", "w"], np.asarray([0, 1, 0, 2])  # image 0's captions not adjacent
+    d.splits = {"all": np.arange(4)}
+    table = read_table(embed_dataset(d, "all", text_encoder, tmp_path, progress=False))
+    assert table.ids == ["toy/img00#0", "toy/img01#0", "toy/img00#1", "toy/img02#0"]
 
 
 def test_classification_view(tmp_path, image_encoder, text_encoder):

@@ -52,6 +52,9 @@ def test_split_column_and_custom_columns(images):
     assert {k: v.tolist() for k, v in d.splits.items()} == {"test": [1], "train": [0, 2]}
     with pytest.raises(ValueError, match="no column 'img'"):
         load_image_text_table(path, image_column="img")
+    leak = write("csv", images, ROWS, {"split": ["train", "test", "test", "train"]})
+    with pytest.raises(ValueError, match=r"1 rows put an image in two splits .*row 2: a.png \(train vs test\)"):
+        load_image_text_table(leak)
 
 
 def test_bad_rows_are_listed_or_skipped(images):

@@ -114,5 +114,5 @@ def test_teacher_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="singular"):
         fit_teacher("cca", a[:4], b[:4], dim=2, reg=0.0)
     (tmp_path / "x.safetensors").write_bytes(b"not a teacher")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="x.safetensors is not a readable safetensors file"):
         Teacher.load(tmp_path / "x.safetensors")

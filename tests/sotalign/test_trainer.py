@@ -6,7 +6,7 @@ import torch
 from sotalign import AlignConfig, AlignedModel, fit
 from sotalign.data.synthetic import make_synthetic
 from sotalign.evaluation import retrieval
-from sotalign.heads import LinearHead, init_from_projection
+from sotalign.heads import MLPHead, init_from_projection
 from sotalign.teachers import fit_teacher
 
 FAST = dict(steps=40, head_dim=32, batch_unpaired=128, log_every=10)
@@ -58,13 +58,26 @@ def test_other_divergences_train(bench, divergence):
 def test_mlp_head_with_teacher_init_starts_at_the_teacher(bench):
     model = fit(*data(bench), AlignConfig(head="mlp", head_init="teacher", teacher_dim=8, **{**FAST, "steps": 1}))
     assert isinstance(model.image_head.mlp, torch.nn.Sequential)
-    head = LinearHead(bench.paired_images.shape[1], 16)
     teacher = fit_teacher("cca", bench.paired_images, bench.paired_texts, dim=8)
+    head = MLPHead(bench.paired_images.shape[1], 16, 32)
     init_from_projection(head, teacher.image_projection)
     out = head(teacher.image_prep(bench.test_images))
     ref = teacher.project_images(bench.test_images)
     cos = torch.nn.functional.cosine_similarity(out, torch.cat([ref, torch.zeros(len(ref), 8)], 1), dim=1)
     assert cos.min() > 0.99  # the extra 8 units start 100x smaller than the copied ones
+
+
+def test_contrastive_teacher_is_trained_even_when_stage_2_is_not(bench):
+    model = fit(*data(bench), AlignConfig(teacher="contrastive", steps=0, teacher_steps=100, teacher_lr=1e-2, teacher_dim=8))
+    score = retrieval(model.encode_image(bench.test_images), model.encode_text(bench.test_texts))["mean_recall_at_1"]
+    assert score > 5 * 100 / 200  # chance is 0.5%
+
+
+def test_teacher_projection_leaves_the_model_where_it_is(bench):
+    model = fit(*data(bench), AlignConfig(**{**FAST, "steps": 2}))
+    model.teacher.project_images(bench.test_images.to("meta"))  # another device
+    assert model.image_prep.mean.device.type == "cpu"
+    assert torch.isfinite(model.encode_image(bench.test_images)).all()
 
 
 def test_validation_selects_best_heads(bench):
@@ -112,3 +125,10 @@ def test_bad_input_is_refused_with_a_named_reason(bench):
         AlignConfig.from_dict({"epsilon": 0.1})
     with pytest.raises(ValueError, match="eps_teacher must be > 0"):
         AlignConfig(eps_teacher=0)
+    assert AlignConfig(lr="1e-3", steps="20").lr == 1e-3  # YAML reads 1e-3 as a string
+    with pytest.raises(ValueError, match="steps must be an int, got 2.5"):
+        AlignConfig(steps=2.5)
+    with pytest.raises(ValueError, match="lr must be a float, got 'fast'"):
+        AlignConfig(lr="fast")
+    with pytest.raises(ValueError, match="select_best must be a bool"):
+        AlignConfig(select_best="yes please")
