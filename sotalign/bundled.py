@@ -69,8 +69,12 @@ def run_budget_grid(
     n_pairs_grid: Iterable[int],
     seeds: Iterable[int] = (0, 1, 2),
     progress: Callable[[str], None] | None = None,
+    on_result: Callable[[object, dict], None] | None = None,
 ) -> list[dict]:
-    """One row per (n_pairs, seed, method) with the test metrics and the wall time."""
+    """One row per (n_pairs, seed, method) with the test metrics and the wall time.
+
+    ``on_result(model, row)`` sees every trained model (the orchestrator logs it to MLflow).
+    """
     order = np.random.default_rng(VAL_SEED).permutation(len(data.pool.images))
     val, budget_pool = np.sort(order[:N_VAL]), np.sort(order[N_VAL:])
     pool_images, pool_texts = data.pool.images[budget_pool], data.pool.first_captions[budget_pool]
@@ -88,7 +92,10 @@ def run_budget_grid(
                     config.replace(seed=seed), validation=validation,
                 )
                 metrics = evaluate(model, data)
-                rows.append({"method": name, "n_pairs": n_pairs, "seed": seed, "seconds": time.perf_counter() - start, **metrics})
+                rows.append({"method": name, "n_pairs": n_pairs, "n_unpaired": left, "seed": seed,
+                             "seconds": time.perf_counter() - start, **metrics})
+                if on_result is not None:
+                    on_result(model, rows[-1])
                 if progress is not None:
                     progress(f"n_pairs {n_pairs:>5} seed {seed} {name:<9} openmoji mean R@1 {metrics['mean_recall_at_1']:5.2f}  digits top-1 {metrics['digits_top1']:5.1f}")
     return rows

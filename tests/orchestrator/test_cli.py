@@ -35,9 +35,10 @@ def test_synthetic_demo_writes_results(tmp_path, capsys):
 
 
 def test_bundled_demo_embeds_trains_and_plots(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = main(["demo", "--n-pairs", "20", "40", "--seeds", "1", "--set", "steps=5", "--set", "head_dim=16",
                  "--image-encoder", "packaged:efficientnet-lite0?image_size=32", "--store", str(tmp_path / "store"),
-                 "--out", str(tmp_path)])
+                 "--tracking-uri", db, "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "| 40 | sotalign |" in out and "digits top-1" in out
@@ -45,6 +46,18 @@ def test_bundled_demo_embeds_trains_and_plots(tmp_path, capsys):
     assert len(rows) == 2 * 3 and all(0 <= r["digits_top1"] <= 100 for r in rows)
     assert (tmp_path / "results.png").stat().st_size > 10_000
     assert (tmp_path / "store" / "openmoji" / "test" / "image").is_dir()
+    # every trained model is an MLflow run with the conventions' tags, metrics and artifacts
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(db)
+    runs = client.search_runs([client.get_experiment_by_name("openmoji").experiment_id], "tags.method = 'sotalign'")
+    assert len(runs) == 2 and {r.data.tags["n_pairs"] for r in runs} == {"20", "40"}
+    run = runs[0]
+    assert run.data.tags["encoder_pair"].startswith("packaged:efficientnet-lite0") and run.data.tags["teacher"] == "cca"
+    assert "mean_recall_at_1" in run.data.metrics and "loss/klot" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "loss/total")) == 1  # steps=5, logged at the end
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"config.yaml", "eval.json", "model/model.safetensors", "model/teacher.safetensors"} <= artifacts
 
 
 def test_set_values_are_type_checked_and_synthetic_refuses_bundled_flags(tmp_path, capsys):

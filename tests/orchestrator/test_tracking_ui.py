@@ -1,0 +1,66 @@
+"""MLflow conventions and `sotalign ui` against a real MLflow server on loopback."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from orchestrator.tracking import ensure_reachable, metric_key, tracking_uri
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_uri_defaults_and_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri("http://x:1") == "http://x:1"
+    with pytest.raises(ValueError, match=r"http://127.0.0.1:\d+ is unreachable"):
+        ensure_reachable(f"http://127.0.0.1:{free_port()}", timeout=2)
+    with pytest.raises(ValueError, match="unsupported tracking URI"):
+        ensure_reachable("./mlruns")
+    ensure_reachable(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")
+    assert (tmp_path / "new").is_dir()
+    assert metric_key("t2i_r@1") == "t2i_r_at_1"
+
+
+def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)  # the plain mlflow client puts artifacts under ./mlruns
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(db)
+    mlflow.set_experiment("openmoji")
+    with mlflow.start_run(tags={"encoder_pair": "a + b"}):
+        mlflow.log_metric("mean_recall_at_1", 12.5)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("serving" in line for line in lines):
+            lines.append(proc.stdout.readline())
+        link = next(line.split(": ", 1)[1].strip() for line in lines if line.strip().startswith("openmoji:"))
+        assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/") and link.endswith("/runs")
+        exp_id = link.split("/experiments/")[1].split("/")[0]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", method="POST",
+                                         data=json.dumps({"experiment_ids": [exp_id]}).encode(), headers={"Content-Type": "application/json"})
+        runs = json.load(urllib.request.urlopen(request, timeout=10))["runs"]
+        assert len(runs) == 1 and {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}["encoder_pair"] == "a + b"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    time.sleep(1)
+    with pytest.raises(OSError):  # the server went away with the command
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
