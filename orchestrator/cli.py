@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator import demo, embed, ui
+from orchestrator import compare, demo, embed, ui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     embed.add_parser(commands)
     ui.add_parser(commands)
+    compare.add_parser(commands)
     return parser
 
 

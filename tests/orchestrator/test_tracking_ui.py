@@ -64,3 +64,32 @@ def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch):
     time.sleep(1)
     with pytest.raises(OSError):  # the server went away with the command
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_compare_groups_runs_by_tag(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(db)
+    mlflow.set_experiment("openmoji")
+    values = {"lite0 + minilm": [10.0, 12.0, 14.0], "lite2 + minilm": [20.0, 22.0]}
+    for pair, scores in values.items():
+        for score in scores:
+            with mlflow.start_run(tags={"encoder_pair": pair, "n_pairs": "300"}):
+                mlflow.log_metric("mean_recall_at_1", score)
+    with mlflow.start_run(tags={"encoder_pair": "other", "n_pairs": "100"}):
+        mlflow.log_metric("mean_recall_at_1", 99.0)
+    code = main(["compare", "--experiment", "openmoji", "--tracking-uri", db, "--filter", "tags.n_pairs = '300'",
+                 "--out", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("| lite")]
+    assert lines == ["| lite2 + minilm | 2 | 22.00 | 21.00 ± 1.41 |", "| lite0 + minilm | 3 | 14.00 | 12.00 ± 2.00 |"]
+    assert "other" not in out and (tmp_path / "c.png").stat().st_size > 5000
+    assert main(["compare", "--experiment", "nope", "--tracking-uri", db]) == 2
+    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+    assert main(["compare", "--experiment", "openmoji", "--tracking-uri", db, "--metric", "digits_top1"]) == 2
+    assert "has the metric 'digits_top1'" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""``sotalign compare``: compare runs of an MLflow experiment by a tag (encoder pair, method, ...)
+without opening the UI: a table of best and mean ± std per group, and a bar chart (PNG)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sotalign.results import summarize
+
+from orchestrator.tracking import ensure_reachable, tracking_uri
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("compare", help="compare MLflow runs grouped by encoder pair, teacher, method, ...")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name (e.g. openmoji)")
+    p.add_argument("--group-by", default="encoder_pair", help="run tag to group by (encoder_pair, teacher, method, n_pairs, ...)")
+    p.add_argument("--metric", default="mean_recall_at_1", help="metric to compare (default mean_recall_at_1)")
+    p.add_argument("--mode", choices=("max", "min"), default="max", help="whether larger is better (default max)")
+    p.add_argument("--filter", default="", help="MLflow filter string, e.g. \"tags.n_pairs = '300'\"")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart (default compare.png)")
+    p.set_defaults(run=run)
+
+
+def collect(uri: str, experiment: str, group_by: str, metric: str, filter_string: str = "") -> list[dict]:
+    """One row per run that has ``metric``: its group (tag value) and its value."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise ValueError(f"no MLflow experiment {experiment!r} at {uri}; experiments: {names}")
+    try:
+        runs = client.search_runs([exp.experiment_id], filter_string, max_results=50000)
+    except MlflowException as error:
+        raise ValueError(f"bad --filter {filter_string!r}: {error.message}") from None
+    rows = [{"group": r.data.tags.get(group_by, "(no tag)"), metric: r.data.metrics[metric]} for r in runs if metric in r.data.metrics]
+    if not rows:
+        raise ValueError(f"none of the {len(runs)} runs in {experiment!r} has the metric {metric!r}")
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    uri = tracking_uri(args.tracking_uri)
+    ensure_reachable(uri)
+    rows = collect(uri, args.experiment, args.group_by, args.metric, args.filter)
+    stats = summarize(rows, args.metric, by=("group",))
+    pick = max if args.mode == "max" else min
+    best = {g: pick(r[args.metric] for r in rows if r["group"] == g) for (g,) in stats}
+    counts = {g: sum(r["group"] == g for r in rows) for (g,) in stats}
+    order = sorted(stats, key=lambda k: stats[k][0], reverse=args.mode == "max")
+    print(f"| {args.group_by} | runs | best {args.metric} | mean ± std |")
+    print("|---|---|---|---|")
+    for (group,) in order:
+        mean, std = stats[(group,)]
+        print(f"| {group} | {counts[group]} | {best[group]:.2f} | {mean:.2f} ± {std:.2f} |")
+    _plot(order, stats, args.metric, args.group_by, args.out)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _plot(order, stats, metric: str, group_by: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(order)), 3.8))
+    labels = [k[0] for k in order]
+    ax.bar(range(len(order)), [stats[k][0] for k in order], yerr=[stats[k][1] for k in order], capsize=4)
+    ax.set_xticks(range(len(order)), [label if len(label) < 40 else label[:37] + "..." for label in labels], rotation=20, ha="right")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by {group_by} (mean ± std over runs)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
