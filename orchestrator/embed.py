@@ -32,10 +32,12 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    options = {"skip_bad": args.skip_bad}
-    if not Path(args.dataset).is_dir():
-        options.update(image_column=args.image_column, caption_column=args.caption_column)
-    dataset = load_dataset(args.dataset, **options) if args.dataset not in BUNDLED else load_dataset(args.dataset)
+    options = {}  # for user datasets only; the bundled ones have fixed columns and no bad rows
+    if args.dataset not in BUNDLED:
+        options = {"skip_bad": args.skip_bad}
+        if not Path(args.dataset).is_dir():
+            options.update(image_column=args.image_column, caption_column=args.caption_column)
+    dataset = load_dataset(args.dataset, **options)
     if dataset.skipped:
         shown = "; ".join(f"{item} ({why})" for item, why in dataset.skipped[:10])
         print(f"skipped {len(dataset.skipped)} bad rows: {shown}{' ...' if len(dataset.skipped) > 10 else ''}")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray or os.environ.get("RAY_ADDRESS"):
         from orchestrator.embed_ray import embed_with_ray
 
-        folders = [embed_with_ray(args.dataset, split, args.encoder, args.out, dataset_options=options if args.dataset not in BUNDLED else {},
+        folders = [embed_with_ray(args.dataset, split, args.encoder, args.out, dataset_options=options,
                                   actors=args.actors, gpus_per_actor=args.gpus_per_actor, device=args.device,
                                   batch_size=args.batch_size) for split in splits]
     else:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from sotalign.checks import as_embeddings, check_pairs, check_same_dim
 from sotalign.config import AlignConfig
-from sotalign.heads import build_head, init_from_projection
+from sotalign.heads import init_from_projection
 from sotalign.device import resolve_device
 from sotalign.loop import Callback, Stage2Inputs, train_heads
 from sotalign.model import AlignedModel

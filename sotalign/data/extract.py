@@ -120,15 +120,15 @@ def embed_rows(
     manifest record a fingerprint of them.
     """
     folder = Path(folder)
-    n_shards = len(shard_ranges(len(ids), shard_size))
+    ranges = shard_ranges(len(ids), shard_size)
+    n_shards = len(ranges)
     bar = tqdm(total=len(ids), desc=f"{metadata.get('dataset', '')}/{metadata.get('split', '')} {encoder.modality}",
                unit=encoder.modality, disable=not progress)
     for index in range(n_shards):
         done = embed_shard(encoder, load, ids, folder, index, metadata=metadata, columns=columns or {}, keys=keys,
                            batch_size=batch_size, shard_size=shard_size, on_rows=bar.update)
         if not done:
-            start, stop = shard_ranges(len(ids), shard_size)[index]
-            bar.update(stop - start)
+            bar.update(ranges[index][1] - ranges[index][0])
     bar.close()
     write_manifest(folder, encoder.id, encoder.modality, encoder.dim, len(ids), n_shards, {**metadata, "fingerprint": fingerprint(keys)})
     return folder

@@ -20,6 +20,8 @@ from sotalign.loop import BatchRows, Stage2Inputs, step_loss, train_heads
 from sotalign.losses import SigLIPLoss, get_divergence
 from sotalign.teachers import fit_teacher
 
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks talk over loopback
+
 CONFIG = AlignConfig(head_dim=16, steps=3, optimizer="adamw", lr=1e-2, batch_unpaired=33, log_every=1)
 ROWS = BatchRows(torch.arange(15), torch.arange(5, 38), torch.arange(40, 73))  # odd sizes: uneven shards
 
@@ -104,5 +106,3 @@ def test_shard_splits_global_rows_in_rank_order():
     with pytest.raises(ValueError, match="process group"):
         DistributedContext.from_process_group()
 
-
-os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
