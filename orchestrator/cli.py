@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator import compare, demo, embed, ui
+from orchestrator import compare, demo, embed, sweep, train, ui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
     embed.add_parser(commands)
+    train.add_parser(commands)
+    sweep.add_parser(commands)
     ui.add_parser(commands)
     compare.add_parser(commands)
     return parser

@@ -1,16 +1,37 @@
-"""``--set key=value`` overrides of an ``AlignConfig``; values are parsed as YAML scalars."""
+"""``key=value`` overrides of an experiment tree (``--set`` and sampled sweep parameters).
+
+A key is a dotted path into the experiment file (``data.n_pairs``, ``run.workers``, ``method``);
+a bare name that is not a top-level key means an ``AlignConfig`` field (``alpha`` is
+``align.alpha``), as in ``--set alpha=3``. Values given on the command line are parsed as YAML
+scalars (``1e-3``, ``null``, ``false``).
+"""
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import yaml
 
-from sotalign.config import AlignConfig
+TOP_LEVEL = ("name", "method", "seed", "data", "align", "run")
 
 
-def apply_overrides(config: AlignConfig, assignments: list[str]) -> AlignConfig:
-    """Return ``config`` with each ``key=value`` applied, naming a malformed or unknown key."""
+def key_path(key: str) -> list[str]:
+    """``"alpha"`` -> ``["align", "alpha"]``; ``"data.n_pairs"`` -> ``["data", "n_pairs"]``."""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"malformed key {key!r}")
+    if len(parts) == 1 and parts[0] not in TOP_LEVEL:
+        return ["align", parts[0]]
+    if parts[0] not in TOP_LEVEL or (len(parts) > 1 and parts[0] in ("name", "method", "seed")) or len(parts) > 2:
+        raise ValueError(f"unknown key {key!r}: use a top-level key ({', '.join(TOP_LEVEL)}), section.field, or an AlignConfig field")
+    return parts
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["alpha=3", "data.n_pairs=100"]`` -> ``{"alpha": 3, "data.n_pairs": 100}``, naming a malformed item."""
     changes = {}
-    for item in assignments:
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -18,4 +39,19 @@ def apply_overrides(config: AlignConfig, assignments: list[str]) -> AlignConfig:
             changes[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as error:
             raise ValueError(f"--set {key}: cannot parse value {raw!r} ({error.problem})") from None
-    return AlignConfig.from_dict({**config.to_dict(), **changes})
+    return changes
+
+
+def with_changes(tree: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``tree`` with every ``key: value`` of ``changes`` set (sections created as needed)."""
+    tree = copy.deepcopy(tree)
+    for key, value in changes.items():
+        *sections, leaf = key_path(key)
+        node = tree
+        for section in sections:
+            child = node.setdefault(section, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"cannot set {key!r}: {section!r} is not a section")
+            node = child
+        node[leaf] = value
+    return tree

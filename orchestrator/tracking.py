@@ -8,9 +8,11 @@ encoder_pair, method, teacher, dataset, n_pairs, n_unpaired. Metric names never 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,7 +23,11 @@ DEFAULT_DB = "mlflow.db"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    """The URI to log to; a relative sqlite path is made absolute (Ray actors run elsewhere)."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def ensure_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -47,36 +53,68 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-class RunLogger:
-    """Logs one MLflow run per trained model into one experiment."""
+@functools.lru_cache(maxsize=8)
+def client(uri: str):
+    """An ``MlflowClient`` for ``uri``, checked reachable once per process; no global MLflow state."""
+    from mlflow.tracking import MlflowClient
 
-    def __init__(self, uri: str, experiment: str):
-        import mlflow
+    ensure_reachable(uri)
+    return MlflowClient(uri)
 
-        ensure_reachable(uri)
-        self.mlflow = mlflow
-        mlflow.set_tracking_uri(uri)
-        existing = mlflow.get_experiment_by_name(experiment)
-        if existing is None and uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns
-            artifacts = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment
-            mlflow.create_experiment(experiment, artifact_location=artifacts.resolve().as_uri())
-        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
 
-    def log(self, model, metrics: dict[str, float], tags: dict[str, str], name: str) -> str:
-        """Params (the config), per-step history, final metrics, and artifacts (config YAML, eval.json, model)."""
-        config = model.config.to_dict()
-        with self.mlflow.start_run(run_name=name, tags={**tags, "teacher": config["teacher"]}) as run:
-            self.mlflow.log_params({k: "None" if v is None else v for k, v in config.items()})
-            for record in model.history:
-                step = int(record["step"])
-                self.mlflow.log_metrics({metric_key(k): float(v) for k, v in record.items() if k not in ("step", "best_step")}, step=step)
-            self.mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-            with tempfile.TemporaryDirectory() as tmp:
-                Path(tmp, "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-                Path(tmp, "eval.json").write_text(json.dumps(metrics, indent=2))
-                model.save(Path(tmp) / "model")
-                self.mlflow.log_artifacts(tmp)
-            return run.info.run_id
+def experiment_id(uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing (with a sqlite store, its artifacts go
+    beside the database in ``mlartifacts/<name>``, not into ``./mlruns``)."""
+    mlflow_client = client(uri)
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
 
-    def runs_link(self, server: str) -> str:
-        return f"{server.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
+
+def start_run(uri: str, experiment: str, name: str, tags: dict[str, str], params: dict, parent_run_id: str | None = None) -> str:
+    """Create a RUNNING run with its tags and params (a child of ``parent_run_id`` if given); return its id."""
+    from mlflow.entities import Param
+
+    mlflow_client = client(uri)
+    tags = {**tags, "mlflow.runName": name}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = mlflow_client.create_run(experiment_id(uri, experiment), tags=tags, run_name=name)
+    items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100])
+    return run.info.run_id
+
+
+def log_metrics(uri: str, run_id: str, values: dict, step: int | None = None) -> None:
+    """Numeric entries of ``values`` as metrics (``@`` renamed), at ``step``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_key(k), float(v), now, step or 0) for k, v in values.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    client(uri).log_batch(run_id, metrics=metrics)
+
+
+def log_model_artifacts(uri: str, run_id: str, model, experiment: dict, metrics: dict, plots: dict | None = None) -> None:
+    """The resolved config (YAML), ``eval.json``, the model and its teacher (safetensors), plots (PNG)."""
+    mlflow_client = client(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "config.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+        Path(tmp, "eval.json").write_text(json.dumps(metrics, indent=2))
+        model.save(Path(tmp) / "model")
+        for name, draw in (plots or {}).items():
+            draw(Path(tmp) / "plots" / name)
+        mlflow_client.log_artifacts(run_id, tmp)
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(uri).set_terminated(run_id, status)
+
+
+def runs_link(server: str, experiment_id_: str) -> str:
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id_}/runs"

@@ -5,7 +5,8 @@ Each step: SigLIP on a batch of pairs, plus ``alpha`` times a divergence between
 student's and the teacher's geometry on a batch of unpaired images and (independently
 drawn) unpaired texts. The teacher's projections of the whole unpaired pool are computed
 once by the caller, so a step only indexes them. Losses are read back to the host only
-every ``log_every`` steps.
+every ``log_every`` steps. ``Checkpointing`` hands out the whole loop state every N steps
+and resumes from one: a resumed run continues bit for bit like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,25 @@ from sotalign.losses import Divergence, Terms, get_divergence
 from sotalign.optim import build_optimizer, build_schedule
 
 Callback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class Checkpointing:
+    """Periodic loop state out (``save(step, state)``) and a state to resume from.
+
+    ``state`` holds the heads, the SigLIP scalars, the optimiser, the schedule, the batch
+    sampler's RNG, the best validation state so far and the history: everything a run needs
+    to continue exactly. ``save`` must persist it before returning (the tensors are live).
+    On a checkpoint step, ``save`` is called before the step's callback, and the step also
+    logs and validates, so a checkpoint always comes with current metrics.
+    """
+
+    every: int = 0  # steps between checkpoints; 0 = never
+    save: Callable[[int, dict], None] | None = None
+    resume: dict | None = None  # a state given to ``save`` earlier: continue after its step
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and self.save is not None and step % self.every == 0
 
 
 @dataclass
@@ -130,6 +150,7 @@ def train_heads(
     config: AlignConfig,
     callback: Callback | None = None,
     distributed: DistributedContext | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> list[dict[str, float]]:
     """Train the heads (and SigLIP's scale and bias) in place; return the logged history.
 
@@ -141,6 +162,7 @@ def train_heads(
     divergence = get_divergence(config.divergence) if config.uses_unpaired else None
     if divergence is not None and inputs.unpaired_images is None:
         raise ValueError(f"divergence {config.divergence!r} with alpha > 0 needs unpaired images and texts")
+    checkpointing = checkpointing or Checkpointing()
     modules = [image_head, text_head, siglip]
     optimizer = build_optimizer(modules, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, config.schedule, config.steps, config.warmup_steps)
@@ -152,10 +174,19 @@ def train_heads(
     validating = inputs.val_images is not None
     best = (float("-inf"), 0, None)  # (val mean R@1, step, state)
     history: list[dict[str, float]] = []
+    start = 1
+    if checkpointing.resume is not None:
+        state = checkpointing.resume
+        for m, module_state in zip(modules, state["modules"]):
+            m.load_state_dict(module_state)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        best, history, start = state["best"], list(state["history"]), state["step"] + 1
 
     for m in modules:
         m.train()
-    for step in range(1, config.steps + 1):
+    for step in range(start, config.steps + 1):
         rows = BatchRows(_subset(inputs.paired_images, b_pairs, generator))
         if divergence is not None:
             rows.images = _subset(inputs.unpaired_images, b_img, generator)
@@ -168,12 +199,13 @@ def train_heads(
         optimizer.step()
         schedule.step()
 
+        checkpoint = checkpointing.due(step)
         record: dict[str, float] = {}
-        if step % config.log_every == 0 or step == config.steps:
+        if step % config.log_every == 0 or step == config.steps or checkpoint:
             record.update({"loss/total": total.item(), "lr": schedule.get_last_lr()[0]})
             for name, value in terms.items():
                 record[name if "/" in name else f"loss/{name}"] = float(torch.as_tensor(value).detach())
-        if validating and (step % config.eval_every == 0 or step == config.steps):
+        if validating and (step % config.eval_every == 0 or step == config.steps or checkpoint):
             record.update(_validate(image_head, text_head, inputs))
             score = record["val/mean_recall_at_1"]
             if config.select_best and score > best[0]:
@@ -181,8 +213,13 @@ def train_heads(
         if record:
             record["step"] = step
             history.append(record)
-            if callback is not None:
-                callback(step, record)
+        if checkpoint:
+            checkpointing.save(step, {
+                "step": step, "modules": [m.state_dict() for m in modules], "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "generator": generator.get_state(), "best": best, "history": history,
+            })
+        if record and callback is not None:
+            callback(step, record)
 
     if best[2] is not None:
         for m, state in zip(modules, best[2]):

@@ -14,13 +14,15 @@ from sotalign.checks import as_embeddings, check_pairs, check_same_dim
 from sotalign.config import AlignConfig
 from sotalign.heads import init_from_projection
 from sotalign.device import resolve_device
-from sotalign.loop import Callback, Stage2Inputs, train_heads
+from sotalign.distributed import DistributedContext
+from sotalign.loop import Callback, Checkpointing, Stage2Inputs, train_heads
 from sotalign.model import AlignedModel
 from sotalign.preprocess import Preprocessing
 from sotalign.teachers import Teacher, fit_teacher
 
 
-def _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config):
+def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config: AlignConfig):
+    """The inputs of ``fit`` as float CPU tensors, checked (shapes, NaNs, what the config needs)."""
     a = as_embeddings(paired_images, "paired image embeddings").cpu()  # stage 1 runs on the CPU
     b = as_embeddings(paired_texts, "paired text embeddings").cpu()
     check_pairs(a, b)
@@ -67,6 +69,21 @@ def _teacher_options(config: AlignConfig) -> dict:
     return {}
 
 
+def fit_stage1(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None, config: AlignConfig) -> Teacher:
+    """Stage 1: the linear teacher on the pairs (the unpaired data only enters the centring mean)."""
+    return fit_teacher(
+        config.teacher,
+        a,
+        b,
+        dim=config.teacher_dim,
+        normalize=config.normalize_inputs,
+        center=config.center != "none",
+        image_mean=_means(config, a, x),
+        text_mean=_means(config, b, y),
+        **_teacher_options(config),
+    )
+
+
 def fit(
     paired_images,
     paired_texts,
@@ -77,6 +94,8 @@ def fit(
     validation: tuple | None = None,
     teacher: Teacher | None = None,
     callback: Callback | None = None,
+    distributed: DistributedContext | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> AlignedModel:
     """Align two frozen embedding spaces; return the trained ``AlignedModel``.
 
@@ -84,22 +103,14 @@ def fit(
     steps (and used for model selection with ``config.select_best``). ``teacher`` skips
     stage 1 with an already fitted teacher. ``callback(step, metrics)`` is called every
     ``config.log_every`` steps; the same records end up in ``model.history``.
+    ``distributed`` runs stage 2 data-parallel (every rank calls ``fit`` with the same data
+    and teacher); ``checkpointing`` saves and resumes the stage-2 loop state.
     """
     config = config or AlignConfig()
-    a, b, x, y, val = _checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config)
+    a, b, x, y, val = checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config)
 
     if teacher is None:
-        teacher = fit_teacher(
-            config.teacher,
-            a,
-            b,
-            dim=config.teacher_dim,
-            normalize=config.normalize_inputs,
-            center=config.center != "none",
-            image_mean=_means(config, a, x),
-            text_mean=_means(config, b, y),
-            **_teacher_options(config),
-        )
+        teacher = fit_stage1(a, b, x, y, config)
     elif teacher.image_projection.shape[0] != a.shape[1] or teacher.text_projection.shape[0] != b.shape[1]:
         raise ValueError(
             f"the given teacher maps {teacher.image_projection.shape[0]}-d images and "
@@ -135,5 +146,5 @@ def fit(
         if val is not None:
             inputs.val_images = prep_img(val[0].float().to(device))
             inputs.val_texts = prep_txt(val[1].float().to(device))
-    model.history = train_heads(model.image_head, model.text_head, model.siglip, inputs, config, callback)
+    model.history = train_heads(model.image_head, model.text_head, model.siglip, inputs, config, callback, distributed, checkpointing)
     return model.eval()

@@ -3,24 +3,34 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.cli import main
-from orchestrator.overrides import apply_overrides
-from sotalign import AlignConfig
+from orchestrator.experiment_file import split_tree
+from orchestrator.overrides import parse_assignments, with_changes
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_overrides_are_typed_and_validated():
-    config = apply_overrides(AlignConfig(), ["eps_teacher=0.05", "teacher=procrustes", "teacher_dim=null", "select_best=false"])
+    changes = parse_assignments(["eps_teacher=0.05", "teacher=procrustes", "teacher_dim=null", "select_best=false",
+                                 "data.n_pairs=40", "method=sail"])
+    experiment, _ = split_tree(with_changes({}, changes))
+    config = experiment.config()
     assert config.eps_teacher == 0.05 and config.teacher == "procrustes" and config.teacher_dim is None
-    assert config.select_best is False
+    assert config.select_best is False and experiment.data.n_pairs == 40 and config.divergence == "none"
     with pytest.raises(ValueError, match="key=value"):
-        apply_overrides(AlignConfig(), ["alpha"])
+        parse_assignments(["alpha"])
     with pytest.raises(ValueError, match="unknown AlignConfig field.*epsilon"):
-        apply_overrides(AlignConfig(), ["epsilon=0.1"])
+        split_tree(with_changes({}, {"epsilon": 0.1}))
     with pytest.raises(ValueError, match="unknown teacher 'pca'"):
-        apply_overrides(AlignConfig(), ["teacher=pca"])
+        split_tree(with_changes({}, {"teacher": "pca"}))
+    with pytest.raises(ValueError, match="unknown key 'data.n_pairs.x'"):
+        with_changes({}, {"data.n_pairs.x": 1})
 
 
 def test_synthetic_demo_writes_results(tmp_path, capsys):
@@ -34,37 +44,34 @@ def test_synthetic_demo_writes_results(tmp_path, capsys):
     assert {(r["method"], r["seed"]) for r in results["rows"]} == {(m, s) for m in ("teacher", "sail", "sotalign") for s in (0, 1)}
 
 
-def test_bundled_demo_embeds_trains_and_plots(tmp_path, capsys):
+def test_bundled_demo_runs_a_sweep_and_prints_the_comparison(ray_cluster, tmp_path, capsys):
+    # demo.yaml's shape at test size: one encoder pair at 32 px, SAIL vs SOTAlign, 5 steps
+    space = {"name": "demo", "base": {"file": str(ROOT / "search_spaces/experiments/openmoji.yaml"),
+                                      "data": {"store": str(tmp_path / "store"), "n_pairs": 40,
+                                               "image_encoder": "packaged:efficientnet-lite0?image_size=32"},
+                                      "align": {"steps": 5, "head_dim": 16, "eval_every": 5},
+                                      "run": {"storage_path": str(tmp_path / "ray")}},
+             "max_concurrent": 2, "sampler": {"type": "grid"},
+             "parameters": {"method": {"type": "categorical", "choices": ["sail", "sotalign"]}}}
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(space))
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["demo", "--n-pairs", "20", "40", "--seeds", "1", "--set", "steps=5", "--set", "head_dim=16",
-                 "--image-encoder", "packaged:efficientnet-lite0?image_size=32", "--store", str(tmp_path / "store"),
-                 "--tracking-uri", db, "--out", str(tmp_path)])
-    assert code == 0
+    assert main(["demo", "--space", str(tmp_path / "demo.yaml"), "--tracking-uri", db, "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "| 40 | sotalign |" in out and "digits top-1" in out
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert len(rows) == 2 * 3 and all(0 <= r["digits_top1"] <= 100 for r in rows)
-    assert (tmp_path / "results.png").stat().st_size > 10_000
-    assert (tmp_path / "store" / "openmoji" / "test" / "image").is_dir()
-    # every trained model is an MLflow run with the conventions' tags, metrics and artifacts
+    assert "| sail |" in out and "| sotalign |" in out and "digits top-1" in out and "sotalign ui" in out
+    assert (tmp_path / "out" / "results.md").read_text().count("\n") == 4
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(db)
     runs = client.search_runs([client.get_experiment_by_name("openmoji").experiment_id], "tags.method = 'sotalign'")
-    assert len(runs) == 2 and {r.data.tags["n_pairs"] for r in runs} == {"20", "40"}
-    run = runs[0]
-    assert run.data.tags["encoder_pair"].startswith("packaged:efficientnet-lite0") and run.data.tags["teacher"] == "cca"
-    assert "mean_recall_at_1" in run.data.metrics and "loss/klot" in run.data.metrics
-    assert len(client.get_metric_history(run.info.run_id, "loss/total")) == 1  # steps=5, logged at the end
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert {"config.yaml", "eval.json", "model/model.safetensors", "model/teacher.safetensors"} <= artifacts
+    assert len(runs) == 1 and runs[0].data.tags["encoder_pair"].startswith("packaged:efficientnet-lite0")
+    assert runs[0].data.tags["n_pairs"] == "40" and 0 <= runs[0].data.metrics["digits_top1"] <= 100
 
 
-def test_set_values_are_type_checked_and_synthetic_refuses_bundled_flags(tmp_path, capsys):
+def test_bad_demo_input_exits_2(tmp_path, capsys):
     assert main(["demo", "--synthetic", "--set", "steps=abc", "--out", str(tmp_path)]) == 2
     assert "steps must be an int, got 'abc'" in capsys.readouterr().err
-    assert main(["demo", "--synthetic", "--n-pairs", "50", "--out", str(tmp_path)]) == 2
-    assert "--n-pairs do not apply" in capsys.readouterr().err
+    assert main(["demo", "--space", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path):

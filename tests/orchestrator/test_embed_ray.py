@@ -1,8 +1,5 @@
 """The Ray Data extraction writes the same store as the local path (local Ray, 2 CPU actors)."""
 
-import os
-
-import pytest
 import torch
 
 from orchestrator.embed_ray import embed_with_ray
@@ -11,15 +8,6 @@ from sotalign.data.registry import load_dataset
 from sotalign.encoders import load_encoder
 
 SPEC = "packaged:efficientnet-lite0?image_size=32"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_store_equals_local_store(ray_cluster, tmp_path):

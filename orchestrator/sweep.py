@@ -1,0 +1,197 @@
+"""``sotalign sweep SEARCH_SPACE.yaml``: Ray Tune + Optuna over experiments, tracked in MLflow.
+
+Each trial is a Tune function that runs one ``sotalign train`` experiment (a ``TorchTrainer``
+with ``TuneReportCallback``), so a trial is itself data-parallel and fault tolerant. The
+Optuna study lives in sqlite beside the sweep (``<storage>/sweeps/<name>/optuna.db``), an
+optional ASHA scheduler stops weak trials early, and ``--resume`` continues a stopped sweep:
+finished trials are kept, unfinished ones resume from their checkpoints, and the study keeps
+its history. MLflow: one parent run per sweep and one child run per trial; the parent gets the
+best config, the results table (Markdown + CSV) and a plot of the metric against each parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator import tracking
+from orchestrator.experiment_file import split_tree, with_absolute_paths
+from orchestrator.search_space import SearchSpace, load_search_space
+from orchestrator.train import connect_ray, encoder_ids, train_experiment
+
+STATE = "sweep.json"
+TEST_METRICS = ("mean_recall_at_1", "t2i_recall_at_1", "i2t_recall_at_1", "t2i_recall_at_5", "digits_top1")
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("sweep", help="run a search_spaces/*.yaml sweep with Ray Tune + Optuna, logged to MLflow")
+    p.add_argument("space", type=Path, help="search-space file, e.g. search_spaces/epsilon.yaml")
+    p.add_argument("--resume", action="store_true", help="continue the stopped sweep of this name (keeps finished trials)")
+    p.add_argument("--num-samples", type=int, default=None, help="trials (default: num_samples of the file)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: max_concurrent of the file)")
+    p.add_argument("--name", default=None, help="sweep name (default: name of the file); one folder and one MLflow parent run each")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base key for every trial: data.n_pairs=100, steps=200, run.workers=2")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.overrides import parse_assignments, with_changes
+
+    space = load_search_space(args.space)
+    space.base = with_changes(space.base, parse_assignments(args.overrides))
+    split_tree(space.base)  # the overridden base is still a valid experiment
+    for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    space.name = args.name or space.name
+    space.num_samples = args.num_samples or space.num_samples
+    space.max_concurrent = args.max_concurrent or space.max_concurrent
+    summary = run_sweep(space, tracking.tracking_uri(args.tracking_uri), resume=args.resume)
+    print(summary["table"])
+    print(f"\nbest {space.metric}: {summary['best_value']:.2f} with {summary['best_params']}")
+    print(f"results: {summary['folder']}; MLflow parent run {summary['parent_run_id']}; browse with: sotalign ui")
+    return 0
+
+
+def sweep_folder(space: SearchSpace) -> Path:
+    storage = split_tree(space.base)[1].storage_path
+    return Path(storage).resolve() / "sweeps" / space.name
+
+
+def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep; return the summary also logged to the parent run."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    tracking.ensure_reachable(uri)
+    space.base = with_absolute_paths(space.base)
+    folder = sweep_folder(space)
+    state_file = folder / STATE
+    if resume and not state_file.is_file():
+        raise ValueError(f"nothing to resume: no sweep {space.name!r} at {folder}")
+    if not resume and state_file.is_file():
+        raise ValueError(f"sweep {space.name!r} already exists at {folder}: add --resume to continue it, or --name to start another")
+    experiments = _experiments_of(space)
+    ids = encoder_ids(experiments)  # embeds the bundled data for every encoder pair once, here
+    base_experiment = experiments[0]
+    if resume:
+        parent_run_id = json.loads(state_file.read_text())["parent_run_id"]
+    else:
+        tags = {"sweep": space.name, "dataset": base_experiment.data.dataset, "search_space": str(space.path)}
+        parent_run_id = tracking.start_run(uri, base_experiment.name, f"sweep-{space.name}", tags,
+                                           {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples})
+        folder.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps({"parent_run_id": parent_run_id, "space": str(space.path.resolve())}))
+    connect_ray()
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id),
+        {"TRAIN_DRIVER_RESOURCE": 0.01},  # a trial driver takes no CPU from the Train workers (docs/stack.md)
+    )
+    tune_folder = folder / "tune"
+    try:
+        if resume:
+            tuner = tune.Tuner.restore(str(tune_folder), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            searcher = OptunaSearch(space=space.define_by_run, metric=space.metric, mode=space.mode,
+                                    sampler=space.build_sampler(), study_name=space.name,
+                                    storage=f"sqlite:///{folder / 'optuna.db'}")
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=space.build_scheduler(_reports_per_trial(base_experiment)),
+                                            num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent),
+                run_config=tune.RunConfig(name="tune", storage_path=str(folder)),
+            )
+        results = tuner.fit()
+    except BaseException:
+        tracking.end_run(uri, parent_run_id, "FAILED")
+        raise
+    summary = summarize(space, results, folder)
+    _log_summary(uri, parent_run_id, space, summary, folder)
+    tracking.end_run(uri, parent_run_id, "FINISHED")
+    return {**summary, "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
+
+
+def _experiments_of(space: SearchSpace):
+    """The base experiment, plus one per categorical choice (each encoder pair must be embedded)."""
+    trees = [space.base] + [space.experiment_tree({p.name: c}) for p in space.parameters if p.choices for c in p.choices]
+    return [split_tree(tree)[0] for tree in trees]
+
+
+def _reports_per_trial(experiment) -> int:
+    """Ray reports of a full trial: one per validation (every eval_every steps) and the final one."""
+    return math.ceil(experiment.align.steps / experiment.align.eval_every) + 1
+
+
+def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_id: str) -> None:
+    """One trial (runs in Tune's trial actor): the base experiment with ``params``, as a Train run."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    experiment, options = split_tree(space.experiment_tree(params))
+    previous = MlflowClient(uri).search_runs(  # a resumed trial continues its own child run
+        [tracking.experiment_id(uri, experiment.name)],
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial_id}'")
+    run_id = previous[0].info.run_id if previous else None
+    train_experiment(experiment, options, uri, ids, name=f"{space.name}-{trial_id}", parent_run_id=parent_run_id,
+                     run_id=run_id, callbacks=[TuneReportCallback()], tags={"sweep": space.name, "trial_id": trial_id})
+
+
+def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
+    """The results table (one row per trial), the best trial, and the files written to ``folder``."""
+    names = [p.name for p in space.parameters]
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        rows.append({"trial": metrics.get("trial_id", Path(str(result.path)).name),
+                     "status": "error" if result.error else ("stopped" if "mean_recall_at_1" not in metrics else "done"),
+                     **{n: result.config.get(n) for n in names},
+                     space.metric: metrics.get(space.metric),
+                     **{m: metrics.get(m) for m in TEST_METRICS if m in metrics}})
+    scored = [r for r in rows if isinstance(r[space.metric], (int, float))]
+    if not scored:
+        raise ValueError(f"no trial of sweep {space.name!r} reported {space.metric!r} (see the trial errors above)")
+    best = (max if space.mode == "max" else min)(scored, key=lambda r: r[space.metric])
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    table = _markdown(rows, columns)
+    (folder / "results.md").write_text(table + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    (folder / "results.csv").write_text(buffer.getvalue())
+    best_tree = space.experiment_tree({n: best[n] for n in names if best[n] is not None})
+    (folder / "best_config.yaml").write_text(yaml.safe_dump(best_tree, sort_keys=False))
+    from orchestrator.plots import plot_metric_vs_params
+
+    plot_metric_vs_params(scored, space.metric, names, folder / "metric_vs_params.png")
+    return {"rows": rows, "table": table, "best_params": {n: best[n] for n in names}, "best_value": best[space.metric]}
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _log_summary(uri: str, parent_run_id: str, space: SearchSpace, summary: dict, folder: Path) -> None:
+    client = tracking.client(uri)
+    tracking.log_metrics(uri, parent_run_id, {f"best/{tracking.metric_key(space.metric)}": summary["best_value"]})
+    for name, value in summary["best_params"].items():
+        client.log_param(parent_run_id, f"best.{name}", value)
+    for file in ("results.md", "results.csv", "best_config.yaml", "metric_vs_params.png"):
+        client.log_artifact(parent_run_id, str(folder / file))

@@ -1,0 +1,247 @@
+"""``sotalign train``: one experiment as a Ray Train run (``TorchTrainer``, Train V2).
+
+The driver draws the experiment's data once and puts it in Ray's object store, creates the
+MLflow run, and starts ``workers`` data-parallel workers (gloo on CPU, nccl on GPU). Rank 0
+fits the stage-1 teacher once and broadcasts it; every worker then runs ``sotalign.fit``'s
+stage 2 on its slice of each global batch (``sotalign.distributed``). Every
+``checkpoint_every`` steps the whole loop state (heads, optimiser, schedule, sampler RNG,
+best-so-far, teacher) is a Ray Train checkpoint; ``FailureConfig(max_failures)`` restarts
+killed workers from the latest one, and the resumed run continues exactly. Rank 0 logs
+metrics, the test evaluation and the artifacts to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sotalign.experiment import Experiment, load_data
+
+from orchestrator import tracking
+from orchestrator.experiment_file import RunOptions, load_experiment_file
+from orchestrator.overrides import parse_assignments
+
+STATE_FILE, TEACHER_FILE, FINAL_FILE = "state.pt", "teacher.safetensors", "final.json"
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("train", help="train one experiment (YAML) on Ray Train workers, logged to MLflow")
+    p.add_argument("config", type=Path, help="experiment file (name, method, seed, data:, align:, run:)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: run.workers of the file)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: run.gpus_per_worker)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    changes = parse_assignments(args.overrides)
+    if args.workers is not None:
+        changes["run.workers"] = args.workers
+    if args.gpus_per_worker is not None:
+        changes["run.gpus_per_worker"] = args.gpus_per_worker
+    experiment, options = load_experiment_file(args.config, changes)
+    uri = tracking.tracking_uri(args.tracking_uri)
+    tracking.ensure_reachable(uri)  # before any data loading or training
+    ids = encoder_ids([experiment])
+    connect_ray()
+    metrics = train_experiment(experiment, options, uri, ids)
+    shown = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("recall_at_1", "top1"))}
+    print(json.dumps(shown, indent=2))
+    print(f"MLflow run {metrics['run_id']} in experiment {experiment.name!r} at {uri}; browse with: sotalign ui")
+    return 0
+
+
+def connect_ray() -> None:
+    """Join ``RAY_ADDRESS``'s cluster, or start a local one (with the Tune drivers' resource)."""
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:  # docs/stack.md: trial drivers take this custom resource, not the workers' CPUs
+            ray.init(resources={"TRAIN_DRIVER_RESOURCE": 4}, log_to_driver=False)
+
+
+def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
+    """Encoder spec -> stored id for every encoder the experiments read, embedding the bundled
+    benchmark first where its tables are missing (a no-op once cached)."""
+    from sotalign.bundled import ensure_embedded
+    from sotalign.encoders import load_encoder
+
+    ids: dict[str, str] = {}
+    for store, pair in dict.fromkeys((e.data.store, (e.data.image_encoder, e.data.text_encoder))
+                                     for e in experiments if e.data.dataset == "openmoji"):
+        image, text = (load_encoder(spec) for spec in pair)
+        ensure_embedded(store, image, text)
+        ids.update({pair[0]: image.id, pair[1]: text.id})
+    return ids
+
+
+def mlflow_params(experiment: Experiment) -> dict[str, Any]:
+    """Config params: AlignConfig fields by their bare names, the rest by their paths."""
+    tree = experiment.to_dict()
+    return {"method": tree["method"], "seed": tree["seed"], **tree["align"],
+            **{f"data.{k}": v for k, v in tree["data"].items()}}
+
+
+def train_experiment(
+    experiment: Experiment,
+    options: RunOptions,
+    uri: str,
+    ids: dict[str, str] | None = None,
+    *,
+    name: str | None = None,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
+    callbacks: list | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one experiment on the connected Ray cluster; return rank 0's final metrics (+ ``run_id``).
+
+    ``run_id`` continues an existing MLflow run (a resumed sweep trial); ``callbacks`` are Ray
+    Train callbacks (a sweep passes ``TuneReportCallback``); ``tags`` are added to the run's.
+    ``name`` is the Ray Train run name:
+    the same name and storage path resume a stopped run from its checkpoints.
+    """
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    data = load_data(experiment, ids)
+    name = name or f"{experiment.name}-{experiment.method}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    if run_id is None:
+        run_tags = {**experiment.tags(), "n_unpaired": str(data.n_unpaired), **(tags or {})}
+        run_id = tracking.start_run(uri, experiment.name, name, run_tags, mlflow_params(experiment), parent_run_id)
+    loop_config = {"experiment": experiment.to_dict(), "data": ray.put(data), "tracking_uri": uri,
+                   "run_id": run_id, "checkpoint_every": options.checkpoint_every}
+    use_gpu = options.gpus_per_worker > 0
+    trainer = ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=options.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": options.cpus_per_worker, **({"GPU": options.gpus_per_worker} if use_gpu else {})}),
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=options.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or []),
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return {**result.metrics, "run_id": run_id, "checkpoint": result.checkpoint.path if result.checkpoint else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# What every Ray Train worker runs.
+
+
+def train_worker(loop_config: dict) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from sotalign.distributed import DistributedContext
+    from sotalign.experiment import Experiment
+    from sotalign.loop import Checkpointing
+    from sotalign.teachers import Teacher
+    from sotalign.trainer import checked_inputs, fit, fit_stage1
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    experiment = Experiment.from_dict(loop_config["experiment"])
+    config = experiment.config().replace(device=str(ray.train.torch.get_device()))
+    data = ray.get(loop_config["data"])
+    uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
+    distributed = DistributedContext(rank, world) if world > 1 else None
+
+    state, teacher, resumed_from = None, None, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            if (Path(folder) / FINAL_FILE).is_file():  # the run had finished: report it again
+                final = json.loads((Path(folder) / FINAL_FILE).read_text())
+                ray.train.report(final if rank == 0 else {})
+                return
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+            teacher = Teacher.load(Path(folder) / TEACHER_FILE)
+            resumed_from = state["step"]
+    if teacher is None:  # stage 1 once, on rank 0; the other ranks receive it
+        box = [None]
+        if rank == 0:
+            a, b, x, y, _ = checked_inputs(data.paired_images, data.paired_texts, data.unpaired_images,
+                                           data.unpaired_texts, None, config)
+            box = [fit_stage1(a, b, x, y, config)]
+        if distributed is not None:
+            dist.broadcast_object_list(box, src=0)
+        teacher = box[0]
+
+    every = loop_config["checkpoint_every"]
+    pending: dict[str, str] = {}
+
+    def save(step: int, loop_state: dict) -> None:
+        if rank == 0:
+            folder = tempfile.mkdtemp(prefix=f"sotalign-ckpt-{step}-")
+            torch.save(loop_state, Path(folder) / STATE_FILE)
+            teacher.save(Path(folder) / TEACHER_FILE)
+            pending["folder"] = folder
+
+    def on_record(step: int, record: dict) -> None:
+        if rank == 0:
+            tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
+        if "val/mean_recall_at_1" in record or (every and step % every == 0):  # collective: same steps on every rank
+            folder = pending.pop("folder", None)
+            ray.train.report({**record, "resumed_from_step": resumed_from},
+                             checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, config,
+                validation=data.validation, teacher=teacher, callback=on_record, distributed=distributed,
+                checkpointing=Checkpointing(every, save, state))
+    if rank != 0:
+        ray.train.report({})
+        return
+    final = _final_metrics(model, data, resumed_from)
+    tracking.log_metrics(uri, run_id, final, int(final["step"]))
+    tracking.log_model_artifacts(uri, run_id, model, experiment.to_dict(), final,
+                                 plots={"training.png": lambda path: _plot_history(model.history, path)})
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
+        model.save(Path(folder) / "model")
+        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _final_metrics(model, data, resumed_from: int) -> dict[str, float]:
+    """Test metrics of the selected model, its validation scores, the step count and the resume point."""
+    from sotalign.evaluation import retrieval
+
+    with torch.no_grad():
+        test = data.evaluate(model)
+        val = retrieval(model.encode_image(data.validation[0]), model.encode_text(data.validation[1]))
+    last = model.history[-1] if model.history else {}
+    return {**test, **{f"val/{k}": v for k, v in val.items()}, "step": float(model.config.steps),
+            "best_step": float(last.get("best_step", last.get("step", 0))), "resumed_from_step": float(resumed_from)}
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    from orchestrator.plots import plot_history
+
+    plot_history(history, path)

@@ -1,0 +1,163 @@
+"""One experiment as data: which embeddings (dataset, encoders, budget), which method, which
+``AlignConfig``; and the splits it trains and is scored on.
+
+This is what ``sotalign train CONFIG.yaml`` runs and what a sweep varies. It is plain data
+(``Experiment.from_dict`` names every unknown key) so that a YAML file, a ``--set`` override
+and a sampled trial all go through the same checks. Methods are the three the paper's story
+needs: ``sotalign`` (teacher + divergence), ``sail`` (pairs only) and ``teacher`` (stage 1 alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sotalign.bundled import DEMO_IMAGE_ENCODER, N_VAL, VAL_SEED, evaluate_views, load_bundled
+from sotalign.checks import check_choice
+from sotalign.config import AlignConfig, _coerce
+from sotalign.data.budgets import Budget, sample_budget
+from sotalign.data.synthetic import make_synthetic
+from sotalign.data.views import ClassificationView, RetrievalView
+from sotalign.encoders import DEFAULT_TEXT_ENCODER
+
+METHODS: dict[str, dict[str, Any]] = {
+    "sotalign": {},  # the config as given: teacher + alpha * divergence (paper Algorithm 1)
+    "sail": {"divergence": "none"},  # SigLIP on the pairs only (paper 4, SAIL)
+    "teacher": {"steps": 0},  # the stage-1 linear teacher alone (paper Table 1, "None" row)
+}
+DATASETS = ("openmoji", "synthetic")
+
+
+@dataclass
+class DataSpec:
+    dataset: str = "openmoji"  # the bundled retrieval benchmark (+ digits zero-shot), README
+    store: str = "demo_output/store"  # the embedding store `sotalign demo` fills
+    image_encoder: str = DEMO_IMAGE_ENCODER  # packaged EfficientNet-Lite0 at 128 px (docs/assets.md)
+    text_encoder: str = DEFAULT_TEXT_ENCODER  # packaged all-MiniLM-L6-v2
+    n_pairs: int = 300  # a low-supervision budget of the bundled benchmark (README)
+    n_unpaired: int | None = None  # unpaired images and texts each; None = every pool item left over
+    n_val: int = N_VAL  # held-out pairs for model selection (paper: selection on a validation split)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f"data.{f.name}", getattr(self, f.name), str(f.type)))
+        check_choice(self.dataset, DATASETS, "dataset")
+        if self.n_pairs < 2:
+            raise ValueError(f"data.n_pairs must be >= 2, got {self.n_pairs}")
+        if self.n_unpaired is not None and self.n_unpaired < 0:
+            raise ValueError(f"data.n_unpaired must be >= 0 (or null), got {self.n_unpaired}")
+
+    @property
+    def encoder_pair(self) -> str:
+        return f"{self.image_encoder} + {self.text_encoder}"
+
+
+@dataclass
+class Experiment:
+    name: str = "openmoji"  # the MLflow experiment (one per benchmark, docs/DESIGN.md)
+    method: str = "sotalign"
+    seed: int = 0  # draws the budget and seeds training
+    data: DataSpec = field(default_factory=DataSpec)
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, METHODS, "method")
+        self.seed = _coerce("seed", self.seed, "int")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Experiment":
+        """Build from nested mappings (``data:``, ``align:``), naming unknown or misplaced keys.
+
+        ``data.encoder_pair: "IMAGE_SPEC + TEXT_SPEC"`` sets both encoders at once (one
+        categorical choice in a sweep).
+        """
+        values = dict(values or {})
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown experiment key(s): {', '.join(unknown)}; expected name, method, seed, data, align")
+        data = dict(values.pop("data", None) or {})
+        if "encoder_pair" in data:
+            image, sep, text = str(data.pop("encoder_pair")).partition(" + ")
+            if not sep:
+                raise ValueError(f"data.encoder_pair must read 'IMAGE_SPEC + TEXT_SPEC', got {image!r}")
+            data.update(image_encoder=image.strip(), text_encoder=text.strip())
+        known = {f.name for f in dataclasses.fields(DataSpec)}
+        if set(data) - known:
+            raise ValueError(f"unknown data key(s): {', '.join(sorted(set(data) - known))}; expected {', '.join(sorted(known))}")
+        align = AlignConfig.from_dict(values.pop("align", None) or {})
+        return cls(**values, data=DataSpec(**data), align=align)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "seed": self.seed,
+                "data": dataclasses.asdict(self.data), "align": self.align.to_dict()}
+
+    def config(self) -> AlignConfig:
+        """The ``AlignConfig`` that trains this experiment's method with its seed."""
+        return self.align.replace(seed=self.seed, **METHODS[self.method])
+
+    def tags(self) -> dict[str, str]:
+        """The run tags of docs/DESIGN.md (``n_unpaired`` is filled in once the data is known)."""
+        config = self.config()
+        return {"vision_encoder": self.data.image_encoder, "text_encoder": self.data.text_encoder,
+                "encoder_pair": self.data.encoder_pair, "method": self.method, "teacher": config.teacher,
+                "divergence": config.divergence if config.uses_unpaired else "none",
+                "dataset": self.data.dataset, "n_pairs": str(self.data.n_pairs)}
+
+
+@dataclass
+class ExperimentData:
+    """Training inputs of ``sotalign.fit`` and the held-out views it is scored on."""
+
+    paired_images: torch.Tensor
+    paired_texts: torch.Tensor
+    unpaired_images: torch.Tensor
+    unpaired_texts: torch.Tensor
+    validation: tuple[torch.Tensor, torch.Tensor]
+    test: RetrievalView
+    zero_shot: ClassificationView | None = None  # digits for the bundled benchmark
+
+    @property
+    def n_unpaired(self) -> int:
+        return len(self.unpaired_images)
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Test retrieval (I2T/T2I R@1/5/10, several captions per image) and zero-shot top-1."""
+        return evaluate_views(model, self.test, self.zero_shot)
+
+
+def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None) -> ExperimentData:
+    """Draw the experiment's budget (deterministic in its seed) from its dataset.
+
+    ``encoder_ids`` maps encoder specs to the ids their tables are stored under (what
+    ``load_encoder(spec).id`` says); it is not needed for the synthetic dataset.
+    """
+    spec = experiment.data
+    if spec.dataset == "synthetic":
+        n_unpaired = 4000 if spec.n_unpaired is None else spec.n_unpaired  # make_synthetic's default pool
+        bench = make_synthetic(spec.n_pairs, max(n_unpaired, 1), spec.n_val, seed=experiment.seed)
+        test = RetrievalView(bench.test_images, bench.test_texts, bench.test_texts, np.arange(len(bench.test_texts)))
+        return ExperimentData(bench.paired_images, bench.paired_texts, bench.unpaired_images[:n_unpaired],
+                              bench.unpaired_texts[:n_unpaired], (bench.val_images, bench.val_texts), test)
+
+    ids = encoder_ids or {}
+    missing = [s for s in (spec.image_encoder, spec.text_encoder) if s not in ids]
+    if missing:
+        raise ValueError(f"no stored encoder id for {', '.join(missing)} (embed the dataset first)")
+    bundled = load_bundled(Path(spec.store), ids[spec.image_encoder], ids[spec.text_encoder])
+    pool = bundled.pool
+    n_items = len(pool.images)
+    if spec.n_val + spec.n_pairs > n_items:
+        raise ValueError(f"data.n_pairs + data.n_val = {spec.n_pairs + spec.n_val} exceeds the {n_items} items of the {spec.dataset} pool")
+    order = np.random.default_rng(VAL_SEED).permutation(n_items)  # the validation items never change
+    val, budget_pool = np.sort(order[: spec.n_val]), np.sort(order[spec.n_val :])
+    left = len(budget_pool) - spec.n_pairs
+    n_unpaired = left if spec.n_unpaired is None else spec.n_unpaired
+    rows = sample_budget(len(budget_pool), Budget(spec.n_pairs, n_unpaired, n_unpaired, experiment.seed))
+    images, texts = pool.images[budget_pool], pool.first_captions[budget_pool]
+    return ExperimentData(images[rows.pairs], texts[rows.pairs], images[rows.unpaired_images], texts[rows.unpaired_texts],
+                          (pool.images[val], pool.first_captions[val]), bundled.test, bundled.digits)

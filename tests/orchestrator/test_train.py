@@ -1,0 +1,121 @@
+"""`sotalign train` on a real local Ray cluster: 2 data-parallel Train workers equal one process,
+a killed worker resumes from its checkpoint and ends where an uninterrupted run ends, and rank 0
+leaves a complete MLflow run (tags, params, per-step metrics, artifacts)."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.experiment_file import load_experiment_file, split_tree
+from orchestrator.train import train_experiment
+from sotalign import AlignedModel, fit
+from sotalign.experiment import load_data
+
+TREE = {  # adamw: Lion's sign update would turn float round-off into different steps
+    "name": "synthetic", "method": "sotalign", "seed": 3,
+    "data": {"dataset": "synthetic", "n_pairs": 48, "n_unpaired": 600, "n_val": 80},
+    "align": {"head_dim": 24, "steps": 60, "batch_unpaired": 97, "optimizer": "adamw", "lr": 3e-3,
+              "eps_teacher": 0.05, "alpha": 10.0, "log_every": 10, "eval_every": 20},
+    "run": {"workers": 2, "checkpoint_every": 20},
+}
+
+
+def experiment_for(tmp_path, **align):
+    tree = {**TREE, "align": {**TREE["align"], **align}, "run": {**TREE["run"], "storage_path": str(tmp_path / "ray")}}
+    return split_tree(tree)
+
+
+def reference(experiment):
+    """The same experiment in one process, without Ray: the uninterrupted run."""
+    data = load_data(experiment)
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, experiment.config(),
+                validation=data.validation)
+    return model, data.evaluate(model)
+
+
+def assert_same_model(checkpoint_path, model):
+    trained = AlignedModel.load(os.path.join(checkpoint_path, "model"))
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+
+
+def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(ray_cluster, tmp_path):
+    experiment, options = experiment_for(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    metrics = train_experiment(experiment, options, uri, name="two-workers")
+    model, expected = reference(experiment)
+    assert metrics["resumed_from_step"] == 0
+    for key in ("mean_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_10"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert_same_model(metrics["checkpoint"], model)
+
+    client = MlflowClient(uri)
+    run = client.get_run(metrics["run_id"])
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["method"] == "sotalign" and tags["teacher"] == "cca" and tags["dataset"] == "synthetic"
+    assert tags["n_pairs"] == "48" and tags["n_unpaired"] == "600" and " + " in tags["encoder_pair"]
+    assert run.data.params["alpha"] == "10.0" and run.data.params["data.n_pairs"] == "48"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/klot")] == [10, 20, 30, 40, 50, 60]
+    assert {"sinkhorn/teacher_marginal_err", "val/mean_recall_at_1", "mean_recall_at_1"} <= set(run.data.metrics)
+    files = {a.path for folder in ("", "model", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"config.yaml", "eval.json", "model/model.safetensors", "model/teacher.safetensors", "plots/training.png"} <= files
+    config = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))))
+    assert config["align"]["batch_unpaired"] == 97 and config["data"]["dataset"] == "synthetic"
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
+    from ray.util.state import list_actors
+
+    experiment, options = experiment_for(tmp_path, steps=400, log_every=50, eval_every=50)
+    options.checkpoint_every = 50
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(train_experiment(experiment, options, uri, name="killed")))
+    runner.start()
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "ray" / "killed").glob("checkpoint_*")):  # the first checkpoint is written
+        assert runner.is_alive() and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    assert len(workers) == 2
+    os.kill(workers[1].pid, signal.SIGKILL)
+    runner.join(timeout=300)
+    assert outcome, "the run did not finish"
+    assert outcome["resumed_from_step"] >= 50  # the restarted workers started from a checkpoint, not from 0
+    model, expected = reference(experiment)
+    assert outcome["mean_recall_at_1"] == pytest.approx(expected["mean_recall_at_1"], abs=1e-6)
+    assert_same_model(outcome["checkpoint"], model)
+    assert MlflowClient(uri).get_run(outcome["run_id"]).info.status == "FINISHED"
+
+
+def test_experiment_files_and_bad_input(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(TREE))
+    experiment, options = load_experiment_file(path, {"alpha": 3, "data.n_pairs": 20, "run.workers": 1, "method": "sail"})
+    assert experiment.align.alpha == 3 and experiment.data.n_pairs == 20 and options.workers == 1
+    assert experiment.config().divergence == "none" and os.path.isabs(options.storage_path)
+    for text, message in [
+        ("data: {dataset: synthetic, n_pairs: [1,\n", "exp.yaml:2: malformed YAML"),
+        ("align: {epsilon: 0.1}\n", "unknown AlignConfig field(s): epsilon"),
+        ("data: {dataset: coco}\n", "unknown dataset 'coco'"),
+        ("method: ridge\n", "unknown method 'ridge'"),
+        ("run: {workers: 0}\n", "run needs workers >= 1"),
+        ("runs: {workers: 2}\n", "unknown experiment key(s): runs"),
+    ]:
+        path.write_text(text)
+        assert main(["train", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+        assert message in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({**TREE, "run": {"storage_path": str(tmp_path / "ray")}}))
+    assert main(["train", str(path), "--set", "steps=abc"]) == 2
+    assert "steps must be an int, got 'abc'" in capsys.readouterr().err
+    assert main(["train", str(path), "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "is unreachable" in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()  # nothing started, nothing written

@@ -1,0 +1,95 @@
+"""Headless chromium renders the MLflow UI that `sotalign ui` serves, and shows the project's tags.
+
+test_tracking_ui.py checks the REST API, which answers even when the React app is blank. Here a
+sweep is stored as the benchmarks log one (a parent run and child runs tagged mlflow.parentRunId,
+encoder_pair, method, teacher, with mean_recall_at_1), and chromium renders two pages after their
+scripts ran (--dump-dom):
+- a child run's page, #/experiments/<id>/runs/<run_id>, whose Tags box lists encoder_pair;
+- the runs table grouped by encoder_pair, #/experiments/<id>/runs?viewStateShareKey=pairs (a shared
+  view stored in the experiment tag mlflow.sharedViewState.pairs): the default table shows only the
+  collapsed parent run and no tag column.
+Skipped only when no chromium binary is on PATH (`make browser` installs Debian's as root).
+"""
+
+import html
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PAIRS = {"lite0-minilm": ("packaged:efficientnet-lite0 + packaged:all-minilm-l6-v2", 31.5),
+         "lite2-minilm": ("packaged:efficientnet-lite2 + packaged:all-minilm-l6-v2", 42.25)}
+GROUPED_VIEW = {"selectedColumns": ["tags.`encoder_pair`", "metrics.`mean_recall_at_1`"], "groupBy": "tag.average.encoder_pair"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def store_sweep(db, artifacts):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(db)
+    exp = client.create_experiment("openmoji", artifact_location=artifacts.as_uri())
+    client.set_experiment_tag(exp, "mlflow.sharedViewState.pairs", json.dumps(GROUPED_VIEW))
+    parent = client.create_run(exp, run_name="sweep-openmoji").info.run_id
+    children = {}
+    for name, (pair, score) in PAIRS.items():
+        tags = {"mlflow.parentRunId": parent, "encoder_pair": pair, "method": "sotalign", "teacher": "linear"}
+        children[name] = client.create_run(exp, run_name=name, tags=tags).info.run_id
+        client.log_metric(children[name], "mean_recall_at_1", score)
+        client.set_terminated(children[name])
+    client.set_terminated(parent)
+    return exp, children
+
+
+def render(url, screenshot, expected):
+    """Visible text of the page once chromium ran its scripts; two retries with more virtual time if a string is missing."""
+    for attempt in range(3):
+        command = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+                   f"--user-data-dir={screenshot.with_suffix('.profile')}", "--window-size=1600,900",
+                   f"--virtual-time-budget={15000 * (attempt + 1)}", f"--screenshot={screenshot}", "--dump-dom", url]
+        dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))).split())
+        missing = [s for s in expected if s not in text]
+        if not missing:
+            break
+    assert not missing, f"{url} did not render {missing}; page text: {text[:3000]}"
+    png = screenshot.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000, f"{screenshot}: not a rendered PNG ({len(png)} bytes)"
+    print(f"screenshot: {screenshot}")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (`make browser` installs Debian's chromium as root)")
+def test_ui_renders_the_sweep_with_its_encoder_pairs(tmp_path):
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp, children = store_sweep(db, tmp_path / "mlartifacts")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    try:
+        lines = [proc.stdout.readline()]
+        deadline = time.monotonic() + 150
+        while lines[-1] and "serving" not in lines[-1] and time.monotonic() < deadline:  # "" once the command died
+            lines.append(proc.stdout.readline())
+        runs_link = f"http://127.0.0.1:{port}/#/experiments/{exp}/runs"
+        assert f"  openmoji: {runs_link}\n" in lines and "serving" in lines[-1], f"`sotalign ui` printed {lines}"
+
+        pair, score = PAIRS["lite0-minilm"]
+        render(f"{runs_link}/{children['lite0-minilm']}", tmp_path / "run.png",
+               ["lite0-minilm", "Parent run sweep-openmoji", "Tags", "encoder_pair", pair, "teacher", str(score)])
+        render(f"{runs_link}?viewStateShareKey=pairs", tmp_path / "runs.png",
+               ["Group by: encoder_pair"] + [f"Group: {p}" for p, _ in PAIRS.values()] + [*PAIRS, *(str(s) for _, s in PAIRS.values())])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
