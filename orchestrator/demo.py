@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     space.name = f"{space.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     uri = tracking_uri(args.tracking_uri)
     summary = run_sweep(space, uri)
-    rows = [r for r in summary["rows"] if r["status"] == "done"]
     by = [p.name for p in space.parameters]
+    order = lambda row: [p.choices.index(row[p.name]) if p.choices else row[p.name] for p in space.parameters]  # noqa: E731
+    rows = sorted((r for r in summary["rows"] if r["status"] == "done"), key=order)
     table = format_table(rows, [m for m in METRICS if all(m in r for r in rows)], by, LABELS)
-    print("\nTest metrics in percent (one run each):\n")
+    print("\nTest metrics in percent:\n")
     print(table)
     with atomic_path(args.out / "results.md") as tmp:
         tmp.write_text(table + "\n")

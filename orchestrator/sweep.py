@@ -102,14 +102,16 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
         if resume:
             tuner = tune.Tuner.restore(str(tune_folder), trainable, resume_unfinished=True, resume_errored=True)
         else:
+            import optuna
+
             searcher = OptunaSearch(space=space.define_by_run, metric=space.metric, mode=space.mode,
                                     sampler=space.build_sampler(), study_name=space.name,
-                                    storage=f"sqlite:///{folder / 'optuna.db'}")
+                                    storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=space.build_scheduler(_reports_per_trial(base_experiment)),
                                             num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent),
-                run_config=tune.RunConfig(name="tune", storage_path=str(folder)),
+                run_config=tune.RunConfig(name="tune", storage_path=str(folder), verbose=1),  # status tables, not every result
             )
         results = tuner.fit()
     except BaseException:

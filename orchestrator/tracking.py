@@ -20,6 +20,14 @@ from pathlib import Path
 import yaml
 
 DEFAULT_DB = "mlflow.db"
+# A shared runs-table view stored on every experiment the project creates: grouped by encoder pair,
+# with the pair, method and headline metrics as columns. MLflow 3.17's UI opens it from the link
+# ``#/experiments/<id>/runs?viewStateShareKey=encoder_pairs`` (the tag format its UI reads).
+PAIRS_VIEW = "encoder_pairs"
+PAIRS_VIEW_STATE = {
+    "selectedColumns": ["tags.`encoder_pair`", "tags.`method`", "metrics.`mean_recall_at_1`", "metrics.`val/mean_recall_at_1`"],
+    "groupBy": "tag.average.encoder_pair",
+}
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -45,10 +53,6 @@ def ensure_reachable(uri: str, timeout: float = 5.0) -> None:
         raise ValueError(f"unsupported tracking URI {uri!r}: use sqlite:///path/mlflow.db or http(s)://host:port")
 
 
-def encoder_tags(image_encoder: str, text_encoder: str) -> dict[str, str]:
-    return {"vision_encoder": image_encoder, "text_encoder": text_encoder, "encoder_pair": f"{image_encoder} + {text_encoder}"}
-
-
 def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
@@ -72,7 +76,9 @@ def experiment_id(uri: str, name: str) -> str:
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    exp_id = mlflow_client.create_experiment(name, artifact_location=location)
+    mlflow_client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{PAIRS_VIEW}", json.dumps(PAIRS_VIEW_STATE))
+    return exp_id
 
 
 def start_run(uri: str, experiment: str, name: str, tags: dict[str, str], params: dict, parent_run_id: str | None = None) -> str:
@@ -116,5 +122,7 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status)
 
 
-def runs_link(server: str, experiment_id_: str) -> str:
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id_}/runs"
+def runs_link(server: str, exp_id: str, grouped: bool = False) -> str:
+    """The UI's runs table of an experiment (``grouped``: the encoder-pair view)."""
+    link = f"{server.rstrip('/')}/#/experiments/{exp_id}/runs"
+    return f"{link}?viewStateShareKey={PAIRS_VIEW}" if grouped else link

@@ -8,13 +8,14 @@ only prints links. The links go straight to the runs table (``#/experiments/<id>
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
-from orchestrator.tracking import ensure_reachable, tracking_uri
+from orchestrator.tracking import PAIRS_VIEW, ensure_reachable, runs_link, tracking_uri
 
 
 def add_parser(commands) -> None:
@@ -45,7 +46,9 @@ def _print_links(server: str, store: str) -> None:
     experiments = MlflowClient(store).search_experiments()
     print(f"MLflow UI: {server}")
     for exp in experiments:
-        print(f"  {exp.name}: {server}/#/experiments/{exp.experiment_id}/runs")
+        print(f"  {exp.name}: {runs_link(server, exp.experiment_id)}")
+        if f"mlflow.sharedViewState.{PAIRS_VIEW}" in exp.tags:
+            print(f"  {exp.name} by encoder pair: {runs_link(server, exp.experiment_id, grouped=True)}")
     sys.stdout.flush()
 
 
@@ -58,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     server = f"http://{args.host}:{args.port}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # MLflow's background job runner (5-7 processes) serves features this project does not use and
+    # slows the server's start-up several-fold on a small machine
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the server
     try:
         _wait_healthy(server, process)

@@ -15,11 +15,13 @@ def summarize(rows: list[dict], metric: str, by: Sequence[str] = ("method",)) ->
 
 
 def format_table(rows: list[dict], metrics: Sequence[str], by: Sequence[str] = ("method",), labels: dict | None = None) -> str:
-    """A Markdown table: one line per group, ``mean ± std`` per metric (``labels`` renames columns)."""
+    """A Markdown table: one line per group, ``mean ± std`` per metric (the value alone for a
+    single run); ``labels`` renames columns."""
     labels = labels or {}
     stats = {m: summarize(rows, m, by) for m in metrics}
     lines = ["| " + " | ".join([*by, *(labels.get(m, m) for m in metrics)]) + " |", "|" + "---|" * (len(by) + len(metrics))]
     for key in stats[metrics[0]]:
-        cells = [f"{stats[m][key][0]:.1f} ± {stats[m][key][1]:.1f}" for m in metrics]
+        single = len([r for r in rows if tuple(r[k] for k in by) == key]) == 1
+        cells = [f"{stats[m][key][0]:.1f}" + ("" if single else f" ± {stats[m][key][1]:.1f}") for m in metrics]
         lines.append("| " + " | ".join([*map(str, key), *cells]) + " |")
     return "\n".join(lines)

@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-FAST_TRAIN = {  # docs/stack.md: a few seconds less per Train run; a leak fails in 30 s, not never
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+from orchestrator.train import LOCAL_TRAIN_SETTINGS
+
+FAST_TRAIN = {  # as `sotalign` sets for a local cluster; a placement-group leak fails in 60 s, not never
+    **LOCAL_TRAIN_SETTINGS,
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -105,12 +105,12 @@ def test_every_shipped_search_space_compiles(path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda s: s.update(sampler={"type": "anneal"}), "tiny.yaml:11: sampler.type: sampler type must be one of"),
-    (lambda s: s["parameters"]["eps_student"].update(low=0.5), "eps_student.high: high must be greater than low"),
-    (lambda s: s["parameters"]["teacher"].update(type="choice"), "parameters.teacher.type: type must be one of"),
-    (lambda s: s["parameters"].update(epsilon={"type": "float", "low": 0.1, "high": 1}), "parameters.epsilon: does not fit"),
-    (lambda s: s.update(schedular={}), "tiny.yaml:10: schedular: unknown key"),
-    (lambda s: s["base"]["align"].update(teacher="ridge"), "base: unknown teacher 'ridge'"),
+    (lambda s: s.update(sampler={"type": "anneal"}), "tiny.yaml:22: sampler.type: sampler type must be one of"),
+    (lambda s: s["parameters"]["eps_student"].update(low=0.5), "tiny.yaml:41: parameters.eps_student.high: high must be greater than low"),
+    (lambda s: s["parameters"]["teacher"].update(type="choice"), "tiny.yaml:27: parameters.teacher.type: type must be one of"),
+    (lambda s: s["parameters"].update(epsilon={"type": "float", "low": 0.1, "high": 1}), "tiny.yaml:43: parameters.epsilon: does not fit the experiment: unknown AlignConfig field(s): epsilon"),
+    (lambda s: s.update(schedular={}), "tiny.yaml:43: schedular: unknown key"),
+    (lambda s: s["base"]["align"].update(teacher="ridge"), "tiny.yaml:2: base: unknown teacher 'ridge'"),
 ])
 def test_bad_search_spaces_name_the_line_and_key(tmp_path, edit, message):
     space = json.loads(json.dumps(SPACE))

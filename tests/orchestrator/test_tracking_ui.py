@@ -51,6 +51,7 @@ def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any("serving" in line for line in lines):
             lines.append(proc.stdout.readline())
+            assert lines[-1] or proc.poll() is None, f"sotalign ui exited: {''.join(lines)}"
         link = next(line.split(": ", 1)[1].strip() for line in lines if line.strip().startswith("openmoji:"))
         assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/") and link.endswith("/runs")
         exp_id = link.split("/experiments/")[1].split("/")[0]

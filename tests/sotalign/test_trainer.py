@@ -132,3 +132,27 @@ def test_bad_input_is_refused_with_a_named_reason(bench):
         AlignConfig(lr="fast")
     with pytest.raises(ValueError, match="select_best must be a bool"):
         AlignConfig(select_best="yes please")
+
+
+def test_a_run_resumed_from_a_checkpoint_ends_exactly_where_an_uninterrupted_one_ends(bench):
+    import io
+
+    from sotalign.loop import Checkpointing
+
+    saved = {}
+
+    def save(step, state):  # persisted the way the orchestrator does, so that nothing stays shared
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        saved[step] = buffer.getvalue()
+
+    config = AlignConfig(**{**FAST, "eval_every": 10})
+    validation = (bench.val_images, bench.val_texts)
+    full = fit(*data(bench), config, validation=validation, checkpointing=Checkpointing(15, save))
+    assert sorted(saved) == [15, 30]
+    state = torch.load(io.BytesIO(saved[15]), weights_only=False)
+    assert state["step"] == 15 and state["history"][-1]["step"] == 15 and "val/mean_recall_at_1" in state["history"][-1]
+    resumed = fit(*data(bench), config, validation=validation, teacher=full.teacher, checkpointing=Checkpointing(resume=state))
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed.history == full.history and full.history[-1]["best_step"] >= 10
