@@ -63,10 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(order, stats, metric: str, group_by: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from orchestrator.plots import plt, save_figure  # the headless backend, set there
 
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(order)), 3.8))
     labels = [k[0] for k in order]
@@ -74,7 +71,4 @@ def _plot(order, stats, metric: str, group_by: str, path: Path) -> None:
     ax.set_xticks(range(len(order)), [label if len(label) < 40 else label[:37] + "..." for label in labels], rotation=20, ha="right")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by {group_by} (mean ± std over runs)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -54,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri)
     summary = run_sweep(space, uri)
     by = [p.name for p in space.parameters]
-    order = lambda row: [p.choices.index(row[p.name]) if p.choices else row[p.name] for p in space.parameters]  # noqa: E731
-    rows = sorted((r for r in summary["rows"] if r["status"] == "done"), key=order)
+
+    def in_file_order(row):  # the rows as the space lists its choices: pair by pair, method by method
+        return [p.choices.index(row[p.name]) if p.choices else row[p.name] for p in space.parameters]
+
+    rows = sorted((r for r in summary["rows"] if r["status"] == "done"), key=in_file_order)
     table = format_table(rows, [m for m in METRICS if all(m in r for r in rows)], by, LABELS)
     print("\nTest metrics in percent:\n")
     print(table)

@@ -10,6 +10,15 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close ``fig``."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
 
 def plot_history(history: list[dict], path: str | Path) -> Path:
     """Training curves of one run: the loss terms and the validation mean R@1 against the step."""
@@ -29,12 +38,7 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     right.set_title("validation mean R@1 (%)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_metric_vs_params(rows: list[dict], metric: str, params: list[str], path: str | Path) -> Path:
@@ -54,9 +58,4 @@ def plot_metric_vs_params(rows: list[dict], metric: str, params: list[str], path
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

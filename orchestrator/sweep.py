@@ -63,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def sweep_folder(space: SearchSpace) -> Path:
+    """Where the sweep keeps its Tune state, Optuna study and results: on the driver's disk (trial
+    drivers run on the head node); under ``run.storage_path`` unless that is a cloud URI, which
+    then holds only the Train checkpoints."""
     storage = split_tree(space.base)[1].storage_path
-    return Path(storage).resolve() / "sweeps" / space.name
+    return Path(storage if "://" not in storage else "ray_results").resolve() / "sweeps" / space.name
 
 
 def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str, Any]:
