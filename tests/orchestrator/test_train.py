@@ -46,28 +46,30 @@ def assert_same_model(checkpoint_path, model):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
 
 
-def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(ray_cluster, tmp_path):
-    experiment, options = experiment_for(tmp_path)
+def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(ray_cluster, tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**TREE, "run": {**TREE["run"], "workers": 1, "storage_path": str(tmp_path / "ray")}}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    metrics = train_experiment(experiment, options, uri, name="two-workers")
+    assert main(["train", str(path), "--workers", "2", "--tracking-uri", uri]) == 0  # the flag beats run.workers
+    run_id = capsys.readouterr().out.split("MLflow run ")[1].split()[0]
+    experiment, _ = load_experiment_file(path)
     model, expected = reference(experiment)
-    assert metrics["resumed_from_step"] == 0
-    for key in ("mean_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_10"):
-        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
-    assert_same_model(metrics["checkpoint"], model)
 
     client = MlflowClient(uri)
-    run = client.get_run(metrics["run_id"])
-    assert run.info.status == "FINISHED"
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["resumed_from_step"] == 0
+    for key in ("mean_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_10"):
+        assert run.data.metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert_same_model(client.download_artifacts(run_id, "", str(tmp_path / "artifacts")), model)
     tags = run.data.tags
     assert tags["method"] == "sotalign" and tags["teacher"] == "cca" and tags["dataset"] == "synthetic"
     assert tags["n_pairs"] == "48" and tags["n_unpaired"] == "600" and " + " in tags["encoder_pair"]
     assert run.data.params["alpha"] == "10.0" and run.data.params["data.n_pairs"] == "48"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/klot")] == [10, 20, 30, 40, 50, 60]
-    assert {"sinkhorn/teacher_marginal_err", "val/mean_recall_at_1", "mean_recall_at_1"} <= set(run.data.metrics)
-    files = {a.path for folder in ("", "model", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert [m.step for m in client.get_metric_history(run_id, "loss/klot")] == [10, 20, 30, 40, 50, 60]
+    assert "sinkhorn/teacher_marginal_err" in run.data.metrics and "val/mean_recall_at_1" in run.data.metrics
+    files = {a.path for folder in ("", "model", "plots") for a in client.list_artifacts(run_id, folder)}
     assert {"config.yaml", "eval.json", "model/model.safetensors", "model/teacher.safetensors", "plots/training.png"} <= files
-    config = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))))
+    config = yaml.safe_load((tmp_path / "artifacts" / "config.yaml").read_text())
     assert config["align"]["batch_unpaired"] == 97 and config["data"]["dataset"] == "synthetic"
 
 
