@@ -23,11 +23,10 @@ from sotalign.results import format_table
 from orchestrator.experiment_file import split_tree
 from orchestrator.overrides import parse_assignments, with_changes
 from orchestrator.search_space import load_search_space
-from orchestrator.sweep import run_sweep
+from orchestrator.sweep import TEST_METRICS, run_sweep
 from orchestrator.tracking import tracking_uri
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
-METRICS = ["mean_recall_at_1", "t2i_recall_at_1", "i2t_recall_at_1", "t2i_recall_at_5", "digits_top1"]
 LABELS = {"t2i_recall_at_1": "T2I R@1", "i2t_recall_at_1": "I2T R@1", "mean_recall_at_1": "mean R@1",
           "t2i_recall_at_5": "T2I R@5", "digits_top1": "digits top-1", "data.encoder_pair": "encoder pair"}
 
@@ -53,13 +52,17 @@ def run(args: argparse.Namespace) -> int:
     space.name = f"{space.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     uri = tracking_uri(args.tracking_uri)
     summary = run_sweep(space, uri)
+    if summary["interrupted"]:
+        print("demo interrupted")
+        return 130
     by = [p.name for p in space.parameters]
 
     def in_file_order(row):  # the rows as the space lists its choices: pair by pair, method by method
-        return [p.choices.index(row[p.name]) if p.choices else row[p.name] for p in space.parameters]
+        return [(p.choices.index(row[p.name]), "") if p.choices and row[p.name] in p.choices else (len(p.choices or ()), str(row[p.name]))
+                for p in space.parameters]
 
     rows = sorted((r for r in summary["rows"] if r["status"] == "done"), key=in_file_order)
-    table = format_table(rows, [m for m in METRICS if all(m in r for r in rows)], by, LABELS)
+    table = format_table(rows, [m for m in TEST_METRICS if all(m in r for r in rows)], by, LABELS)
     print("\nTest metrics in percent:\n")
     print(table)
     with atomic_path(args.out / "results.md") as tmp:
@@ -76,7 +79,7 @@ def _synthetic(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     config = AlignConfig.from_dict({**SYNTHETIC_DEFAULTS.to_dict(), **parse_assignments(args.overrides)})
     rows = run_synthetic(methods_for(config), seeds=range(args.seeds), progress=print)
-    table = format_table(rows, METRICS[:4], ("method",), LABELS)
+    table = format_table(rows, list(TEST_METRICS[:4]), ("method",), LABELS)
     print("\nPercent, mean ± std over seeds:\n")
     print(table)
     with atomic_path(args.out / "results.json") as tmp:

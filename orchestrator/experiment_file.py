@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sotalign.config import _coerce
+from sotalign.config import coerce_field
 from sotalign.experiment import DataSpec, Experiment
 
 from orchestrator.overrides import with_changes
@@ -31,7 +31,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f"run.{f.name}", getattr(self, f.name), str(f.type)))
+            setattr(self, f.name, coerce_field(f"run.{f.name}", getattr(self, f.name), str(f.type)))
         if self.workers < 1 or self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             raise ValueError(f"run needs workers >= 1, gpus_per_worker >= 0 and cpus_per_worker > 0, got "
                              f"{self.workers}, {self.gpus_per_worker}, {self.cpus_per_worker}")
@@ -40,6 +40,8 @@ class RunOptions:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "RunOptions":
+        if not isinstance(values or {}, dict):
+            raise ValueError(f"run must be a mapping of keys, got {values!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values or {}) - known)
         if unknown:

@@ -78,12 +78,7 @@ class SearchSpace:
 
     def _current(self, key: str, chosen: dict[str, Any]) -> Any:
         """A branch key's value in this trial: sampled earlier, else base's (or its default)."""
-        if key in chosen:
-            return chosen[key]
-        node: Any = split_tree(self.base)[0].to_dict()
-        for part in key_path(key):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
+        return chosen[key] if key in chosen else _lookup(split_tree(self.base)[0].to_dict(), key)
 
     def experiment_tree(self, params: dict[str, Any]) -> dict[str, Any]:
         """``base`` with a trial's sampled ``params`` applied."""
@@ -104,13 +99,35 @@ class SearchSpace:
         # conditional spaces: multivariate + group model the branches jointly (optuna #5299, docs/anchors.md 4)
         return optuna.samplers.TPESampler(**{"multivariate": True, "group": True, **options})
 
-    def build_scheduler(self, reports_per_trial: int):
+    def build_scheduler(self, steps: int):
+        """ASHA on the training step (every report carries it), or None. ``max_t`` lies past the
+        last step so that ASHA stops trials only at its rungs, never on their final report."""
         if not self.scheduler:
             return None
         from ray.tune.schedulers import ASHAScheduler
 
-        options = {k: v for k, v in self.scheduler.items() if k != "type"}
-        return ASHAScheduler(time_attr="training_iteration", **{"max_t": reports_per_trial, **options})
+        options = {"grace_period": 1, "reduction_factor": 4, **{k: v for k, v in self.scheduler.items() if k != "type"}}  # Ray's defaults
+        if options["grace_period"] > steps:
+            raise ValueError(f"{self.path}: scheduler.grace_period = {options['grace_period']} steps exceeds the {steps} training steps")
+        return ASHAScheduler(time_attr="step", max_t=steps + 1, metric=self.metric, mode=self.mode, **options)
+
+
+def check_name(name: Any, what: str = "name") -> None:
+    """A sweep name becomes a folder and an Optuna study: letters, digits, - and _ only."""
+    if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{what} must be a word of letters, digits, - and _, got {name!r}")
+
+
+def _lookup(experiment: dict[str, Any], key: str) -> Any:
+    """The value of ``key`` (``teacher``, ``data.n_pairs``) in a resolved experiment dict, or None."""
+    try:
+        parts = key_path(key)
+    except ValueError:
+        return None
+    node: Any = experiment
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
@@ -141,8 +158,10 @@ def load_search_space(path: str | Path) -> SearchSpace:
     for key in ("name", "base", "parameters"):
         if key not in raw:
             fail((), f"missing required key {key!r}")
-    if not isinstance(raw["name"], str) or not raw["name"].replace("-", "").replace("_", "").isalnum():
-        fail(("name",), f"must be a word of letters, digits, - and _, got {raw['name']!r}")
+    try:
+        check_name(raw["name"])
+    except ValueError as error:
+        fail(("name",), str(error).removeprefix("name "))
     if not isinstance(raw["base"], dict):
         fail(("base",), "must be an experiment mapping (name, method, seed, data, align, run), optionally with file: PATH")
     try:
@@ -156,14 +175,22 @@ def load_search_space(path: str | Path) -> SearchSpace:
     parameters = [_parameter(name, spec, lambda sub, msg, n=name: fail(("parameters", n, *sub), msg))
                   for name, spec in raw["parameters"].items()]
     names = [p.name for p in parameters]
+    resolved = split_tree(raw["base"])[0].to_dict()
     for p in parameters:
-        for key in p.when:
-            if key in names and names.index(key) > names.index(p.name):
-                fail(("parameters", p.name, "when"), f"depends on {key!r}, which must be listed before it")
-        try:
-            split_tree(with_changes(raw["base"], {p.name: p.choices[0] if p.choices else p.low}))
-        except ValueError as error:
-            fail(("parameters", p.name), f"does not fit the experiment: {error}")
+        for key, allowed in p.when.items():
+            if key in names:
+                if names.index(key) > names.index(p.name):
+                    fail(("parameters", p.name, "when"), f"depends on {key!r}, which must be listed before it")
+                branch = parameters[names.index(key)]
+                if branch.choices and any(v not in branch.choices for v in allowed):
+                    fail(("parameters", p.name, "when"), f"{key} takes {branch.choices}, not all of {allowed}")
+            elif _lookup(resolved, key) is None:
+                fail(("parameters", p.name, "when"), f"{key!r} is neither a parameter nor a key of the base experiment")
+        for value in p.choices or [p.low, p.high]:
+            try:
+                split_tree(with_changes(raw["base"], {p.name: value}))
+            except ValueError as error:
+                fail(("parameters", p.name), f"does not fit the experiment: {error}")
 
     space = SearchSpace(path, raw["name"], raw["base"], parameters)
     for key, kind in (("metric", str), ("mode", str), ("num_samples", int), ("max_concurrent", int)):
@@ -183,9 +210,13 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if raw.get("scheduler") is not None:
         scheduler = raw["scheduler"]
         if not isinstance(scheduler, dict) or scheduler.get("type") != "asha":
-            fail(("scheduler",), "must be {type: asha, grace_period: N, reduction_factor: N, max_t: N}")
-        for key in sorted(set(scheduler) - {"type", "grace_period", "reduction_factor", "max_t"}):
-            fail(("scheduler", key), "unknown ASHA option; expected grace_period, reduction_factor, max_t")
+            fail(("scheduler",), "must be {type: asha, grace_period: STEPS, reduction_factor: N}")
+        for key in sorted(set(scheduler) - {"type", "grace_period", "reduction_factor"}):
+            fail(("scheduler", key), "unknown ASHA option; expected grace_period (steps), reduction_factor")
+        for key in ("grace_period", "reduction_factor"):
+            value = scheduler.get(key, 2)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "grace_period" else 2):
+                fail(("scheduler", key), f"must be an integer >= {1 if key == 'grace_period' else 2}, got {value!r}")
         space.scheduler = scheduler
     return space
 
@@ -200,7 +231,7 @@ def _resolve_base(base: dict[str, Any], folder: Path) -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise ValueError("the base file must hold an experiment mapping")
     for key, value in base.items():
-        tree[key] = {**tree.get(key, {}), **value} if isinstance(value, dict) else value
+        tree[key] = {**(tree.get(key) or {}), **value} if isinstance(value, dict) else value
     return tree
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ import yaml
 
 from orchestrator import tracking
 from orchestrator.experiment_file import split_tree, with_absolute_paths
-from orchestrator.search_space import SearchSpace, load_search_space
+from sotalign.io import atomic_path
+
+from orchestrator.search_space import SearchSpace, check_name, load_search_space
 from orchestrator.train import connect_ray, encoder_ids, train_experiment
 
 STATE = "sweep.json"
@@ -52,10 +54,17 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+        if value is not None and args.resume:
+            raise ValueError(f"{flag} cannot change on --resume: a resumed sweep keeps the settings it started with")
+    if args.name is not None:
+        check_name(args.name, "--name")
     space.name = args.name or space.name
     space.num_samples = args.num_samples or space.num_samples
     space.max_concurrent = args.max_concurrent or space.max_concurrent
     summary = run_sweep(space, tracking.tracking_uri(args.tracking_uri), resume=args.resume)
+    if summary["interrupted"]:
+        print(f"sweep interrupted; continue it with: sotalign sweep {args.space} --name {space.name} --resume")
+        return 130
     print(summary["table"])
     print(f"\nbest {space.metric}: {summary['best_value']:.2f} with {summary['best_params']}")
     print(f"results: {summary['folder']}; MLflow parent run {summary['parent_run_id']}; browse with: sotalign ui")
@@ -70,60 +79,92 @@ def sweep_folder(space: SearchSpace) -> Path:
     return Path(storage if "://" not in storage else "ray_results").resolve() / "sweeps" / space.name
 
 
+def _fingerprint(space: SearchSpace) -> dict[str, Any]:
+    """What a resumed sweep must share with the one it continues."""
+    return json.loads(json.dumps({"base": space.base, "parameters": [dataclasses.asdict(p) for p in space.parameters],
+                                  "metric": space.metric, "mode": space.mode, "sampler": space.sampler,
+                                  "scheduler": space.scheduler}))
+
+
 def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) the sweep; return the summary also logged to the parent run."""
+    """Run (or resume) the sweep; return the summary also logged to the parent run
+    (``interrupted``: the driver was stopped before every trial ended, nothing summarised)."""
+    import ray
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     tracking.ensure_reachable(uri)
     space.base = with_absolute_paths(space.base)
     folder = sweep_folder(space)
-    state_file = folder / STATE
-    if resume and not state_file.is_file():
-        raise ValueError(f"nothing to resume: no sweep {space.name!r} at {folder}")
-    if not resume and state_file.is_file():
+    state_file, tune_folder = folder / STATE, folder / "tune"
+    if resume:
+        if not state_file.is_file() or not tune_folder.is_dir():
+            raise ValueError(f"nothing to resume: no started sweep {space.name!r} at {folder}")
+        state = json.loads(state_file.read_text())
+        if state["space"] != _fingerprint(space):
+            raise ValueError(f"the search space of sweep {space.name!r} changed since it started (file or --set); "
+                             "resume it unchanged, or start another with --name")
+    elif state_file.is_file():
         raise ValueError(f"sweep {space.name!r} already exists at {folder}: add --resume to continue it, or --name to start another")
     experiments = _experiments_of(space)
-    ids = encoder_ids(experiments)  # embeds the bundled data for every encoder pair once, here
     base_experiment = experiments[0]
+    scheduler = space.build_scheduler(base_experiment.align.steps)
+    ids = encoder_ids(experiments)  # embeds the bundled data for every encoder pair once, here
+    connect_ray()
+    if ray.cluster_resources().get("TRAIN_DRIVER_RESOURCE", 0) < 0.01:
+        raise ValueError("the Ray cluster has no TRAIN_DRIVER_RESOURCE for trial drivers: start it with "
+                         "--resources='{\"TRAIN_DRIVER_RESOURCE\": 4}' on the head (cluster.yaml does)")
+
     if resume:
-        parent_run_id = json.loads(state_file.read_text())["parent_run_id"]
+        parent_run_id = state["parent_run_id"]
     else:
         tags = {"sweep": space.name, "dataset": base_experiment.data.dataset, "search_space": str(space.path)}
         parent_run_id = tracking.start_run(uri, base_experiment.name, f"sweep-{space.name}", tags,
                                            {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples})
-        folder.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({"parent_run_id": parent_run_id, "space": str(space.path.resolve())}))
-    connect_ray()
-
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id),
         {"TRAIN_DRIVER_RESOURCE": 0.01},  # a trial driver takes no CPU from the Train workers (docs/stack.md)
     )
-    tune_folder = folder / "tune"
     try:
         if resume:
             tuner = tune.Tuner.restore(str(tune_folder), trainable, resume_unfinished=True, resume_errored=True)
         else:
-            import optuna
-
-            searcher = OptunaSearch(space=space.define_by_run, metric=space.metric, mode=space.mode,
-                                    sampler=space.build_sampler(), study_name=space.name,
-                                    storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"))
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=space.build_scheduler(_reports_per_trial(base_experiment)),
-                                            num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent),
-                run_config=tune.RunConfig(name="tune", storage_path=str(folder), verbose=1),  # status tables, not every result
-            )
+            tuner = _new_tuner(space, trainable, scheduler, folder)
+            with atomic_path(state_file) as tmp:
+                tmp.write_text(json.dumps({"parent_run_id": parent_run_id, "space": _fingerprint(space)}))
         results = tuner.fit()
-    except BaseException:
+        _close_stopped_trials(uri, parent_run_id, base_experiment.name)
+        summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
+                   "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
+        if summary["interrupted"]:  # Tune returns normally on Ctrl-C
+            tracking.end_run(uri, parent_run_id, "KILLED")
+            return summary
+        summary.update(summarize(space, results, folder))
+        _log_summary(uri, parent_run_id, space, summary, folder)
+    except KeyboardInterrupt:
+        tracking.end_run(uri, parent_run_id, "KILLED")
+        raise
+    except Exception:
         tracking.end_run(uri, parent_run_id, "FAILED")
         raise
-    summary = summarize(space, results, folder)
-    _log_summary(uri, parent_run_id, space, summary, folder)
     tracking.end_run(uri, parent_run_id, "FINISHED")
-    return {**summary, "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
+    return summary
+
+
+def _new_tuner(space: SearchSpace, trainable, scheduler, folder: Path):
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    searcher = OptunaSearch(space=space.define_by_run, metric=space.metric, mode=space.mode,
+                            sampler=space.build_sampler(), study_name=space.name,
+                            storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"))
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=space.num_samples,
+                                    max_concurrent_trials=space.max_concurrent),
+        run_config=tune.RunConfig(name="tune", storage_path=str(folder), verbose=1),  # status tables, not every result
+    )
 
 
 def _experiments_of(space: SearchSpace):
@@ -132,20 +173,23 @@ def _experiments_of(space: SearchSpace):
     return [split_tree(tree)[0] for tree in trees]
 
 
-def _reports_per_trial(experiment) -> int:
-    """Ray reports of a full trial: one per validation (every eval_every steps) and the final one."""
-    return math.ceil(experiment.align.steps / experiment.align.eval_every) + 1
+def _close_stopped_trials(uri: str, parent_run_id: str, experiment: str) -> None:
+    """Child runs still RUNNING after the sweep belong to trials Tune stopped (ASHA): mark them KILLED."""
+    running = tracking.client(uri).search_runs(
+        [tracking.experiment_id(uri, experiment)],
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run in running:
+        tracking.end_run(uri, run.info.run_id, "KILLED")
 
 
 def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_id: str) -> None:
     """One trial (runs in Tune's trial actor): the base experiment with ``params``, as a Train run."""
-    from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     experiment, options = split_tree(space.experiment_tree(params))
-    previous = MlflowClient(uri).search_runs(  # a resumed trial continues its own child run
+    previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run
         [tracking.experiment_id(uri, experiment.name)],
         f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial_id}'")
     run_id = previous[0].info.run_id if previous else None
@@ -164,9 +208,9 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
                      **{n: result.config.get(n) for n in names},
                      space.metric: metrics.get(space.metric),
                      **{m: metrics.get(m) for m in TEST_METRICS if m in metrics}})
-    scored = [r for r in rows if isinstance(r[space.metric], (int, float))]
+    scored = [r for r in rows if r["status"] == "done" and isinstance(r[space.metric], (int, float))]
     if not scored:
-        raise ValueError(f"no trial of sweep {space.name!r} reported {space.metric!r} (see the trial errors above)")
+        raise ValueError(f"no trial of sweep {space.name!r} finished with {space.metric!r} (see the trial errors above)")
     best = (max if space.mode == "max" else min)(scored, key=lambda r: r[space.metric])
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = _markdown(rows, columns)
@@ -196,7 +240,7 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
 def _log_summary(uri: str, parent_run_id: str, space: SearchSpace, summary: dict, folder: Path) -> None:
     client = tracking.client(uri)
     tracking.log_metrics(uri, parent_run_id, {f"best/{tracking.metric_key(space.metric)}": summary["best_value"]})
-    for name, value in summary["best_params"].items():
-        client.log_param(parent_run_id, f"best.{name}", value)
+    for name, value in summary["best_params"].items():  # tags, not params: a resumed sweep may update them
+        client.set_tag(parent_run_id, f"best.{name}", str(value))
     for file in ("results.md", "results.csv", "best_config.yaml", "metric_vs_params.png"):
         client.log_artifact(parent_run_id, str(folder / file))

@@ -80,7 +80,7 @@ def connect_ray() -> None:
             raise ValueError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
         for name, value in LOCAL_TRAIN_SETTINGS.items():
             os.environ.setdefault(name, value)
-        ray.init(resources={"TRAIN_DRIVER_RESOURCE": 4}, log_to_driver=False)
+        ray.init(resources={"TRAIN_DRIVER_RESOURCE": 4}, log_to_driver=False)  # a token amount: each trial driver takes 0.01
 
 
 def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
@@ -99,10 +99,10 @@ def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
 
 
 def mlflow_params(experiment: Experiment) -> dict[str, Any]:
-    """Config params: AlignConfig fields by their bare names, the rest by their paths."""
+    """Config params: the effective ``AlignConfig`` (method and seed applied) by bare field names,
+    the data spec by ``data.<field>``."""
     tree = experiment.to_dict()
-    return {"method": tree["method"], "seed": tree["seed"], **tree["align"],
-            **{f"data.{k}": v for k, v in tree["data"].items()}}
+    return {"method": experiment.method, **experiment.config().to_dict(), **{f"data.{k}": v for k, v in tree["data"].items()}}
 
 
 def train_experiment(
@@ -121,18 +121,20 @@ def train_experiment(
 
     ``run_id`` continues an existing MLflow run (a resumed sweep trial); ``callbacks`` are Ray
     Train callbacks (a sweep passes ``TuneReportCallback``); ``tags`` are added to the run's.
-    ``name`` is the Ray Train run name:
-    the same name and storage path resume a stopped run from its checkpoints.
+    ``name`` is the Ray Train run name (default: the MLflow run's name and id): the same name
+    and storage path resume a stopped run from its checkpoints.
     """
     import ray
     import ray.train
     import ray.train.torch
 
     data = load_data(experiment, ids)
-    name = name or f"{experiment.name}-{experiment.method}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     if run_id is None:
         run_tags = {**experiment.tags(), "n_unpaired": str(data.n_unpaired), **(tags or {})}
-        run_id = tracking.start_run(uri, experiment.name, name, run_tags, mlflow_params(experiment), parent_run_id)
+        run_name = name or f"{experiment.name}-{experiment.method}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        run_id = tracking.start_run(uri, experiment.name, run_name, run_tags, mlflow_params(experiment), parent_run_id)
+        name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
+    name = name or f"{experiment.name}-{run_id}"
     loop_config = {"experiment": experiment.to_dict(), "data": ray.put(data), "tracking_uri": uri,
                    "run_id": run_id, "checkpoint_every": options.checkpoint_every}
     use_gpu = options.gpus_per_worker > 0
@@ -147,12 +149,15 @@ def train_experiment(
             name=name,
             storage_path=options.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest + one in case it is torn
             callbacks=callbacks or []),
     )
     try:
         result = trainer.fit()
-    except BaseException:
+    except KeyboardInterrupt:
+        tracking.end_run(uri, run_id, "KILLED")
+        raise
+    except Exception:
         tracking.end_run(uri, run_id, "FAILED")
         raise
     tracking.end_run(uri, run_id, "FINISHED")
@@ -170,7 +175,6 @@ def train_worker(loop_config: dict) -> None:
     import torch.distributed as dist
 
     from sotalign.distributed import DistributedContext
-    from sotalign.experiment import Experiment
     from sotalign.loop import Checkpointing
     from sotalign.teachers import Teacher
     from sotalign.trainer import checked_inputs, fit, fit_stage1
@@ -191,7 +195,7 @@ def train_worker(loop_config: dict) -> None:
                 final = json.loads((Path(folder) / FINAL_FILE).read_text())
                 ray.train.report(final if rank == 0 else {})
                 return
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
             teacher = Teacher.load(Path(folder) / TEACHER_FILE)
             resumed_from = state["step"]
     if teacher is None:  # stage 1 once, on rank 0; the other ranks receive it
@@ -206,6 +210,7 @@ def train_worker(loop_config: dict) -> None:
 
     every = loop_config["checkpoint_every"]
     pending: dict[str, str] = {}
+    logged_until = _last_logged_step(uri, run_id) if rank == 0 and resumed_from else 0  # steps logged before the failure
 
     def save(step: int, loop_state: dict) -> None:
         if rank == 0:
@@ -215,7 +220,7 @@ def train_worker(loop_config: dict) -> None:
             pending["folder"] = folder
 
     def on_record(step: int, record: dict) -> None:
-        if rank == 0:
+        if rank == 0 and step > logged_until:
             tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
         if "val/mean_recall_at_1" in record or (every and step % every == 0):  # collective: same steps on every rank
             folder = pending.pop("folder", None)
@@ -238,6 +243,12 @@ def train_worker(loop_config: dict) -> None:
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         model.save(Path(folder) / "model")
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _last_logged_step(uri: str, run_id: str) -> int:
+    """The last step whose losses reached MLflow (a restarted worker must not log them twice)."""
+    history = tracking.client(uri).get_metric_history(run_id, "loss/total")
+    return max((m.step for m in history), default=0)
 
 
 def _final_metrics(model, data, resumed_from: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ PAPER_MAX_BATCH = 32768  # paper App. A.1: batches of up to 32k samples
 PAPER_MAX_PAIRS_PER_BATCH = 10000  # paper App. A.1: "up to 10k paired samples" per batch
 
 
-def _coerce(name: str, value: Any, annotation: str) -> Any:
+def coerce_field(name: str, value: Any, annotation: str) -> Any:
     """Check ``value`` against a field annotation ("float", "int | None", ...), accepting numeric
     strings (YAML reads ``1e-3`` as a string); raise ValueError naming the field otherwise."""
     if value is None:
@@ -94,7 +94,7 @@ class AlignConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), str(f.type)))
+            setattr(self, f.name, coerce_field(f.name, getattr(self, f.name), str(f.type)))
         check_choice(self.teacher, TEACHER_KINDS, "teacher")
         check_choice(self.center, CENTERINGS, "center")
         check_choice(self.divergence, DIVERGENCES, "divergence")

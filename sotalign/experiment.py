@@ -19,7 +19,7 @@ import torch
 
 from sotalign.bundled import DEMO_IMAGE_ENCODER, N_VAL, VAL_SEED, evaluate_views, load_bundled
 from sotalign.checks import check_choice
-from sotalign.config import AlignConfig, _coerce
+from sotalign.config import AlignConfig, coerce_field
 from sotalign.data.budgets import Budget, sample_budget
 from sotalign.data.synthetic import make_synthetic
 from sotalign.data.views import ClassificationView, RetrievalView
@@ -45,12 +45,14 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f"data.{f.name}", getattr(self, f.name), str(f.type)))
+            setattr(self, f.name, coerce_field(f"data.{f.name}", getattr(self, f.name), str(f.type)))
         check_choice(self.dataset, DATASETS, "dataset")
         if self.n_pairs < 2:
             raise ValueError(f"data.n_pairs must be >= 2, got {self.n_pairs}")
         if self.n_unpaired is not None and self.n_unpaired < 0:
             raise ValueError(f"data.n_unpaired must be >= 0 (or null), got {self.n_unpaired}")
+        if self.n_val < 2:
+            raise ValueError(f"data.n_val must be >= 2 (validation pairs select the model), got {self.n_val}")
 
     @property
     def encoder_pair(self) -> str:
@@ -60,14 +62,16 @@ class DataSpec:
 @dataclass
 class Experiment:
     name: str = "openmoji"  # the MLflow experiment (one per benchmark, docs/DESIGN.md)
-    method: str = "sotalign"
+    method: str = "sotalign"  # the paper's method; "sail" and "teacher" are its references
     seed: int = 0  # draws the budget and seeds training
     data: DataSpec = field(default_factory=DataSpec)
     align: AlignConfig = field(default_factory=AlignConfig)
 
     def __post_init__(self) -> None:
         check_choice(self.method, METHODS, "method")
-        self.seed = _coerce("seed", self.seed, "int")
+        self.seed = coerce_field("seed", self.seed, "int")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"name (the MLflow experiment) must be a non-empty string, got {self.name!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Experiment":
@@ -80,6 +84,9 @@ class Experiment:
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown experiment key(s): {', '.join(unknown)}; expected name, method, seed, data, align")
+        for section in ("data", "align"):
+            if not isinstance(values.get(section) or {}, dict):
+                raise ValueError(f"{section} must be a mapping of keys, got {values[section]!r}")
         data = dict(values.pop("data", None) or {})
         if "encoder_pair" in data:
             image, sep, text = str(data.pop("encoder_pair")).partition(" + ")

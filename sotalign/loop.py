@@ -36,7 +36,8 @@ class Checkpointing:
     sampler's RNG, the best validation state so far and the history: everything a run needs
     to continue exactly. ``save`` must persist it before returning (the tensors are live).
     On a checkpoint step, ``save`` is called before the step's callback, and the step also
-    logs and validates, so a checkpoint always comes with current metrics.
+    logs and validates (without competing for the best state), so a checkpoint always comes
+    with current metrics.
     """
 
     every: int = 0  # steps between checkpoints; 0 = never
@@ -205,10 +206,12 @@ def train_heads(
             record.update({"loss/total": total.item(), "lr": schedule.get_last_lr()[0]})
             for name, value in terms.items():
                 record[name if "/" in name else f"loss/{name}"] = float(torch.as_tensor(value).detach())
-        if validating and (step % config.eval_every == 0 or step == config.steps or checkpoint):
+        evaluation = step % config.eval_every == 0 or step == config.steps
+        if validating and (evaluation or checkpoint):
             record.update(_validate(image_head, text_head, inputs))
             score = record["val/mean_recall_at_1"]
-            if config.select_best and score > best[0]:
+            # only the eval_every steps compete, so that checkpointing never changes the chosen model
+            if evaluation and config.select_best and score > best[0]:
                 best = (score, step, copy.deepcopy([m.state_dict() for m in modules]))
         if record:
             record["step"] = step

@@ -101,8 +101,9 @@ def fit(
 
     ``validation`` = (images, texts) held-out pairs, evaluated every ``config.eval_every``
     steps (and used for model selection with ``config.select_best``). ``teacher`` skips
-    stage 1 with an already fitted teacher. ``callback(step, metrics)`` is called every
-    ``config.log_every`` steps; the same records end up in ``model.history``.
+    stage 1 with an already fitted teacher. ``callback(step, metrics)`` is called at every
+    logged step (every ``config.log_every`` and ``config.eval_every`` steps, checkpoint steps and
+    the last one); the same records end up in ``model.history``.
     ``distributed`` runs stage 2 data-parallel (every rank calls ``fit`` with the same data
     and teacher); ``checkpointing`` saves and resumes the stage-2 loop state.
     """

@@ -2,9 +2,11 @@
 and child runs; a sweep whose driver is killed after its first trial resumes without re-running
 it. Also: every shipped search space compiles, and bad files are named with their line."""
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -40,6 +42,16 @@ def sweep(tmp_path, ray_address, *extra):
     return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def completed_trials(db):
+    """Complete trials in the sweep's Optuna storage, read-only (optuna.load_study would race the
+    sweep's own creation of the schema)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            return connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 def children(client, parent):
     exp = client.get_experiment_by_name("synthetic")
     return client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
@@ -55,7 +67,7 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
     # kill the driver once one trial is complete in the study and in Tune's saved experiment state
     while True:
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() is not None else "timeout"
-        done = (folder / "optuna.db").exists() and sum(t.state.is_finished() for t in study().trials) >= 1
+        done = completed_trials(folder / "optuna.db") >= 1
         states = list((folder / "tune").glob("experiment_state*.json"))
         if done and states and '\\"TERMINATED\\"' in states[0].read_text():
             break
@@ -90,18 +102,41 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
     assert "best" in out and "results:" in out
 
 
+def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
+    from orchestrator.sweep import run_sweep
+
+    space = {**SPACE, "name": "asha", "num_samples": 2, "sampler": {"type": "grid", "seed": 1},  # seed 1: the good lr first
+             "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
+             "base": {**SPACE["base"], "align": {**SPACE["base"]["align"], "eval_every": 10},
+                      "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")}},
+             "parameters": {"lr": {"type": "categorical", "choices": [1e-2, 1e-9]}}}
+    (tmp_path / "asha.yaml").write_text(yaml.safe_dump(space))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_sweep(load_search_space(tmp_path / "asha.yaml"), uri)
+    status = {row["lr"]: row["status"] for row in summary["rows"]}
+    assert status == {1e-2: "done", 1e-9: "stopped"} and summary["best_params"] == {"lr": 1e-2}
+    client = MlflowClient(uri)
+    runs = {float(r.data.params["lr"]): r.info.status for r in children(client, summary["parent_run_id"])}
+    assert runs == {1e-2: "FINISHED", 1e-9: "KILLED"}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_search_space_compiles(path):
+    from sotalign.data.registry import load_dataset
+
     space = load_search_space(path)
     assert space.parameters and space.num_samples >= 1 and path.read_text().startswith("# Question:")
+    pool = len(load_dataset("openmoji").splits["pool"])
     study = optuna.create_study(sampler=space.build_sampler(), direction="maximize")
-    for _ in range(3):  # the define-by-run space samples, and every trial is a valid experiment
+    for _ in range(min(space.num_samples, 12)):  # every grid cell; a dozen TPE trials
         trial = study.ask()
         space.define_by_run(trial)
         experiment, _ = split_tree(space.experiment_tree(trial.params))
-        study.tell(trial, 1.0)
+        with contextlib.suppress(RuntimeError):  # a finished grid stops its study
+            study.tell(trial, 1.0)
         assert all(name in trial.params for name in [p.name for p in space.parameters if not p.when])
-    assert experiment.data.dataset == "openmoji"
+        data = experiment.data
+        assert data.dataset == "openmoji" and data.n_pairs + data.n_val + (data.n_unpaired or 0) <= pool, trial.params
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -111,6 +146,9 @@ def test_every_shipped_search_space_compiles(path):
     (lambda s: s["parameters"].update(epsilon={"type": "float", "low": 0.1, "high": 1}), "tiny.yaml:43: parameters.epsilon: does not fit the experiment: unknown AlignConfig field(s): epsilon"),
     (lambda s: s.update(schedular={}), "tiny.yaml:43: schedular: unknown key"),
     (lambda s: s["base"]["align"].update(teacher="ridge"), "tiny.yaml:2: base: unknown teacher 'ridge'"),
+    (lambda s: s["parameters"]["teacher_reg"].update(when={"teachr": "cca"}), "'teachr' is neither a parameter nor a key"),
+    (lambda s: s["parameters"]["teacher_reg"].update(when={"teacher": "CCA"}), "teacher takes ['cca', 'procrustes'], not all of ['CCA']"),
+    (lambda s: s["parameters"]["eps_student"].update(high=-1.0, low=-2.0, log=False), "eps_student: does not fit the experiment: eps_student must be > 0"),
 ])
 def test_bad_search_spaces_name_the_line_and_key(tmp_path, edit, message):
     space = json.loads(json.dumps(SPACE))

@@ -23,7 +23,7 @@ TREE = {  # adamw: Lion's sign update would turn float round-off into different 
     "data": {"dataset": "synthetic", "n_pairs": 48, "n_unpaired": 600, "n_val": 80},
     "align": {"head_dim": 24, "steps": 60, "batch_unpaired": 97, "optimizer": "adamw", "lr": 3e-3,
               "eps_teacher": 0.05, "alpha": 10.0, "log_every": 10, "eval_every": 20},
-    "run": {"workers": 2, "checkpoint_every": 20},
+    "run": {"workers": 2, "checkpoint_every": 30},  # not a multiple of eval_every: must not change the chosen model
 }
 
 
@@ -64,7 +64,7 @@ def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(ray_cluster
     tags = run.data.tags
     assert tags["method"] == "sotalign" and tags["teacher"] == "cca" and tags["dataset"] == "synthetic"
     assert tags["n_pairs"] == "48" and tags["n_unpaired"] == "600" and " + " in tags["encoder_pair"]
-    assert run.data.params["alpha"] == "10.0" and run.data.params["data.n_pairs"] == "48"
+    assert run.data.params["alpha"] == "10.0" and run.data.params["data.n_pairs"] == "48" and run.data.params["seed"] == "3"
     assert [m.step for m in client.get_metric_history(run_id, "loss/klot")] == [10, 20, 30, 40, 50, 60]
     assert "sinkhorn/teacher_marginal_err" in run.data.metrics and "val/mean_recall_at_1" in run.data.metrics
     files = {a.path for folder in ("", "model", "plots") for a in client.list_artifacts(run_id, folder)}
@@ -95,7 +95,10 @@ def test_a_killed_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
     model, expected = reference(experiment)
     assert outcome["mean_recall_at_1"] == pytest.approx(expected["mean_recall_at_1"], abs=1e-6)
     assert_same_model(outcome["checkpoint"], model)
-    assert MlflowClient(uri).get_run(outcome["run_id"]).info.status == "FINISHED"
+    client = MlflowClient(uri)
+    assert client.get_run(outcome["run_id"]).info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(outcome["run_id"], "loss/total")]
+    assert steps == list(range(50, 401, 50))  # the steps replayed after the restart are not logged twice
 
 
 def test_experiment_files_and_bad_input(tmp_path, capsys):
