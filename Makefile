@@ -32,4 +32,4 @@ bench: setup
 	$(UV) run --frozen python benchmarks/run.py
 
 clean:
-	rm -rf .pytest_cache demo_output bench_output
+	rm -rf .pytest_cache demo_output bench_output ray_results

@@ -124,7 +124,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
         tune.with_parameters(run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id),
         {"TRAIN_DRIVER_RESOURCE": 0.01},  # a trial driver takes no CPU from the Train workers (docs/stack.md)
     )
-    try:
+    with tracking.ending_run(uri, parent_run_id) as outcome:
         if resume:
             tuner = tune.Tuner.restore(str(tune_folder), trainable, resume_unfinished=True, resume_errored=True)
         else:
@@ -135,18 +135,11 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
         _close_stopped_trials(uri, parent_run_id, base_experiment.name)
         summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
                    "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
-        if summary["interrupted"]:  # Tune returns normally on Ctrl-C
-            tracking.end_run(uri, parent_run_id, "KILLED")
-            return summary
-        summary.update(summarize(space, results, folder))
-        _log_summary(uri, parent_run_id, space, summary, folder)
-    except KeyboardInterrupt:
-        tracking.end_run(uri, parent_run_id, "KILLED")
-        raise
-    except Exception:
-        tracking.end_run(uri, parent_run_id, "FAILED")
-        raise
-    tracking.end_run(uri, parent_run_id, "FINISHED")
+        if summary["interrupted"]:  # Tune returns normally on Ctrl-C: no summary of a partial sweep
+            outcome["status"] = "KILLED"
+        else:
+            summary.update(summarize(space, results, folder))
+            _log_summary(uri, parent_run_id, space, summary, folder)
     return summary
 
 

@@ -8,6 +8,7 @@ encoder_pair, method, teacher, dataset, n_pairs, n_unpaired. Metric names never 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -120,6 +122,22 @@ def log_model_artifacts(uri: str, run_id: str, model, experiment: dict, metrics:
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def ending_run(uri: str, run_id: str) -> Iterator[dict[str, str]]:
+    """End the run when the block ends: FINISHED, KILLED on Ctrl-C, FAILED on an error. The block
+    may set ``outcome["status"]`` (e.g. KILLED for a sweep Tune stopped without raising)."""
+    outcome = {"status": "FINISHED"}
+    try:
+        yield outcome
+    except KeyboardInterrupt:
+        end_run(uri, run_id, "KILLED")
+        raise
+    except Exception:
+        end_run(uri, run_id, "FAILED")
+        raise
+    end_run(uri, run_id, outcome["status"])
 
 
 def runs_link(server: str, exp_id: str, grouped: bool = False) -> str:

@@ -152,15 +152,8 @@ def train_experiment(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest + one in case it is torn
             callbacks=callbacks or []),
     )
-    try:
+    with tracking.ending_run(uri, run_id):
         result = trainer.fit()
-    except KeyboardInterrupt:
-        tracking.end_run(uri, run_id, "KILLED")
-        raise
-    except Exception:
-        tracking.end_run(uri, run_id, "FAILED")
-        raise
-    tracking.end_run(uri, run_id, "FINISHED")
     return {**result.metrics, "run_id": run_id, "checkpoint": result.checkpoint.path if result.checkpoint else None}
 
 

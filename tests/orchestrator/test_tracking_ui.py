@@ -94,3 +94,21 @@ def test_compare_groups_runs_by_tag(tmp_path, monkeypatch, capsys):
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
     assert main(["compare", "--experiment", "openmoji", "--tracking-uri", db, "--metric", "digits_top1"]) == 2
     assert "has the metric 'digits_top1'" in capsys.readouterr().err
+
+
+def test_runs_end_with_the_status_of_what_happened(tmp_path):
+    from orchestrator.tracking import client, ending_run, start_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = [start_run(uri, "openmoji", f"run{i}", {"method": "sail"}, {"alpha": 1.0}) for i in range(4)]
+    with ending_run(uri, ids[0]):
+        pass
+    with pytest.raises(ValueError), ending_run(uri, ids[1]):
+        raise ValueError("bad")
+    with pytest.raises(KeyboardInterrupt), ending_run(uri, ids[2]):
+        raise KeyboardInterrupt
+    with ending_run(uri, ids[3]) as outcome:
+        outcome["status"] = "KILLED"
+    assert [client(uri).get_run(i).info.status for i in ids] == ["FINISHED", "FAILED", "KILLED", "KILLED"]
+    exp = client(uri).get_experiment_by_name("openmoji")
+    assert "encoder_pair" in exp.tags["mlflow.sharedViewState.encoder_pairs"]  # the grouped view comes with it
