@@ -84,17 +84,27 @@ def connect_ray() -> None:
 
 
 def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
-    """Encoder spec -> stored id for every encoder the experiments read, embedding the bundled
-    benchmark first where its tables are missing (a no-op once cached)."""
+    """Encoder spec -> stored id for every encoder the experiments read. The bundled benchmark is
+    embedded first where its tables are missing (a no-op once cached); another dataset must
+    already be in the store (`sotalign embed`), which is checked here, before Ray starts."""
     from sotalign.bundled import ensure_embedded
+    from sotalign.data.extract import is_complete, table_dir
     from sotalign.encoders import load_encoder
 
     ids: dict[str, str] = {}
-    for store, pair in dict.fromkeys((e.data.store, (e.data.image_encoder, e.data.text_encoder))
-                                     for e in experiments if e.data.dataset == "openmoji"):
-        image, text = (load_encoder(spec) for spec in pair)
-        ensure_embedded(store, image, text)
-        ids.update({pair[0]: image.id, pair[1]: text.id})
+    for data in dict.fromkeys((e.data.dataset, e.data.store, e.data.image_encoder, e.data.text_encoder, e.data.pool_split,
+                               e.data.test_split) for e in experiments if e.data.dataset != "synthetic"):
+        dataset, store, image_spec, text_spec, *splits = data
+        image, text = (load_encoder(spec) for spec in (image_spec, text_spec))
+        ids.update({image_spec: image.id, text_spec: text.id})
+        if dataset == "openmoji":
+            ensure_embedded(store, image, text)
+            continue
+        for split in filter(None, splits):
+            for modality, encoder, spec in (("image", image, image_spec), ("text", text, text_spec)):
+                if not is_complete(table_dir(store, dataset, split, modality, encoder.id)):
+                    raise ValueError(f"no {modality} embeddings of dataset {dataset!r} split {split!r} in {store}: run "
+                                     f"`sotalign embed --encoder '{spec}' --dataset <your {dataset} table> --out {store}` first")
     return ids
 
 

@@ -9,7 +9,6 @@ several per image) and zero-shot on the digits test split (class prompts average
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from sotalign.data.extract import embed_dataset, read_table, table_dir
@@ -23,13 +22,6 @@ VAL_SEED = 12345  # the validation items do not change with the budget seed
 DEMO_IMAGE_ENCODER = f"{DEFAULT_IMAGE_ENCODER}?image_size=128"  # docs/assets.md: 64-128 px on CPU
 
 
-@dataclass
-class BundledData:
-    pool: RetrievalView
-    test: RetrievalView
-    digits: ClassificationView
-
-
 def ensure_embedded(store: str | Path, image_encoder: Encoder, text_encoder: Encoder, progress: bool = True) -> None:
     """Embed the splits the benchmark reads (a no-op for tables already in the store)."""
     for name, splits in (("openmoji", ("pool", "test")), ("digits", ("test",))):
@@ -39,15 +31,16 @@ def ensure_embedded(store: str | Path, image_encoder: Encoder, text_encoder: Enc
                 embed_dataset(dataset, split, encoder, store, progress=progress)
 
 
-def load_bundled(store: str | Path, image_encoder_id: str, text_encoder_id: str) -> BundledData:
-    def table(dataset: str, split: str, modality: str, encoder_id: str):
-        return read_table(table_dir(store, dataset, split, modality, encoder_id))
+def stored_view(store: str | Path, dataset: str, split: str, image_encoder_id: str, text_encoder_id: str) -> RetrievalView:
+    """The retrieval view of one embedded split (any dataset `sotalign embed` wrote into ``store``)."""
+    return retrieval_view(read_table(table_dir(store, dataset, split, "image", image_encoder_id)),
+                          read_table(table_dir(store, dataset, split, "text", text_encoder_id)))
 
-    def view(split: str) -> RetrievalView:
-        return retrieval_view(table("openmoji", split, "image", image_encoder_id), table("openmoji", split, "text", text_encoder_id))
 
-    digits = classification_view(table("digits", "test", "image", image_encoder_id), table("digits", "classes", "text", text_encoder_id))
-    return BundledData(view("pool"), view("test"), digits)
+def digits_view(store: str | Path, image_encoder_id: str, text_encoder_id: str) -> ClassificationView:
+    """The bundled digits test split with its class x template prompts, for zero-shot top-1."""
+    return classification_view(read_table(table_dir(store, "digits", "test", "image", image_encoder_id)),
+                               read_table(table_dir(store, "digits", "classes", "text", text_encoder_id)))
 
 
 def evaluate_views(model, test: RetrievalView, digits: ClassificationView | None = None) -> dict[str, float]:

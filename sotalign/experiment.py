@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sotalign.bundled import DEMO_IMAGE_ENCODER, N_VAL, VAL_SEED, evaluate_views, load_bundled
+from sotalign.bundled import DEMO_IMAGE_ENCODER, N_VAL, VAL_SEED, digits_view, evaluate_views, stored_view
 from sotalign.checks import check_choice
 from sotalign.config import AlignConfig, coerce_field
 from sotalign.data.budgets import Budget, sample_budget
@@ -30,29 +29,34 @@ METHODS: dict[str, dict[str, Any]] = {
     "sail": {"divergence": "none"},  # SigLIP on the pairs only (paper 4, SAIL)
     "teacher": {"steps": 0},  # the stage-1 linear teacher alone (paper Table 1, "None" row)
 }
-DATASETS = ("openmoji", "synthetic")
 
 
 @dataclass
 class DataSpec:
-    dataset: str = "openmoji"  # the bundled retrieval benchmark (+ digits zero-shot), README
+    dataset: str = "openmoji"  # the bundled retrieval benchmark (+ digits zero-shot), README; or synthetic, or yours
     store: str = "demo_output/store"  # the embedding store `sotalign demo` fills
     image_encoder: str = DEMO_IMAGE_ENCODER  # packaged EfficientNet-Lite0 at 128 px (docs/assets.md)
     text_encoder: str = DEFAULT_TEXT_ENCODER  # packaged all-MiniLM-L6-v2
     n_pairs: int = 300  # a low-supervision budget of the bundled benchmark (README)
     n_unpaired: int | None = None  # unpaired images and texts each; None = every pool item left over
     n_val: int = N_VAL  # held-out pairs for model selection (paper: selection on a validation split)
+    pool_split: str = "pool"  # the split that supplies pairs, unpaired data and validation (the bundled name)
+    test_split: str | None = "test"  # scored split; None = hold out n_test pool items instead
+    n_test: int = 400  # with test_split None: the size of the bundled test split
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, coerce_field(f"data.{f.name}", getattr(self, f.name), str(f.type)))
-        check_choice(self.dataset, DATASETS, "dataset")
+        if not self.dataset or "/" in self.dataset:
+            raise ValueError(f"data.dataset must be openmoji, synthetic or the name of an embedded dataset, got {self.dataset!r}")
         if self.n_pairs < 2:
             raise ValueError(f"data.n_pairs must be >= 2, got {self.n_pairs}")
         if self.n_unpaired is not None and self.n_unpaired < 0:
             raise ValueError(f"data.n_unpaired must be >= 0 (or null), got {self.n_unpaired}")
         if self.n_val < 2:
             raise ValueError(f"data.n_val must be >= 2 (validation pairs select the model), got {self.n_val}")
+        if self.test_split is None and self.n_test < 2:
+            raise ValueError(f"data.n_test must be >= 2 when data.test_split is null, got {self.n_test}")
 
     @property
     def encoder_pair(self) -> str:
@@ -155,16 +159,30 @@ def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None)
     missing = [s for s in (spec.image_encoder, spec.text_encoder) if s not in ids]
     if missing:
         raise ValueError(f"no stored encoder id for {', '.join(missing)} (embed the dataset first)")
-    bundled = load_bundled(Path(spec.store), ids[spec.image_encoder], ids[spec.text_encoder])
-    pool = bundled.pool
-    n_items = len(pool.images)
-    if spec.n_val + spec.n_pairs > n_items:
-        raise ValueError(f"data.n_pairs + data.n_val = {spec.n_pairs + spec.n_val} exceeds the {n_items} items of the {spec.dataset} pool")
-    order = np.random.default_rng(VAL_SEED).permutation(n_items)  # the validation items never change
-    val, budget_pool = np.sort(order[: spec.n_val]), np.sort(order[spec.n_val :])
+    image_id, text_id = ids[spec.image_encoder], ids[spec.text_encoder]
+    pool = stored_view(spec.store, spec.dataset, spec.pool_split, image_id, text_id)
+    n_items, n_test = len(pool.images), 0 if spec.test_split else spec.n_test
+    held_out = spec.n_val + n_test
+    if held_out + spec.n_pairs > n_items:
+        raise ValueError(f"data.n_pairs + data.n_val{' + data.n_test' if n_test else ''} = {held_out + spec.n_pairs} "
+                         f"exceeds the {n_items} items of the {spec.dataset} {spec.pool_split!r} split")
+    order = np.random.default_rng(VAL_SEED).permutation(n_items)  # validation (and test) items never change
+    val, budget_pool = np.sort(order[: spec.n_val]), np.sort(order[held_out:])
     left = len(budget_pool) - spec.n_pairs
     n_unpaired = left if spec.n_unpaired is None else spec.n_unpaired
     rows = sample_budget(len(budget_pool), Budget(spec.n_pairs, n_unpaired, n_unpaired, experiment.seed))
     images, texts = pool.images[budget_pool], pool.first_captions[budget_pool]
+    test = stored_view(spec.store, spec.dataset, spec.test_split, image_id, text_id) if spec.test_split else \
+        _subview(pool, np.sort(order[spec.n_val : held_out]))
     return ExperimentData(images[rows.pairs], texts[rows.pairs], images[rows.unpaired_images], texts[rows.unpaired_texts],
-                          (pool.images[val], pool.first_captions[val]), bundled.test, bundled.digits)
+                          (pool.images[val], pool.first_captions[val]), test,
+                          digits_view(spec.store, image_id, text_id) if spec.dataset == "openmoji" else None)
+
+
+def _subview(view: RetrievalView, items: np.ndarray) -> RetrievalView:
+    """The images ``items`` of ``view`` with all of their captions."""
+    keep = np.isin(view.caption_image, items)
+    position = np.full(len(view.images), -1)
+    position[items] = np.arange(len(items))
+    return RetrievalView(view.images[items], view.first_captions[items], view.captions[torch.from_numpy(keep)],
+                         position[view.caption_image[keep]])

@@ -1,0 +1,60 @@
+"""An experiment on a dataset of one's own: embedded with `embed_dataset`, its budget drawn by
+`load_data` (validation and, without a test split, a test set held out of the pool), trained
+and scored like the bundled benchmark."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sotalign.data.extract import embed_dataset
+from sotalign.data.registry import load_dataset
+from sotalign.encoders import load_encoder
+from sotalign.experiment import Experiment, load_data
+from sotalign.trainer import fit
+
+IMAGE = "packaged:efficientnet-lite0?image_size=32"
+COLOURS = ["red", "green", "blue", "black", "white", "cat", "dog", "car", "photo", "the"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_bert_dir):
+    root = tmp_path_factory.mktemp("own")
+    rows = ["image,caption"]
+    for i in range(30):
+        Image.new("RGB", (16, 16), (8 * i, 255 - 8 * i, (40 * i) % 256)).save(root / f"{i}.png")
+        rows += [f"{i}.png,a {COLOURS[i % 10]} photo", f"{i}.png,the {COLOURS[(i + 3) % 10]} car"]  # two captions each
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(str(root / "pairs.csv"))
+    encoders = {IMAGE: load_encoder(IMAGE, device="cpu"), f"hf:{tiny_bert_dir}": load_encoder(f"hf:{tiny_bert_dir}", device="cpu")}
+    for encoder in encoders.values():
+        embed_dataset(dataset, "all", encoder, root / "store", progress=False)
+    return root / "store", {spec: e.id for spec, e in encoders.items()}, f"hf:{tiny_bert_dir}"
+
+
+def test_own_dataset_with_a_held_out_test_set(store):
+    folder, ids, text = store
+    experiment = Experiment.from_dict({"name": "mine", "data": {
+        "dataset": "pairs", "store": str(folder), "image_encoder": IMAGE, "text_encoder": text,
+        "n_pairs": 10, "n_val": 5, "pool_split": "all", "test_split": None, "n_test": 6}})
+    data = load_data(experiment, ids)
+    assert len(data.paired_images) == 10 and len(data.validation[0]) == 5 and data.n_unpaired == 30 - 5 - 6 - 10
+    assert len(data.test.images) == 6 and len(data.test.captions) == 12 and sorted(set(data.test.caption_image)) == list(range(6))
+    for split in (data.paired_images, data.validation[0], data.unpaired_images):  # the test images are nobody else's
+        assert not any(torch.equal(t, x) for t in data.test.images for x in split)
+    again = load_data(experiment.__class__.from_dict({**experiment.to_dict(), "seed": 1}), ids)
+    assert all(torch.equal(a, b) for a, b in zip(again.test.images, data.test.images))  # fixed across seeds
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts,
+                experiment.config().replace(steps=3, head_dim=8, batch_unpaired=4), validation=data.validation)
+    scores = data.evaluate(model)
+    assert 0 <= scores["mean_recall_at_1"] <= 100 and "digits_top1" not in scores
+
+
+def test_budget_larger_than_the_pool_and_missing_tables_are_named(store):
+    folder, ids, text = store
+    spec = {"dataset": "pairs", "store": str(folder), "image_encoder": IMAGE, "text_encoder": text, "pool_split": "all", "n_val": 5}
+    with pytest.raises(ValueError, match=r"n_pairs \+ data.n_val \+ data.n_test = 31 exceeds the 30 items of the pairs 'all' split"):
+        load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 20, "test_split": None, "n_test": 6}}), ids)
+    with pytest.raises(ValueError, match="no complete embedding table"):
+        load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 10, "test_split": "test"}}), ids)
+    assert np.isfinite(load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 10, "test_split": None, "n_test": 6}}), ids).test.images.numpy()).all()
