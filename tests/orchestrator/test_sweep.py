@@ -3,6 +3,7 @@ and child runs; a sweep whose driver is killed after its first trial resumes wit
 it. Also: every shipped search space compiles, and bad files are named with their line."""
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -103,20 +104,21 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
 
 
 def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
-    from orchestrator.sweep import run_sweep
-
-    space = {**SPACE, "name": "asha", "num_samples": 2, "sampler": {"type": "grid", "seed": 1},  # seed 1: the good lr first
+    # its own driver process, as a user's sweep: a placement group that Ray Train occasionally leaks
+    # when a trial is stopped (README "Known limits") ends with that job, not with the test session
+    space = {**SPACE, "name": "tiny", "num_samples": 2, "sampler": {"type": "grid", "seed": 1},  # seed 1: the good lr first
              "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
              "base": {**SPACE["base"], "align": {**SPACE["base"]["align"], "eval_every": 10},
                       "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")}},
              "parameters": {"lr": {"type": "categorical", "choices": [1e-2, 1e-9]}}}
-    (tmp_path / "asha.yaml").write_text(yaml.safe_dump(space))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run_sweep(load_search_space(tmp_path / "asha.yaml"), uri)
-    status = {row["lr"]: row["status"] for row in summary["rows"]}
-    assert status == {1e-2: "done", 1e-9: "stopped"} and summary["best_params"] == {"lr": 1e-2}
-    client = MlflowClient(uri)
-    runs = {float(r.data.params["lr"]): r.info.status for r in children(client, summary["parent_run_id"])}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
+    out, _ = sweep(tmp_path, ray_cluster).communicate(timeout=400)
+    assert "best val/mean_recall_at_1" in out and "{'lr': 0.01}" in out, out[-3000:]
+    with open(tmp_path / "ray" / "sweeps" / "tiny" / "results.csv") as table:
+        assert {float(row["lr"]): row["status"] for row in csv.DictReader(table)} == {1e-2: "done", 1e-9: "stopped"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = json.loads((tmp_path / "ray" / "sweeps" / "tiny" / "sweep.json").read_text())["parent_run_id"]
+    runs = {float(r.data.params["lr"]): r.info.status for r in children(client, parent)}
     assert runs == {1e-2: "FINISHED", 1e-9: "KILLED"}
 
 
