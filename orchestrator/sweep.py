@@ -207,14 +207,15 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
     best = (max if space.mode == "max" else min)(scored, key=lambda r: r[space.metric])
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = _markdown(rows, columns)
-    (folder / "results.md").write_text(table + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns)
     writer.writeheader()
     writer.writerows(rows)
-    (folder / "results.csv").write_text(buffer.getvalue())
     best_tree = space.experiment_tree({n: best[n] for n in names if best[n] is not None})
-    (folder / "best_config.yaml").write_text(yaml.safe_dump(best_tree, sort_keys=False))
+    for name, text in (("results.md", table + "\n"), ("results.csv", buffer.getvalue()),
+                       ("best_config.yaml", yaml.safe_dump(best_tree, sort_keys=False))):
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text(text)
     from orchestrator.plots import plot_metric_vs_params
 
     plot_metric_vs_params(scored, space.metric, names, folder / "metric_vs_params.png")

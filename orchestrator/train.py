@@ -240,8 +240,10 @@ def train_worker(loop_config: dict) -> None:
         return
     final = _final_metrics(model, data, resumed_from)
     tracking.log_metrics(uri, run_id, final, int(final["step"]))
+    from orchestrator.plots import plot_history  # matplotlib: rank 0 only
+
     tracking.log_model_artifacts(uri, run_id, model, experiment.to_dict(), final,
-                                 plots={"training.png": lambda path: _plot_history(model.history, path)})
+                                 plots={"training.png": lambda path: plot_history(model.history, path)})
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         model.save(Path(folder) / "model")
@@ -265,8 +267,3 @@ def _final_metrics(model, data, resumed_from: int) -> dict[str, float]:
     return {**test, **{f"val/{k}": v for k, v in val.items()}, "step": float(model.config.steps),
             "best_step": float(last.get("best_step", last.get("step", 0))), "resumed_from_step": float(resumed_from)}
 
-
-def _plot_history(history: list[dict], path: Path) -> None:
-    from orchestrator.plots import plot_history
-
-    plot_history(history, path)

@@ -126,15 +126,19 @@ class ExperimentData:
 
     paired_images: torch.Tensor
     paired_texts: torch.Tensor
-    unpaired_images: torch.Tensor
-    unpaired_texts: torch.Tensor
+    unpaired_images: torch.Tensor | None  # None with a budget of 0 unpaired samples (SAIL needs none)
+    unpaired_texts: torch.Tensor | None
     validation: tuple[torch.Tensor, torch.Tensor]
     test: RetrievalView
     zero_shot: ClassificationView | None = None  # digits for the bundled benchmark
 
+    def __post_init__(self) -> None:
+        if self.unpaired_images is not None and len(self.unpaired_images) == 0:
+            self.unpaired_images = self.unpaired_texts = None
+
     @property
     def n_unpaired(self) -> int:
-        return len(self.unpaired_images)
+        return 0 if self.unpaired_images is None else len(self.unpaired_images)
 
     def evaluate(self, model) -> dict[str, float]:
         """Test retrieval (I2T/T2I R@1/5/10, several captions per image) and zero-shot top-1."""

@@ -58,3 +58,14 @@ def test_budget_larger_than_the_pool_and_missing_tables_are_named(store):
     with pytest.raises(ValueError, match="no complete embedding table"):
         load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 10, "test_split": "test"}}), ids)
     assert np.isfinite(load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 10, "test_split": None, "n_test": 6}}), ids).test.images.numpy()).all()
+
+
+def test_sail_needs_no_unpaired_budget_and_sotalign_says_it_needs_one():
+    sail = Experiment.from_dict({"method": "sail", "data": {"dataset": "synthetic", "n_pairs": 16, "n_unpaired": 0, "n_val": 20}})
+    data = load_data(sail)
+    assert data.unpaired_images is None and data.n_unpaired == 0
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts,
+                sail.config().replace(steps=2, head_dim=8), validation=data.validation)
+    assert 0 <= data.evaluate(model)["mean_recall_at_1"] <= 100
+    with pytest.raises(ValueError, match="needs unpaired images and texts"):
+        fit(data.paired_images, data.paired_texts, None, None, sail.config().replace(divergence="klot"))
