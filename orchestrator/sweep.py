@@ -23,6 +23,7 @@ import yaml
 
 from orchestrator import tracking
 from orchestrator.experiment_file import split_tree, with_absolute_paths
+from orchestrator.placement import remove_leaked_placement_groups
 from sotalign.io import atomic_path
 
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
@@ -132,6 +133,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
             with atomic_path(state_file) as tmp:
                 tmp.write_text(json.dumps({"parent_run_id": parent_run_id, "space": _fingerprint(space)}))
         results = tuner.fit()
+        remove_leaked_placement_groups()  # a stopped trial's workers must not starve what runs next
         _close_stopped_trials(uri, parent_run_id, base_experiment.name)
         summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
                    "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
@@ -181,6 +183,7 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
+    remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
     experiment, options = split_tree(space.experiment_tree(params))
     previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run
         [tracking.experiment_id(uri, experiment.name)],
