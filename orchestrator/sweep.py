@@ -23,7 +23,7 @@ import yaml
 
 from orchestrator import tracking
 from orchestrator.experiment_file import split_tree, with_absolute_paths
-from orchestrator.placement import remove_leaked_placement_groups
+from orchestrator.placement import free_job_worker_groups, remove_leaked_placement_groups
 from sotalign.io import atomic_path
 
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
@@ -133,7 +133,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
             with atomic_path(state_file) as tmp:
                 tmp.write_text(json.dumps({"parent_run_id": parent_run_id, "space": _fingerprint(space)}))
         results = tuner.fit()
-        remove_leaked_placement_groups()  # a stopped trial's workers must not starve what runs next
+        free_job_worker_groups()  # a stopped trial's workers must not starve what runs next
         _close_stopped_trials(uri, parent_run_id, base_experiment.name)
         summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
                    "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}

@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.experiment_file import split_tree
-from orchestrator.placement import remove_leaked_placement_groups
+from orchestrator.placement import free_job_worker_groups, remove_leaked_placement_groups
 from orchestrator.search_space import SearchSpaceError, load_search_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +136,26 @@ def test_leaked_worker_placement_groups_are_removed_and_trial_groups_kept(ray_cl
     assert placement_group_table(workers)["state"] == "REMOVED" and placement_group_table(driver)["state"] == "CREATED"
     remove_placement_group(driver)
 
+
+
+def test_sweep_end_waits_for_a_stopped_trials_workers_then_frees_their_group(ray_cluster):
+    import threading
+
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    class Worker:
+        def ready(self):
+            return True
+
+    group = placement_group([{"CPU": 1}])
+    worker = Worker.options(scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote()
+    ray.get(worker.ready.remote(), timeout=60)
+    threading.Timer(3.0, ray.kill, [worker]).start()  # Tune kills a stopped trial's workers asynchronously
+    assert free_job_worker_groups(timeout_s=60) == 1
+    assert placement_group_table(group)["state"] == "REMOVED"
 
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_search_space_compiles(path):
