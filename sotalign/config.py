@@ -14,10 +14,13 @@ from typing import Any
 from sotalign.checks import check_choice
 from sotalign.heads import HEAD_INITS, HEAD_KINDS
 from sotalign.losses import DIVERGENCES
+from sotalign.methods import METHODS
 from sotalign.ot import MASSES
 from sotalign.teachers import TEACHER_KINDS
 
 CENTERINGS = ("all", "pairs", "none")
+SCLIP_LABELS = ("soft", "hard")
+SCLIP_SPACES = ("joint", "unimodal")
 OPTIMIZERS = ("lion", "adamw")
 SCHEDULES = ("cosine", "constant")
 PAPER_MAX_BATCH = 32768  # paper App. A.1: batches of up to 32k samples
@@ -52,6 +55,7 @@ def coerce_field(name: str, value: Any, annotation: str) -> Any:
 
 @dataclass
 class AlignConfig:
+    method: str = "sotalign"  # paper Algorithm 1; or a baseline of paper 4 (sotalign.methods.METHODS)
     # --- stage 1: the linear teacher -------------------------------------------------------
     teacher: str = "cca"  # paper Table 1: CCA + KLOT is the best setting, the paper's default
     teacher_dim: int | None = None  # paper silent (paper.md 2); None = min(d_image, d_text, n_pairs - 1)
@@ -85,6 +89,22 @@ class AlignConfig:
     steps: int = 2000  # paper App. A.1: 2000 iterations; 0 = the teacher alone
     batch_pairs: int | None = None  # None = all pairs, capped at 10k (paper App. A.1)
     batch_unpaired: int | None = None  # per modality; None = 32k - batch_pairs, capped by the pool (paper App. A.1)
+    # --- baselines (paper App. A.2; the paper reports each one's best setting of its grid) -------
+    structure_lambda: float = 10.0  # STRUCTURE's default; paper grid {0.1, 1, 10, 100, 1000}
+    structure_levels: int = 1  # paper App. A.2: levels = 1
+    structure_temperature: float = 0.07  # paper App. A.2: softmax temperature 0.07
+    structure_warmup: int = 0  # paper App. A.2: no warm-up or 500 steps (lambda ramps up linearly)
+    nnclr_k: int = 5  # paper App. A.2 grid {1, 5, 10}: each step's positive drawn from the top k neighbours
+    nnclr_image_weight: float = 1.0  # paper App. A.2 grid {0, 0.1, 1, 10}
+    nnclr_text_weight: float = 1.0  # paper App. A.2 grid {0, 0.1, 1, 10}
+    sclip_labels: str = "soft"  # S-CLIP: plan-weighted (soft) or argmax (hard) caption pseudo-labels
+    sclip_space: str = "joint"  # S-CLIP solves OT in the model's space; paper 4 also tries the unimodal one
+    sclip_image_weight: float = 1.0  # paper App. A.2 grid {0, 0.1, 1, 10}
+    sclip_text_weight: float = 1.0  # paper App. A.2 grid {0, 0.1, 1, 10}
+    sclip_eps: float = 0.01  # S-CLIP (alinlab/s-clip custom/loss.py): reg = 1 / logit scale 100
+    sclip_iters: int = 10  # S-CLIP custom/loss.py: numItermax=10
+    asif_k: int = 800  # ASIF paper: the 800 most similar anchors are kept (capped at n_pairs)
+    asif_p: float = 8.0  # ASIF paper: kept similarities raised to the power 8
     # --- bookkeeping ------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
@@ -95,7 +115,12 @@ class AlignConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, coerce_field(f.name, getattr(self, f.name), str(f.type)))
+        check_choice(self.method, METHODS, "method")
         check_choice(self.teacher, TEACHER_KINDS, "teacher")
+        check_choice(self.sclip_labels, SCLIP_LABELS, "sclip_labels")
+        check_choice(self.sclip_space, SCLIP_SPACES, "sclip_space")
+        if self.method == "csa" and self.teacher != "cca":
+            raise ValueError(f"method 'csa' weights CCA's canonical directions: it needs teacher 'cca', got {self.teacher!r}")
         check_choice(self.center, CENTERINGS, "center")
         check_choice(self.divergence, DIVERGENCES, "divergence")
         check_choice(self.mass, MASSES, "KLOT mass")
@@ -104,10 +129,13 @@ class AlignConfig:
         check_choice(self.head_init, HEAD_INITS, "head_init")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_choice(self.schedule, SCHEDULES, "schedule")
-        for name in ("eps_student", "eps_teacher", "lr", "head_dim", "n_iter", "log_every", "eval_every"):
+        for name in ("eps_student", "eps_teacher", "lr", "head_dim", "n_iter", "log_every", "eval_every",
+                     "structure_temperature", "structure_levels", "nnclr_k", "sclip_eps", "sclip_iters", "asif_k", "asif_p"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("alpha", "teacher_reg", "weight_decay", "steps", "warmup_steps", "teacher_steps"):
+        for name in ("alpha", "teacher_reg", "weight_decay", "steps", "warmup_steps", "teacher_steps",
+                     "structure_lambda", "structure_warmup", "nnclr_image_weight", "nnclr_text_weight",
+                     "sclip_image_weight", "sclip_text_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.teacher_lr is not None and not self.teacher_lr > 0:
@@ -119,8 +147,20 @@ class AlignConfig:
 
     @property
     def uses_unpaired(self) -> bool:
-        """False for the pairs-only SAIL baseline (``divergence="none"`` or ``alpha=0``)."""
-        return self.divergence != "none" and self.alpha > 0
+        """Whether stage 2 reads unpaired data: SOTAlign with a divergence and ``alpha > 0``, and
+        the semi-supervised baselines; never the pairs-only or training-free methods."""
+        if self.method == "sotalign":
+            return self.divergence != "none" and self.alpha > 0
+        return METHODS[self.method].uses_unpaired and self.trains
+
+    @property
+    def trains(self) -> bool:
+        """Whether stage 2 trains heads (``steps > 0`` and a method that trains)."""
+        return METHODS[self.method].trains and self.steps > 0
+
+    def with_method_preset(self) -> "AlignConfig":
+        """This config with the fields its method fixes (e.g. ``steps=0`` for training-free ones)."""
+        return self.replace(**METHODS[self.method].preset)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,8 +3,8 @@
 
 This is what ``sotalign train CONFIG.yaml`` runs and what a sweep varies. It is plain data
 (``Experiment.from_dict`` names every unknown key) so that a YAML file, a ``--set`` override
-and a sampled trial all go through the same checks. Methods are the three the paper's story
-needs: ``sotalign`` (teacher + divergence), ``sail`` (pairs only) and ``teacher`` (stage 1 alone).
+and a sampled trial all go through the same checks. ``method`` is any of ``sotalign.methods``:
+SOTAlign, its references (``teacher``, ``sail``) and the paper's baselines.
 """
 
 from __future__ import annotations
@@ -23,12 +23,7 @@ from sotalign.data.budgets import Budget, sample_budget
 from sotalign.data.synthetic import make_synthetic
 from sotalign.data.views import ClassificationView, RetrievalView
 from sotalign.encoders import DEFAULT_TEXT_ENCODER
-
-METHODS: dict[str, dict[str, Any]] = {
-    "sotalign": {},  # the config as given: teacher + alpha * divergence (paper Algorithm 1)
-    "sail": {"divergence": "none"},  # SigLIP on the pairs only (paper 4, SAIL)
-    "teacher": {"steps": 0},  # the stage-1 linear teacher alone (paper Table 1, "None" row)
-}
+from sotalign.methods import METHODS
 
 
 @dataclass
@@ -66,7 +61,7 @@ class DataSpec:
 @dataclass
 class Experiment:
     name: str = "openmoji"  # the MLflow experiment (one per benchmark, docs/DESIGN.md)
-    method: str = "sotalign"  # the paper's method; "sail" and "teacher" are its references
+    method: str = "sotalign"  # the paper's method, or a reference/baseline (sotalign.methods)
     seed: int = 0  # draws the budget and seeds training
     data: DataSpec = field(default_factory=DataSpec)
     align: AlignConfig = field(default_factory=AlignConfig)
@@ -100,16 +95,19 @@ class Experiment:
         known = {f.name for f in dataclasses.fields(DataSpec)}
         if set(data) - known:
             raise ValueError(f"unknown data key(s): {', '.join(sorted(set(data) - known))}; expected {', '.join(sorted(known))}")
-        align = AlignConfig.from_dict(values.pop("align", None) or {})
+        align_values = values.pop("align", None) or {}
+        if "method" in align_values:
+            raise ValueError("method is an experiment key: write `method: ...` at the top level, not under align")
+        align = AlignConfig.from_dict(align_values)
         return cls(**values, data=DataSpec(**data), align=align)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "method": self.method, "seed": self.seed,
-                "data": dataclasses.asdict(self.data), "align": self.align.to_dict()}
+        align = {k: v for k, v in self.align.to_dict().items() if k != "method"}  # the top-level method is the one
+        return {"name": self.name, "method": self.method, "seed": self.seed, "data": dataclasses.asdict(self.data), "align": align}
 
     def config(self) -> AlignConfig:
         """The ``AlignConfig`` that trains this experiment's method with its seed."""
-        return self.align.replace(seed=self.seed, **METHODS[self.method])
+        return self.align.replace(seed=self.seed, method=self.method).with_method_preset()
 
     def tags(self) -> dict[str, str]:
         """The run tags of docs/DESIGN.md (``n_unpaired`` is filled in once the data is known)."""

@@ -3,6 +3,8 @@
 ``linear`` is the paper's choice ("more robust in our low-supervision regime", paper.md
 3.6). ``mlp`` is a residual MLP: a linear map plus a GELU MLP whose output layer starts at
 zero, so that at initialisation it *is* the linear map (and can start from the teacher).
+``relative`` is not trained: ASIF's sparse similarities to anchor embeddings
+(``sotalign.baselines.training_free``).
 """
 
 from __future__ import annotations
@@ -39,11 +41,30 @@ class MLPHead(nn.Module):
         return self.linear(x) + self.mlp(x)
 
 
-def build_head(kind: str, in_dim: int, out_dim: int, hidden_dim: int | None = None, bias: bool = True) -> nn.Module:
-    """A head by name; ``hidden_dim`` (MLP only) defaults to ``out_dim``."""
-    check_choice(kind, HEAD_KINDS, "head kind")
+class RelativeHead(nn.Module):
+    """x -> the ``top_k`` largest cosines between x and the anchors (others 0), raised to ``power``
+    (ASIF); the anchors (out_dim x in_dim) are a buffer, saved with the model."""
+
+    def __init__(self, in_dim: int, out_dim: int, top_k: int, power: float):
+        super().__init__()
+        self.top_k, self.power = min(top_k, out_dim), power
+        self.register_buffer("anchors", torch.zeros(out_dim, in_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sims = nn.functional.normalize(x, dim=-1) @ nn.functional.normalize(self.anchors, dim=-1).T
+        top = sims.topk(self.top_k, dim=-1)
+        return torch.zeros_like(sims).scatter_(-1, top.indices, top.values.clamp_min(0).pow(self.power))
+
+
+def build_head(kind: str, in_dim: int, out_dim: int, hidden_dim: int | None = None, bias: bool = True,
+               top_k: int = 800, power: float = 8.0) -> nn.Module:
+    """A head by name; ``hidden_dim`` (MLP only) defaults to ``out_dim``; ``top_k`` and ``power``
+    are the relative head's (ASIF's defaults)."""
+    check_choice(kind, (*HEAD_KINDS, "relative"), "head kind")
     if kind == "linear":
         return LinearHead(in_dim, out_dim, bias=bias)
+    if kind == "relative":
+        return RelativeHead(in_dim, out_dim, top_k, power)
     return MLPHead(in_dim, out_dim, hidden_dim or out_dim)
 
 

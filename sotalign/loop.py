@@ -1,11 +1,12 @@
 """The stage-2 optimisation loop (paper Algorithm 1, lines 3-10), shared by ``sotalign.fit``
 and the contrastive teacher.
 
-Each step: SigLIP on a batch of pairs, plus ``alpha`` times a divergence between the
-student's and the teacher's geometry on a batch of unpaired images and (independently
-drawn) unpaired texts. The teacher's projections of the whole unpaired pool are computed
-once by the caller, so a step only indexes them. Losses are read back to the host only
-every ``log_every`` steps. ``Checkpointing`` hands out the whole loop state every N steps
+Each step draws a batch of pairs and, for methods that use them, a batch of unpaired images
+and (independently drawn) unpaired texts, and descends the method's objective
+(``sotalign.objectives``: SigLIP on the pairs, plus for SOTAlign ``alpha`` times a
+divergence between the student's and the teacher's geometry on the unpaired batch). The
+teacher's projections of the whole unpaired pool are computed once by the caller, so a step
+only indexes them. Losses are read back to the host only every ``log_every`` steps. ``Checkpointing`` hands out the whole loop state every N steps
 and resumes from one: a resumed run continues bit for bit like an uninterrupted one.
 """
 
@@ -16,13 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sotalign.config import PAPER_MAX_BATCH, PAPER_MAX_PAIRS_PER_BATCH, AlignConfig
 from sotalign.distributed import DistributedContext
 from sotalign.evaluation import retrieval
-from sotalign.losses import Divergence, Terms, get_divergence
+from sotalign.objectives import Batch, BatchRows, Stage2Inputs, build_objective, embed
 from sotalign.optim import build_optimizer, build_schedule
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -48,24 +48,6 @@ class Checkpointing:
         return self.every > 0 and self.save is not None and step % self.every == 0
 
 
-@dataclass
-class Stage2Inputs:
-    """Preprocessed embeddings on the training device.
-
-    ``teacher_images``/``teacher_texts`` are the L2-normalised teacher projections of the
-    unpaired rows (same order). ``val_*`` are held-out pairs for model selection.
-    """
-
-    paired_images: torch.Tensor
-    paired_texts: torch.Tensor
-    unpaired_images: torch.Tensor | None = None
-    unpaired_texts: torch.Tensor | None = None
-    teacher_images: torch.Tensor | None = None
-    teacher_texts: torch.Tensor | None = None
-    val_images: torch.Tensor | None = None
-    val_texts: torch.Tensor | None = None
-
-
 def batch_sizes(config: AlignConfig, n_pairs: int, n_images: int, n_texts: int) -> tuple[int, int, int]:
     """(pairs, unpaired images, unpaired texts) per step, capped by what exists (paper App. A.1)."""
     pairs = min(config.batch_pairs or PAPER_MAX_PAIRS_PER_BATCH, n_pairs)
@@ -80,66 +62,9 @@ def _subset(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Ten
     return torch.randperm(x.shape[0], generator=generator)[:size].to(x.device)
 
 
-def _embed(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(head(x), dim=-1)
-
-
-@dataclass
-class BatchRows:
-    """Global row indices of one step: pairs, unpaired images, unpaired texts (None: no divergence)."""
-
-    pairs: torch.Tensor
-    images: torch.Tensor | None = None
-    texts: torch.Tensor | None = None
-
-
-def step_loss(
-    image_head: nn.Module,
-    text_head: nn.Module,
-    siglip: nn.Module,
-    inputs: Stage2Inputs,
-    config: AlignConfig,
-    divergence: Divergence | None,
-    rows: BatchRows,
-    distributed: DistributedContext | None = None,
-) -> tuple[torch.Tensor, Terms]:
-    """SigLIP on the pairs + alpha * divergence on the unpaired rows of one step.
-
-    With ``distributed``, this rank embeds its slice of each global batch and the losses are
-    computed on the gathered global batch (``ot_scope="local"``: the divergence on the local
-    slice only, scaled by 1 / world size so that summed gradients average the workers' plans).
-    """
-    def embed(head, x, idx):
-        if distributed is None:
-            return _embed(head, x[idx])
-        return distributed.gather(_embed(head, x[distributed.shard(idx)]))
-
-    affinity = embed(image_head, inputs.paired_images, rows.pairs) @ embed(text_head, inputs.paired_texts, rows.pairs).T
-    terms = siglip(affinity)
-    total = terms["siglip"]
-    if divergence is None:
-        return total, terms
-    images, texts = rows.images, rows.texts
-    local = distributed is not None and config.ot_scope == "local"
-    if local:
-        images, texts = distributed.shard(images), distributed.shard(texts)
-        student_images = _embed(image_head, inputs.unpaired_images[images])
-        student_texts = _embed(text_head, inputs.unpaired_texts[texts])
-    else:
-        student_images = embed(image_head, inputs.unpaired_images, images)
-        student_texts = embed(text_head, inputs.unpaired_texts, texts)
-    div_terms = divergence(
-        student_images, student_texts, inputs.teacher_images[images], inputs.teacher_texts[texts],
-        eps_student=config.eps_student, eps_teacher=config.eps_teacher, n_iter=config.n_iter, mass=config.mass,
-    )
-    terms.update(div_terms)
-    weight = config.alpha / distributed.world_size if local else config.alpha
-    return total + weight * div_terms[config.divergence], terms
-
-
 def _validate(image_head: nn.Module, text_head: nn.Module, inputs: Stage2Inputs) -> dict[str, float]:
     with torch.no_grad():
-        scores = retrieval(_embed(image_head, inputs.val_images), _embed(text_head, inputs.val_texts))
+        scores = retrieval(embed(image_head, inputs.val_images), embed(text_head, inputs.val_texts))
     return {f"val/{k}": v for k, v in scores.items()}
 
 
@@ -160,17 +85,18 @@ def train_heads(
     ``distributed``, every rank must call this with the same inputs and config: the ranks
     draw the same global batches and reduce gradients, so they stay identical.
     """
-    divergence = get_divergence(config.divergence) if config.uses_unpaired else None
-    if divergence is not None and inputs.unpaired_images is None:
-        raise ValueError(f"divergence {config.divergence!r} with alpha > 0 needs unpaired images and texts")
+    unpaired = config.uses_unpaired
+    if unpaired and inputs.unpaired_images is None:
+        raise ValueError(f"method {config.method!r} (divergence {config.divergence!r}) needs unpaired images and texts")
+    objective = build_objective(config, inputs)
     checkpointing = checkpointing or Checkpointing()
     modules = [image_head, text_head, siglip]
     optimizer = build_optimizer(modules, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, config.schedule, config.steps, config.warmup_steps)
     generator = torch.Generator().manual_seed(config.seed)
     n_pairs = inputs.paired_images.shape[0]
-    n_img = inputs.unpaired_images.shape[0] if divergence else 0
-    n_txt = inputs.unpaired_texts.shape[0] if divergence else 0
+    n_img = inputs.unpaired_images.shape[0] if unpaired else 0
+    n_txt = inputs.unpaired_texts.shape[0] if unpaired else 0
     b_pairs, b_img, b_txt = batch_sizes(config, n_pairs, n_img, n_txt)
     validating = inputs.val_images is not None
     best = (float("-inf"), 0, None)  # (val mean R@1, step, state)
@@ -189,10 +115,10 @@ def train_heads(
         m.train()
     for step in range(start, config.steps + 1):
         rows = BatchRows(_subset(inputs.paired_images, b_pairs, generator))
-        if divergence is not None:
+        if unpaired:
             rows.images = _subset(inputs.unpaired_images, b_img, generator)
             rows.texts = _subset(inputs.unpaired_texts, b_txt, generator)
-        total, terms = step_loss(image_head, text_head, siglip, inputs, config, divergence, rows, distributed)
+        total, terms = objective(Batch(image_head, text_head, siglip, inputs, rows, step, generator, distributed))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if distributed is not None:

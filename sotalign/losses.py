@@ -23,16 +23,17 @@ from sotalign.ot import klot, mass_scale
 Terms = dict[str, torch.Tensor]
 
 
-def siglip_loss(affinity: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """-(1/n) sum_ij log sigmoid(z_ij (scale * K_ij + bias)), z = +1 on the diagonal, -1 off it.
+def siglip_loss(affinity: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, positives: int | None = None) -> torch.Tensor:
+    """-(1/n) sum_ij log sigmoid(z_ij (scale * K_ij + bias)), z = +1 for the n positives, -1 elsewhere.
 
-    ``affinity`` is n x m with the positives on the diagonal of its first n columns; extra
-    columns (m > n) are extra negatives (semi-supervised SAIL).
+    The positives are the first ``positives`` diagonal entries (default: one per row); every
+    other entry, including extra rows and columns, is a negative (semi-supervised SAIL puts
+    unpaired images and texts there).
     """
-    n = affinity.shape[0]
+    n = affinity.shape[0] if positives is None else positives
     logits = scale * affinity + bias
     signs = -torch.ones_like(logits)
-    signs.diagonal().fill_(1.0)
+    signs[:n, :n].diagonal().fill_(1.0)
     return -F.logsigmoid(signs * logits).sum() / n
 
 
@@ -48,9 +49,9 @@ class SigLIPLoss(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
 
-    def forward(self, affinity: torch.Tensor) -> Terms:
+    def forward(self, affinity: torch.Tensor, positives: int | None = None) -> Terms:
         return {
-            "siglip": siglip_loss(affinity, self.log_scale.exp(), self.bias),
+            "siglip": siglip_loss(affinity, self.log_scale.exp(), self.bias, positives),
             "siglip/scale": self.log_scale.detach().exp(),
             "siglip/bias": self.bias.detach(),
         }

@@ -42,13 +42,15 @@ class AlignedModel(nn.Module):
         self.teacher = teacher
         self.history: list[dict[str, float]] = []
         self.image_prep, self.text_prep = image_prep, text_prep
-        self.image_head = build_head(spec["head"], spec["image_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"])
-        self.text_head = build_head(spec["head"], spec["text_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"])
+        relative = {"top_k": config.asif_k, "power": config.asif_p}
+        self.image_head = build_head(spec["head"], spec["image_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"], **relative)
+        self.text_head = build_head(spec["head"], spec["text_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"], **relative)
         self.siglip = SigLIPLoss(config.siglip_init_scale, config.siglip_init_bias)
 
     @classmethod
-    def from_teacher(cls, teacher: Teacher, config: AlignConfig) -> "AlignedModel":
-        """The teacher itself as a model (what ``steps=0`` returns)."""
+    def from_teacher(cls, teacher: Teacher, config: AlignConfig, weights: torch.Tensor | None = None) -> "AlignedModel":
+        """The teacher itself as a model (what ``steps=0`` returns); ``weights`` scale its d'
+        directions (CSA's correlation weighting)."""
         spec = {
             "image_dim": teacher.image_projection.shape[0],
             "text_dim": teacher.text_projection.shape[0],
@@ -61,7 +63,7 @@ class AlignedModel(nn.Module):
         heads: tuple[LinearHead, LinearHead] = (model.image_head, model.text_head)
         with torch.no_grad():
             for head, projection in zip(heads, (teacher.image_projection, teacher.text_projection)):
-                head.linear.weight.copy_(projection.T)
+                head.linear.weight.copy_((projection if weights is None else projection * weights.to(projection)).T)
         return model
 
     @property

@@ -133,7 +133,8 @@ def _contrastive(a: torch.Tensor, b: torch.Tensor, dim: int, options: dict):
     from sotalign.config import AlignConfig
     from sotalign.heads import LinearHead
     from sotalign.device import resolve_device
-    from sotalign.loop import Stage2Inputs, train_heads
+    from sotalign.loop import train_heads
+    from sotalign.objectives import Stage2Inputs
     from sotalign.losses import SigLIPLoss
 
     config = AlignConfig(divergence="none", head_dim=dim, **options)

@@ -1,8 +1,9 @@
 """``sotalign.fit``: stage 1 (linear teacher on the pairs) then stage 2 (heads trained with
 SigLIP on the pairs plus alpha * divergence to the teacher on unpaired data).
 
-``divergence="none"`` or ``alpha=0`` is the pairs-only SAIL baseline; ``steps=0`` returns
-the teacher alone as a model.
+``config.method`` picks the method (``sotalign.methods``): ``sotalign`` with
+``divergence="none"`` or ``alpha=0`` is the pairs-only SAIL baseline; ``teacher`` (or
+``steps=0``) returns the teacher alone as a model; ``asif`` and ``csa`` are training-free.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sotalign.baselines.training_free import asif_model, csa_model
 from sotalign.checks import as_embeddings, check_pairs, check_same_dim
 from sotalign.config import AlignConfig
 from sotalign.heads import init_from_projection
 from sotalign.device import resolve_device
 from sotalign.distributed import DistributedContext
-from sotalign.loop import Callback, Checkpointing, Stage2Inputs, train_heads
+from sotalign.loop import Callback, Checkpointing, train_heads
+from sotalign.objectives import Stage2Inputs
 from sotalign.model import AlignedModel
 from sotalign.preprocess import Preprocessing
 from sotalign.teachers import Teacher, fit_teacher
@@ -27,12 +30,10 @@ def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts,
     b = as_embeddings(paired_texts, "paired text embeddings").cpu()
     check_pairs(a, b)
     x = y = val = None
-    if config.uses_unpaired and config.steps > 0:
+    if config.uses_unpaired and config.trains:
         if unpaired_images is None or unpaired_texts is None:
-            raise ValueError(
-                f"divergence {config.divergence!r} with alpha={config.alpha} needs unpaired images and texts "
-                "(use divergence='none' or alpha=0 for the pairs-only SAIL baseline)"
-            )
+            needs = f"divergence {config.divergence!r} with alpha={config.alpha}" if config.method == "sotalign" else f"method {config.method!r}"
+            raise ValueError(f"{needs} needs unpaired images and texts (method 'sail' trains on the pairs alone)")
     if unpaired_images is not None:
         x = as_embeddings(unpaired_images, "unpaired image embeddings").cpu()
         check_same_dim(a, x, "paired image embeddings", "unpaired image embeddings")
@@ -109,6 +110,8 @@ def fit(
     """
     config = config or AlignConfig()
     a, b, x, y, val = checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config)
+    if config.method == "asif":
+        return asif_model(a, b, config).eval()
 
     if teacher is None:
         teacher = fit_stage1(a, b, x, y, config)
@@ -117,7 +120,9 @@ def fit(
             f"the given teacher maps {teacher.image_projection.shape[0]}-d images and "
             f"{teacher.text_projection.shape[0]}-d texts, but the data has {a.shape[1]} and {b.shape[1]}"
         )
-    if config.steps == 0:
+    if config.method == "csa":
+        return csa_model(teacher, config).eval()
+    if not config.trains:
         return AlignedModel.from_teacher(teacher, config).eval()
 
     device = resolve_device(config.device)

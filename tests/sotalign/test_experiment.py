@@ -68,4 +68,4 @@ def test_sail_needs_no_unpaired_budget_and_sotalign_says_it_needs_one():
                 sail.config().replace(steps=2, head_dim=8), validation=data.validation)
     assert 0 <= data.evaluate(model)["mean_recall_at_1"] <= 100
     with pytest.raises(ValueError, match="needs unpaired images and texts"):
-        fit(data.paired_images, data.paired_texts, None, None, sail.config().replace(divergence="klot"))
+        fit(data.paired_images, data.paired_texts, None, None, sail.config().replace(method="sotalign", divergence="klot"))
