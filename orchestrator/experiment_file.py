@@ -22,7 +22,7 @@ from orchestrator.overrides import with_changes
 
 @dataclass
 class RunOptions:
-    workers: int = 1  # Ray Train workers (data-parallel ranks); stage 2 couples their batches
+    workers: int = 1  # Ray Train workers (data-parallel ranks), coupled in one OT plan; 0 = in the calling process
     gpus_per_worker: float = 0.0  # 1 on a GPU cluster (cluster.yaml), 0 = CPU workers
     cpus_per_worker: float = 1.0  # Ray's default for a Train worker
     checkpoint_every: int = 100  # stage-2 steps between checkpoints (0 = none)
@@ -32,8 +32,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, coerce_field(f"run.{f.name}", getattr(self, f.name), str(f.type)))
-        if self.workers < 1 or self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise ValueError(f"run needs workers >= 1, gpus_per_worker >= 0 and cpus_per_worker > 0, got "
+        if self.workers < 0 or self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise ValueError(f"run needs workers >= 0, gpus_per_worker >= 0 and cpus_per_worker > 0, got "
                              f"{self.workers}, {self.gpus_per_worker}, {self.cpus_per_worker}")
         if self.checkpoint_every < 0 or self.max_failures < 0:
             raise ValueError(f"run.checkpoint_every and run.max_failures must be >= 0, got {self.checkpoint_every}, {self.max_failures}")

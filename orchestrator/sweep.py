@@ -123,7 +123,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
                                            {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples})
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id),
-        {"TRAIN_DRIVER_RESOURCE": 0.01},  # a trial driver takes no CPU from the Train workers (docs/stack.md)
+        _trial_resources(split_tree(space.base)[1]),
     )
     with tracking.ending_run(uri, parent_run_id) as outcome:
         if resume:
@@ -143,6 +143,14 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
             summary.update(summarize(space, results, folder))
             _log_summary(uri, parent_run_id, space, summary, folder)
     return summary
+
+
+def _trial_resources(options) -> dict[str, float]:
+    """A trial that trains in its own actor (``run.workers: 0``) holds the worker's CPU/GPU; one
+    that drives Train workers takes none of theirs, only a token custom resource (docs/stack.md)."""
+    if options.workers == 0:
+        return {"CPU": options.cpus_per_worker, **({"GPU": options.gpus_per_worker} if options.gpus_per_worker else {})}
+    return {"TRAIN_DRIVER_RESOURCE": 0.01}
 
 
 def _new_tuner(space: SearchSpace, trainable, scheduler, folder: Path):
@@ -185,12 +193,13 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
     trial_id = tune.get_context().get_trial_id()
     remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
     experiment, options = split_tree(space.experiment_tree(params))
+    in_process = {"report": tune.report} if options.workers == 0 else {"callbacks": [TuneReportCallback()]}
     previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run
         [tracking.experiment_id(uri, experiment.name)],
         f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial_id}'")
     run_id = previous[0].info.run_id if previous else None
     train_experiment(experiment, options, uri, ids, name=f"{space.name}-{trial_id}", parent_run_id=parent_run_id,
-                     run_id=run_id, callbacks=[TuneReportCallback()], tags={"sweep": space.name, "trial_id": trial_id})
+                     run_id=run_id, tags={"sweep": space.name, "trial_id": trial_id}, **in_process)
 
 
 def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:

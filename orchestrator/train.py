@@ -8,6 +8,10 @@ stage 2 on its slice of each global batch (``sotalign.distributed``). Every
 best-so-far, teacher) is a Ray Train checkpoint; ``FailureConfig(max_failures)`` restarts
 killed workers from the latest one, and the resumed run continues exactly. Rank 0 logs
 metrics, the test evaluation and the artifacts to MLflow.
+
+``workers: 0`` trains in the calling process instead (the CLI, or a sweep's trial actor): no
+Train workers, checkpoints or restarts, and none of Train's ~30 s start-up per run, which is
+what many small single-device trials want (the paper's grids on the bundled benchmark).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,7 +47,7 @@ def add_parser(commands) -> None:
     p.add_argument("config", type=Path, help="experiment file (name, method, seed, data:, align:, run:)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail")
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: run.workers of the file)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: run.workers of the file); 0 = train in this process")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: run.gpus_per_worker)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
     p.set_defaults(run=run)
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     tracking.ensure_reachable(uri)  # before any data loading or training
     ids = encoder_ids([experiment])
-    connect_ray()
+    if options.workers:
+        connect_ray()
     metrics = train_experiment(experiment, options, uri, ids)
     shown = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("recall_at_1", "top1"))}
     print(json.dumps(shown, indent=2))
@@ -125,12 +131,14 @@ def train_experiment(
     parent_run_id: str | None = None,
     run_id: str | None = None,
     callbacks: list | None = None,
+    report: Callable[[dict], None] | None = None,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one experiment on the connected Ray cluster; return rank 0's final metrics (+ ``run_id``).
 
     ``run_id`` continues an existing MLflow run (a resumed sweep trial); ``callbacks`` are Ray
-    Train callbacks (a sweep passes ``TuneReportCallback``); ``tags`` are added to the run's.
+    Train callbacks (a sweep passes ``TuneReportCallback``), ``report`` their in-process
+    counterpart (``workers: 0``; a sweep passes ``tune.report``); ``tags`` are added to the run's.
     ``name`` is the Ray Train run name (default: the MLflow run's name and id): the same name
     and storage path resume a stopped run from its checkpoints.
     """
@@ -145,6 +153,9 @@ def train_experiment(
         run_id = tracking.start_run(uri, experiment.name, run_name, run_tags, mlflow_params(experiment), parent_run_id)
         name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
     name = name or f"{experiment.name}-{run_id}"
+    if options.workers == 0:
+        with tracking.ending_run(uri, run_id):
+            return {**train_in_process(experiment, data, uri, run_id, report), "run_id": run_id, "checkpoint": None}
     loop_config = {"experiment": experiment.to_dict(), "data": ray.put(data), "tracking_uri": uri,
                    "run_id": run_id, "checkpoint_every": options.checkpoint_every}
     use_gpu = options.gpus_per_worker > 0
@@ -165,6 +176,33 @@ def train_experiment(
     with tracking.ending_run(uri, run_id):
         result = trainer.fit()
     return {**result.metrics, "run_id": run_id, "checkpoint": result.checkpoint.path if result.checkpoint else None}
+
+
+def train_in_process(experiment: Experiment, data, uri: str, run_id: str, report: Callable[[dict], None] | None = None) -> dict:
+    """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs."""
+    from sotalign.trainer import fit
+
+    def on_record(step: int, record: dict) -> None:
+        tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
+        if report is not None and "val/mean_recall_at_1" in record:
+            report(dict(record))
+
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, experiment.config(),
+                validation=data.validation, callback=on_record)
+    final = _final_metrics(model, data, 0)
+    _log_final(uri, run_id, model, experiment, final)
+    if report is not None:
+        report(final)
+    return final
+
+
+def _log_final(uri: str, run_id: str, model, experiment: Experiment, final: dict) -> None:
+    """The test metrics, the model, the teacher, config.yaml, eval.json and the training plot."""
+    from orchestrator.plots import plot_history  # matplotlib: rank 0 only
+
+    tracking.log_metrics(uri, run_id, final, int(final["step"]))
+    tracking.log_model_artifacts(uri, run_id, model, experiment.to_dict(), final,
+                                 plots={"training.png": lambda path: plot_history(model.history, path)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,11 +277,7 @@ def train_worker(loop_config: dict) -> None:
         ray.train.report({})
         return
     final = _final_metrics(model, data, resumed_from)
-    tracking.log_metrics(uri, run_id, final, int(final["step"]))
-    from orchestrator.plots import plot_history  # matplotlib: rank 0 only
-
-    tracking.log_model_artifacts(uri, run_id, model, experiment.to_dict(), final,
-                                 plots={"training.png": lambda path: plot_history(model.history, path)})
+    _log_final(uri, run_id, model, experiment, final)
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         model.save(Path(folder) / "model")
