@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator import compare, demo, embed, sweep, train, ui
+from orchestrator import compare, demo, embed, report, sweep, train, ui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_parser(commands)
     ui.add_parser(commands)
     compare.add_parser(commands)
+    report.add_parser(commands)
     return parser
 
 

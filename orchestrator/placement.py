@@ -54,12 +54,16 @@ class _Group:
 
 def _worker_groups() -> list[_Group]:
     """CREATED placement groups that are not a Tune trial driver's."""
+    import ray
     from ray.util.state import list_actors, list_placement_groups
 
+    # the connected cluster's address: "auto" fails when a node runs several clusters
+    address = ray.get_runtime_context().gcs_address
     # the State API serves at most 10,000 rows a call (RAY_MAX_LIMIT_FROM_API_SERVER)
-    used = {a.placement_group_id for a in list_actors(detail=True, limit=10_000) if a.state != "DEAD" and a.placement_group_id}
+    actors = list_actors(address=address, detail=True, limit=10_000)
+    used = {a.placement_group_id for a in actors if a.state != "DEAD" and a.placement_group_id}
     now = time.time_ns()
-    return [_Group(g, used, now) for g in list_placement_groups(detail=True, limit=10_000)
+    return [_Group(g, used, now) for g in list_placement_groups(address=address, detail=True, limit=10_000)
             if g.state == "CREATED" and not any("TRAIN_DRIVER_RESOURCE" in b["unit_resources"] for b in g.bundles)]
 
 

@@ -134,7 +134,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
                 tmp.write_text(json.dumps({"parent_run_id": parent_run_id, "space": _fingerprint(space)}))
         results = tuner.fit()
         free_job_worker_groups()  # a stopped trial's workers must not starve what runs next
-        _close_stopped_trials(uri, parent_run_id, base_experiment.name)
+        _close_stopped_trials(uri, parent_run_id, base_experiment.name, results)
         summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
                    "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
         if summary["interrupted"]:  # Tune returns normally on Ctrl-C: no summary of a partial sweep
@@ -176,13 +176,15 @@ def _experiments_of(space: SearchSpace):
     return [split_tree(tree)[0] for tree in trees]
 
 
-def _close_stopped_trials(uri: str, parent_run_id: str, experiment: str) -> None:
-    """Child runs still RUNNING after the sweep belong to trials Tune stopped (ASHA): mark them KILLED."""
-    running = tracking.client(uri).search_runs(
-        [tracking.experiment_id(uri, experiment)],
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")
-    for run in running:
-        tracking.end_run(uri, run.info.run_id, "KILLED")
+def _close_stopped_trials(uri: str, parent_run_id: str, experiment: str, results) -> None:
+    """Child runs of trials Tune stopped (ASHA) end KILLED: those still RUNNING after the sweep,
+    and those the stop reached as an error first (the trial's Train run is torn down under it)."""
+    stopped = {(r.metrics or {}).get("trial_id") for r in results if not r.error and "mean_recall_at_1" not in (r.metrics or {})}
+    children = tracking.client(uri).search_runs(
+        [tracking.experiment_id(uri, experiment)], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    for run in children:
+        if run.info.status == "RUNNING" or (run.info.status == "FAILED" and run.data.tags.get("trial_id") in stopped):
+            tracking.end_run(uri, run.info.run_id, "KILLED")
 
 
 def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_id: str) -> None:

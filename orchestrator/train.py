@@ -90,27 +90,35 @@ def connect_ray() -> None:
 
 
 def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
-    """Encoder spec -> stored id for every encoder the experiments read. The bundled benchmark is
-    embedded first where its tables are missing (a no-op once cached); another dataset must
+    """Encoder spec -> stored id for every encoder the experiments read. The bundled benchmarks are
+    embedded first where their tables are missing (a no-op once cached); another dataset must
     already be in the store (`sotalign embed`), which is checked here, before Ray starts."""
     from sotalign.bundled import ensure_embedded
-    from sotalign.data.extract import is_complete, table_dir
+    from sotalign.data.extract import embed_dataset, is_complete, table_dir
+    from sotalign.data.registry import BUNDLED, load_dataset
     from sotalign.encoders import load_encoder
 
     ids: dict[str, str] = {}
     for data in dict.fromkeys((e.data.dataset, e.data.store, e.data.image_encoder, e.data.text_encoder, e.data.pool_split,
-                               e.data.test_split) for e in experiments if e.data.dataset != "synthetic"):
-        dataset, store, image_spec, text_spec, *splits = data
+                               e.data.test_split, tuple(e.data.unpaired_sources().items()))
+                              for e in experiments if e.data.dataset != "synthetic"):
+        dataset, store, image_spec, text_spec, pool_split, test_split, sources = data
         image, text = (load_encoder(spec) for spec in (image_spec, text_spec))
         ids.update({image_spec: image.id, text_spec: text.id})
+        tables = [(dataset, split, modality) for split in filter(None, (pool_split, test_split)) for modality in ("image", "text")]
         if dataset == "openmoji":
             ensure_embedded(store, image, text)
-            continue
-        for split in filter(None, splits):
-            for modality, encoder, spec in (("image", image, image_spec), ("text", text, text_spec)):
-                if not is_complete(table_dir(store, dataset, split, modality, encoder.id)):
-                    raise ValueError(f"no {modality} embeddings of dataset {dataset!r} split {split!r} in {store}: run "
-                                     f"`sotalign embed --encoder '{spec}' --dataset <your {dataset} table> --out {store}` first")
+            tables = []
+        for modality, (name, split) in sources:
+            if name in BUNDLED:
+                embed_dataset(load_dataset(name), split, image if modality == "image" else text, store)
+            else:
+                tables.append((name, split, modality))
+        for name, split, modality in tables:
+            encoder, spec = (image, image_spec) if modality == "image" else (text, text_spec)
+            if not is_complete(table_dir(store, name, split, modality, encoder.id)):
+                raise ValueError(f"no {modality} embeddings of dataset {name!r} split {split!r} in {store}: run "
+                                 f"`sotalign embed --encoder '{spec}' --dataset <your {name} table> --out {store}` first")
     return ids
 
 
@@ -152,6 +160,8 @@ def train_experiment(
         run_name = name or f"{experiment.name}-{experiment.method}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         run_id = tracking.start_run(uri, experiment.name, run_name, run_tags, mlflow_params(experiment), parent_run_id)
         name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
+        if experiment.config().uses_unpaired:  # how far the unpaired data lies from the pairs (paper eq. 14)
+            tracking.log_metrics(uri, run_id, data.distribution_shift(), 0)
     name = name or f"{experiment.name}-{run_id}"
     if options.workers == 0:
         with tracking.ending_run(uri, run_id):

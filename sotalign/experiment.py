@@ -21,7 +21,9 @@ from sotalign.checks import check_choice
 from sotalign.config import AlignConfig, coerce_field
 from sotalign.data.budgets import Budget, sample_budget
 from sotalign.data.synthetic import make_synthetic
+from sotalign.data.extract import read_table, table_dir
 from sotalign.data.views import ClassificationView, RetrievalView
+from sotalign.distances import distribution_shift
 from sotalign.encoders import DEFAULT_TEXT_ENCODER
 from sotalign.methods import METHODS
 
@@ -38,6 +40,8 @@ class DataSpec:
     pool_split: str = "pool"  # the split that supplies pairs, unpaired data and validation (the bundled name)
     test_split: str | None = "test"  # scored split; None = hold out n_test pool items instead
     n_test: int = 400  # with test_split None: the size of the bundled test split
+    unpaired_images_from: str | None = None  # "DATASET:SPLIT" of the store (paper Table 7); None = the pool's leftovers
+    unpaired_texts_from: str | None = None  # e.g. "digits:classes" (the digit prompts); None = the pool's leftovers
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -52,6 +56,15 @@ class DataSpec:
             raise ValueError(f"data.n_val must be >= 2 (validation pairs select the model), got {self.n_val}")
         if self.test_split is None and self.n_test < 2:
             raise ValueError(f"data.n_test must be >= 2 when data.test_split is null, got {self.n_test}")
+        for name in ("unpaired_images_from", "unpaired_texts_from"):
+            source = getattr(self, name)
+            if source is not None and (source.count(":") != 1 or not all(source.split(":"))):
+                raise ValueError(f"data.{name} must read DATASET:SPLIT (e.g. digits:pool), got {source!r}")
+
+    def unpaired_sources(self) -> dict[str, tuple[str, str]]:
+        """modality -> (dataset, split) of the unpaired data taken from another embedded table."""
+        sources = {"image": self.unpaired_images_from, "text": self.unpaired_texts_from}
+        return {modality: tuple(source.split(":")) for modality, source in sources.items() if source}
 
     @property
     def encoder_pair(self) -> str:
@@ -138,6 +151,12 @@ class ExperimentData:
     def n_unpaired(self) -> int:
         return 0 if self.unpaired_images is None else len(self.unpaired_images)
 
+    def distribution_shift(self) -> dict[str, float]:
+        """SSW distances between the unpaired and the paired embeddings (paper eq. 14); {} without unpaired data."""
+        if self.unpaired_images is None:
+            return {}
+        return distribution_shift(self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts)
+
     def evaluate(self, model) -> dict[str, float]:
         """Test retrieval (I2T/T2I R@1/5/10, several captions per image) and zero-shot top-1."""
         return evaluate_views(model, self.test, self.zero_shot)
@@ -172,13 +191,30 @@ def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None)
     val, budget_pool = np.sort(order[: spec.n_val]), np.sort(order[held_out:])
     left = len(budget_pool) - spec.n_pairs
     n_unpaired = left if spec.n_unpaired is None else spec.n_unpaired
-    rows = sample_budget(len(budget_pool), Budget(spec.n_pairs, n_unpaired, n_unpaired, experiment.seed))
+    sources = spec.unpaired_sources()
+    budget = Budget(spec.n_pairs, 0 if "image" in sources else n_unpaired, 0 if "text" in sources else n_unpaired, experiment.seed)
+    rows = sample_budget(len(budget_pool), budget)
     images, texts = pool.images[budget_pool], pool.first_captions[budget_pool]
+    unpaired_images, unpaired_texts = images[rows.unpaired_images], texts[rows.unpaired_texts]
+    if "image" in sources:
+        unpaired_images = _from_source(spec, sources["image"], "image", image_id, experiment.seed)
+    if "text" in sources:
+        unpaired_texts = _from_source(spec, sources["text"], "text", text_id, experiment.seed)
     test = stored_view(spec.store, spec.dataset, spec.test_split, image_id, text_id) if spec.test_split else \
         _subview(pool, np.sort(order[spec.n_val : held_out]))
-    return ExperimentData(images[rows.pairs], texts[rows.pairs], images[rows.unpaired_images], texts[rows.unpaired_texts],
+    return ExperimentData(images[rows.pairs], texts[rows.pairs], unpaired_images, unpaired_texts,
                           (pool.images[val], pool.first_captions[val]), test,
                           digits_view(spec.store, image_id, text_id) if spec.dataset == "openmoji" else None)
+
+
+def _from_source(spec: DataSpec, source: tuple[str, str], modality: str, encoder_id: str, seed: int) -> torch.Tensor:
+    """``spec.n_unpaired`` rows (all when None) of another embedded table, drawn with the budget's seed."""
+    table = read_table(table_dir(spec.store, *source, modality, encoder_id)).embeddings
+    n = len(table) if spec.n_unpaired is None else spec.n_unpaired
+    if n > len(table):
+        raise ValueError(f"data.n_unpaired = {n} exceeds the {len(table)} {modality} rows of {':'.join(source)}")
+    rows = np.random.default_rng([seed, 1 if modality == "image" else 2]).choice(len(table), n, replace=False)
+    return torch.as_tensor(table)[torch.from_numpy(np.sort(rows))]
 
 
 def _subview(view: RetrievalView, items: np.ndarray) -> RetrievalView:

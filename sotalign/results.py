@@ -7,11 +7,24 @@ from collections.abc import Sequence
 
 
 def summarize(rows: list[dict], metric: str, by: Sequence[str] = ("method",)) -> dict[tuple, tuple[float, float]]:
-    """group key (values of ``by``) -> (mean, sample std) of ``metric``, groups in first-seen order."""
-    groups: dict[tuple, list[float]] = {}
+    """group key (values of ``by``) -> (mean, sample std) of ``metric`` over seeds, groups in
+    first-seen order. Rows of one group and seed (repeats of a deterministic run) count once,
+    as their mean; rows without ``metric`` are skipped."""
+    groups: dict[tuple, dict] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in by), []).append(row[metric])
-    return {k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in groups.items()}
+        if row.get(metric) is not None:
+            seeds = groups.setdefault(tuple(row[k] for k in by), {})
+            seeds.setdefault(row.get("seed", len(seeds)), []).append(row[metric])
+    out = {}
+    for key, seeds in groups.items():
+        values = [statistics.fmean(v) for v in seeds.values()]
+        out[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+    return out
+
+
+def seeds_of(rows: list[dict], by: Sequence[str], key: tuple) -> int:
+    """How many seeds a group holds."""
+    return len({row.get("seed") for row in rows if tuple(row[k] for k in by) == key})
 
 
 def format_table(rows: list[dict], metrics: Sequence[str], by: Sequence[str] = ("method",), labels: dict | None = None) -> str:
@@ -21,7 +34,14 @@ def format_table(rows: list[dict], metrics: Sequence[str], by: Sequence[str] = (
     stats = {m: summarize(rows, m, by) for m in metrics}
     lines = ["| " + " | ".join([*by, *(labels.get(m, m) for m in metrics)]) + " |", "|" + "---|" * (len(by) + len(metrics))]
     for key in stats[metrics[0]]:
-        single = len([r for r in rows if tuple(r[k] for k in by) == key]) == 1
-        cells = [f"{stats[m][key][0]:.1f}" + ("" if single else f" ± {stats[m][key][1]:.1f}") for m in metrics]
+        single = seeds_of(rows, by, key) == 1
+        cells = [cell(stats[m].get(key), single) for m in metrics]
         lines.append("| " + " | ".join([*map(str, key), *cells]) + " |")
     return "\n".join(lines)
+
+
+def cell(stat: tuple[float, float] | None, single: bool = False, digits: int = 1) -> str:
+    """``mean ± std`` (the mean alone for a single seed; ``–`` for no value)."""
+    if stat is None:
+        return "–"
+    return f"{stat[0]:.{digits}f}" + ("" if single else f" ± {stat[1]:.{digits}f}")

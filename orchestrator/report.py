@@ -1,0 +1,266 @@
+"""``sotalign report --experiment E``: an experiment's runs as the paper lays them out.
+
+The runs of one MLflow experiment (the trials of a ``search_spaces/paper_*.yaml`` sweep, or any
+runs) become Markdown tables of mean ± std over seeds, next to the paper's own numbers where it
+has them, and PNG plots. The layout follows what the runs vary: teacher x divergence (Table 1),
+the unpaired data's source (Table 7), a budget (Fig. 4), the epsilons, or the method (Tables
+4/5); anything else is one row per combination. Everything is written to ``--out`` and logged
+to a ``report`` run of the same experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sotalign.methods import METHODS
+from sotalign.paper_results import TABLE1, TABLE4
+from sotalign.results import cell, format_table, seeds_of, summarize
+
+from orchestrator import tracking
+
+VARIED = ("method", "teacher", "divergence", "eps_student", "eps_teacher", "alpha", "mass", "head_init", "lr", "steps",
+          "data.n_pairs", "data.n_unpaired", "data.unpaired_images_from", "data.unpaired_texts_from", "encoder_pair")
+RETRIEVAL = ("t2i_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_1", "i2t_recall_at_5", "mean_recall_at_1")
+LABELS = {"t2i_recall_at_1": "T2I R@1", "t2i_recall_at_5": "T2I R@5", "i2t_recall_at_1": "I2T R@1",
+          "i2t_recall_at_5": "I2T R@5", "mean_recall_at_1": "mean R@1", "digits_top1": "digits top-1", "ssw/total": "SSW total"}
+DIVERGENCE_ORDER = ("none", "cka", "ginfonce", "klot")
+TEACHER_ORDER = ("procrustes", "cca", "contrastive")
+METHOD_ORDER = ("teacher", "asif", "csa", "sail", "structure", "semi_sail", "semi_structure", "nnclr", "sclip", "sotalign")  # paper Table 4
+PAPER_NOTE = "paper: DINOv3 ViT-L + NV-Embed-v2, 10k CC3M pairs + 1M unpaired, COCO (docs/paper.md 6)"
+
+
+@dataclass
+class Report:
+    title: str
+    sections: list[tuple[str, str]] = field(default_factory=list)  # (heading, Markdown)
+    figures: dict[str, Callable[[Path], object]] = field(default_factory=dict)  # file name -> writer
+
+    def markdown(self) -> str:
+        parts = [f"# {self.title}"] + [f"## {heading}\n\n{body}" for heading, body in self.sections]
+        parts += [f"![{name}]({name})" for name in self.figures]
+        return "\n\n".join(parts) + "\n"
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("report", help="tables (mean ± std over seeds, next to the paper's) and plots of an experiment's runs")
+    p.add_argument("--experiment", required=True, help="MLflow experiment, e.g. paper-table4 (one per search_spaces/paper_*.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="folder for report.md and the PNGs (default reports/<experiment>)")
+    p.add_argument("--metric", default="mean_recall_at_1", help="the headline test metric (default mean_recall_at_1)")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    uri = tracking.tracking_uri(args.tracking_uri)
+    tracking.ensure_reachable(uri)
+    rows = collect_runs(uri, args.experiment, args.metric)
+    report = build_report(args.experiment, rows, args.metric)
+    folder = args.out or Path("reports") / args.experiment
+    write_report(report, folder)
+    run_id = tracking.start_run(uri, args.experiment, f"report-{datetime.datetime.now():%Y%m%d-%H%M%S}",
+                                {"report": "true", "runs": str(len(rows))}, {})
+    with tracking.ending_run(uri, run_id):
+        tracking.client(uri).log_artifacts(run_id, str(folder), "report")
+    print(report.markdown())
+    print(f"wrote {folder}/report.md and {len(report.figures)} plot(s); logged to MLflow run {run_id} of {args.experiment!r}")
+    return 0
+
+
+def collect_runs(uri: str, experiment: str, metric: str) -> list[dict]:
+    """One row per finished run with a test ``metric``: its varied params (typed), seed and metrics."""
+    client = tracking.client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise ValueError(f"no MLflow experiment {experiment!r} at {uri}; experiments: {names}")
+    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
+    rows = []
+    for r in runs:
+        if metric not in r.data.metrics:
+            continue  # sweep parents, reports, runs stopped early
+        params = {k: yaml.safe_load(v) if v != "" else None for k, v in r.data.params.items()}
+        row = {**r.data.metrics, **{k: params.get(k) for k in VARIED if k in params}}  # a param wins over a metric (lr)
+        row.update(encoder_pair=r.data.tags.get("encoder_pair"), seed=params.get("seed"))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"none of the {len(runs)} finished runs of {experiment!r} has the test metric {metric!r}")
+    return rows
+
+
+def varied(rows: list[dict], presets: bool = False) -> list[str]:
+    """The params that take more than one value across the runs (seed aside). A value a method's
+    preset fixes (the teacher method's ``steps: 0``) does not count, unless ``presets``."""
+    def free(row: dict, key: str) -> bool:
+        return presets or key not in METHODS.get(row.get("method"), METHODS["sotalign"]).preset
+    return [k for k in VARIED if len({json.dumps(r.get(k)) for r in rows if free(r, k)}) > 1]
+
+
+def build_report(experiment: str, rows: list[dict], metric: str = "mean_recall_at_1") -> Report:
+    keys = varied(rows)
+    report = Report(f"{experiment}: {len(rows)} runs, {len({r['seed'] for r in rows})} seed(s)")
+    if {"teacher", "divergence"} <= set(varied(rows, presets=True)):  # Table 1's "none" row is the teacher method
+        _teacher_by_divergence(report, rows, metric)
+    elif {"data.unpaired_images_from", "data.unpaired_texts_from"} & set(keys):
+        _unpaired_sources(report, rows, metric)
+    elif {"data.n_pairs", "data.n_unpaired"} & set(keys):
+        _budget_curves(report, rows, metric, next(k for k in ("data.n_pairs", "data.n_unpaired") if k in keys))
+    elif {"eps_student", "eps_teacher"} <= set(keys):
+        _epsilon_grid(report, rows, metric)
+    elif keys == ["method"]:
+        _methods(report, rows, metric)
+    else:
+        groups = keys or ["method"]
+        report.sections.append(("Runs by " + ", ".join(groups), format_table(rows, _present(rows, RETRIEVAL), groups, LABELS)))
+    return report
+
+
+def write_report(report: Report, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, writer in report.figures.items():
+        writer(folder / name)
+    (folder / "report.md").write_text(report.markdown())
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts
+
+
+def _grid(rows, metric, row_key, col_key, row_values, col_values, fmt=str) -> str:
+    stats = summarize(rows, metric, (row_key, col_key))
+    lines = [f"| {row_key} \\ {col_key} | " + " | ".join(fmt(c) for c in col_values) + " |", "|---" * (len(col_values) + 1) + "|"]
+    for r in row_values:
+        cells = [cell(stats.get((r, c)), seeds_of(rows, (row_key, col_key), (r, c)) == 1) for c in col_values]
+        lines.append(f"| {fmt(r)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _teacher_by_divergence(report: Report, rows, metric) -> None:
+    divergences = [d for d in DIVERGENCE_ORDER if any(r.get("divergence") == d for r in rows)]
+    teachers = [t for t in TEACHER_ORDER if any(r.get("teacher") == t for r in rows)]
+    report.sections.append((f"Test {LABELS.get(metric, metric)} by divergence and linear teacher (paper Table 1; "
+                            "'none' = the teacher alone)", _grid(rows, metric, "divergence", "teacher", divergences, teachers)))
+    paper = ["| divergence \\ teacher | " + " | ".join(teachers) + " |", "|---" * (len(teachers) + 1) + "|"]
+    paper += [f"| {d} | " + " | ".join(f"{TABLE1[d][t]:.1f}" for t in teachers) + " |" for d in divergences]
+    report.sections.append((f"The paper's Table 1 (COCO mean R@1; {PAPER_NOTE})", "\n".join(paper)))
+    stats = summarize(rows, metric, ("divergence", "teacher"))
+
+    def draw(path):
+        from orchestrator.plots import plt, save_figure
+
+        fig, ax = plt.subplots(figsize=(1.8 * len(teachers) + 2, 0.8 * len(divergences) + 1.5))
+        grid = [[stats.get((d, t), (float("nan"), 0))[0] for t in teachers] for d in divergences]
+        image = ax.imshow(grid, cmap="viridis")
+        for i, d in enumerate(divergences):
+            for j, t in enumerate(teachers):
+                ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color="white")
+        ax.set_xticks(range(len(teachers)), teachers)
+        ax.set_yticks(range(len(divergences)), divergences)
+        fig.colorbar(image, label=f"test {metric}")
+        ax.set_title("teacher x divergence (mean over seeds)")
+        save_figure(fig, path)
+
+    report.figures["teacher_by_divergence.png"] = draw
+
+
+def _methods(report: Report, rows, metric) -> None:
+    order = [m for m in METHOD_ORDER if any(r.get("method") == m for r in rows)]
+    rows = sorted(rows, key=lambda r: order.index(r["method"]))
+    metrics = _present(rows, (*RETRIEVAL, "digits_top1"))
+    report.sections.append(("Test retrieval and zero-shot classification by method (paper Tables 4/5)",
+                            format_table(rows, metrics, ("method",), LABELS)))
+    paper = ["| method | COCO T2I R@1 | T2I R@5 | I2T R@1 | I2T R@5 | ImageNet top-1 |", "|---|---|---|---|---|---|"]
+    paper += [f"| {m} | " + " | ".join(f"{v:.1f}" for v in TABLE4[m]) + " |" for m in order if m in TABLE4]
+    report.sections.append((f"The paper's Tables 4/5 ({PAPER_NOTE})", "\n".join(paper)))
+    stats = summarize(rows, metric, ("method",))
+
+    def draw(path):
+        from orchestrator.plots import plt, save_figure
+
+        fig, ax = plt.subplots(figsize=(1.1 * len(order) + 2, 3.8))
+        ax.bar(range(len(order)), [stats[(m,)][0] for m in order], yerr=[stats[(m,)][1] for m in order], capsize=4,
+               color=["tab:red" if m == "sotalign" else "tab:blue" for m in order])
+        ax.set_xticks(range(len(order)), order, rotation=25, ha="right")
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title("methods (mean ± std over seeds)")
+        ax.grid(axis="y", alpha=0.3)
+        save_figure(fig, path)
+
+    report.figures["methods.png"] = draw
+
+
+def _budget_curves(report: Report, rows, metric, budget) -> None:
+    methods = [m for m in METHOD_ORDER if any(r.get("method") == m for r in rows)]
+    values = sorted({r[budget] for r in rows})
+    report.sections.append((f"Test {LABELS.get(metric, metric)} against {budget} (paper Fig. 4)",
+                            _grid(rows, metric, budget, "method", values, methods)))
+    stats = summarize(rows, metric, (budget, "method"))
+    if {"sail", "sotalign"} <= set(methods):
+        gains = [f"| {v} | {stats[(v, 'sotalign')][0] - stats[(v, 'sail')][0]:+.1f} |" for v in values
+                 if (v, "sotalign") in stats and (v, "sail") in stats]
+        report.sections.append(("SOTAlign minus SAIL", f"| {budget} | gain |\n|---|---|\n" + "\n".join(gains)))
+
+    def draw(path):
+        from orchestrator.plots import plt, save_figure
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for m in methods:
+            points = [(v, *stats[(v, m)]) for v in values if (v, m) in stats]
+            xs, means, stds = zip(*points)
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel(budget)
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title("budget curves (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save_figure(fig, path)
+
+    report.figures["budget_curve.png"] = draw
+
+
+def _unpaired_sources(report: Report, rows, metric) -> None:
+    for r in rows:
+        r["unpaired images"] = r.get("data.unpaired_images_from") or "pool (same source)"
+        r["unpaired texts"] = r.get("data.unpaired_texts_from") or "pool (same source)"
+    by = ("method", "unpaired images", "unpaired texts")
+    metrics = _present(rows, ("t2i_recall_at_1", "i2t_recall_at_1", "mean_recall_at_1", "digits_top1", "ssw/total"))
+    report.sections.append(("Test metrics by source of the unpaired data, with the SSW distance to the pairs (paper Table 7)",
+                            format_table(rows, metrics, by, LABELS)))
+    points = [(r["ssw/total"], r[metric]) for r in rows if r.get("ssw/total") is not None]
+
+    def draw(path):
+        from orchestrator.plots import plt, save_figure
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for key in summarize(rows, metric, by[1:]):
+            group = [(r["ssw/total"], r[metric]) for r in rows if (r["unpaired images"], r["unpaired texts"]) == key and "ssw/total" in r]
+            if group:
+                ax.scatter(*zip(*group), label=" / ".join(key))
+        ax.set_xlabel("SSW(X, A) + SSW(Y, B)")
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title("gain vs distribution shift (paper Fig. 5)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save_figure(fig, path)
+
+    if points:
+        report.figures["shift.png"] = draw
+
+
+def _epsilon_grid(report: Report, rows, metric) -> None:
+    teacher = sorted({r["eps_teacher"] for r in rows})
+    student = sorted({r["eps_student"] for r in rows})
+    report.sections.append((f"Test {LABELS.get(metric, metric)} by teacher and student epsilon (no paper counterpart; "
+                            "paper: 0.01 / 0.05, released code: 0.005 / 0.05)",
+                            _grid(rows, metric, "eps_teacher", "eps_student", teacher, student)))
+
+
+def _present(rows, metrics) -> list[str]:
+    return [m for m in metrics if any(r.get(m) is not None for r in rows)]

@@ -1,0 +1,97 @@
+"""``sotalign report`` and in-process runs: real MLflow stores, real training, no Ray."""
+
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.report import build_report, varied
+
+EXPERIMENT = {"name": "tiny-report", "method": "sotalign", "seed": 0,
+              "data": {"dataset": "synthetic", "n_pairs": 24, "n_unpaired": 200, "n_val": 30},
+              "align": {"steps": 10, "head_dim": 8, "batch_unpaired": 64, "eval_every": 5, "log_every": 5, "alpha": 10.0},
+              "run": {"workers": 0}}
+
+
+def train(tmp_path, *overrides):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(EXPERIMENT))
+    return main(["train", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *overrides])
+
+
+def test_in_process_runs_then_a_methods_report(tmp_path, capsys):
+    for method in ("sail", "sotalign", "nnclr"):
+        for seed in (0, 1):
+            assert train(tmp_path, "--set", f"method={method}", "--set", f"seed={seed}") == 0
+    import ray
+
+    assert not ray.is_initialized()  # workers: 0 trains in this process, without Ray
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny-report").experiment_id])
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" and "mean_recall_at_1" in r.data.metrics for r in runs)
+    sotalign = next(r for r in runs if r.data.params["method"] == "sotalign")
+    assert {"ssw/images", "ssw/texts", "ssw/total", "loss/klot"} <= set(sotalign.data.metrics)  # shift logged before training
+    assert {a.path for a in client.list_artifacts(sotalign.info.run_id)} >= {"config.yaml", "eval.json", "model"}
+
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", "tiny-report", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "paper Tables 4/5" in text and (out / "methods.png").stat().st_size > 1000
+    table = [line for line in text.splitlines() if line.startswith("| sotalign |")][0]
+    assert " ± " in table  # two seeds: mean ± std
+    reports = client.search_runs([client.get_experiment_by_name("tiny-report").experiment_id], "tags.report = 'true'")
+    assert len(reports) == 1 and [a.path for a in client.list_artifacts(reports[0].info.run_id)] == ["report"]
+    assert main(["report", "--experiment", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+
+
+def row(seed, value, **params):
+    return {"method": "sotalign", "teacher": "cca", "divergence": "klot", "seed": seed, "mean_recall_at_1": value, **params}
+
+
+def test_layouts_follow_what_the_runs_vary_and_average_repeats_within_a_seed():
+    rows = [row(s, 10.0 + s + (t == "cca"), teacher=t, divergence=d, method="sotalign" if d != "none" else "teacher")
+            for s in (0, 1) for t in ("procrustes", "cca") for d in ("none", "klot")]
+    rows += [dict(r) for r in rows if r["method"] == "teacher"]  # the grid repeats teacher-alone cells
+    report = build_report("t1", rows)
+    assert "paper Table 1" in report.sections[0][0] and "teacher_by_divergence.png" in report.figures
+    grid = report.sections[0][1]
+    assert "| klot | 10.5 ± 0.7 | 11.5 ± 0.7 |" in grid  # seeds 0/1 -> 10, 11 (procrustes); repeats count once
+    assert "30.3" in report.sections[1][1]  # the paper's CCA + KLOT
+    budget = [row(s, 5.0 + n / 100 + (m == "sotalign"), method=m, **{"data.n_pairs": n}) for s in (0, 1, 2)
+              for n in (100, 400) for m in ("sail", "sotalign")]
+    for r in budget:
+        if r["method"] == "sail":
+            r["divergence"] = "none"
+    assert varied(budget) == ["method", "data.n_pairs"]  # SAIL's preset divergence is not a varied parameter
+    report = build_report("fig4", budget)
+    assert "budget_curve.png" in report.figures and "| 400 | +1.0 |" in report.sections[1][1]
+    eps = [row(0, 1.0, eps_student=a, eps_teacher=b) for a in (0.02, 0.05) for b in (0.01, 0.05)]
+    assert "eps_teacher \\ eps_student" in build_report("eps", eps).sections[0][1]
+
+
+@pytest.mark.parametrize("bad", ["digits", "digits:", ":pool", "a:b:c"])
+def test_unpaired_source_must_name_dataset_and_split(bad):
+    from sotalign.experiment import DataSpec
+
+    with pytest.raises(ValueError, match="DATASET:SPLIT"):
+        DataSpec(unpaired_images_from=bad)
+
+
+def test_ssw_is_zero_for_one_set_scale_free_and_grows_with_shift():
+    import torch
+
+    from sotalign.distances import spherical_sliced_wasserstein as ssw
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g)
+    assert ssw(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert ssw(a, 5 * b) == pytest.approx(ssw(a, b), rel=1e-6)  # embeddings are normalised first
+    shifted = b + 2 * torch.nn.functional.normalize(torch.ones(16), dim=0)
+    assert ssw(a, shifted) > 3 * ssw(a, b)
+    with pytest.raises(ValueError, match="one space"):
+        ssw(a, torch.randn(5, 8))
+    json.dumps(ssw(a, b))  # a plain float, loggable
