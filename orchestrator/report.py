@@ -25,7 +25,8 @@ from sotalign.results import cell, format_table, seeds_of, summarize
 
 from orchestrator import tracking
 
-VARIED = ("method", "teacher", "divergence", "eps_student", "eps_teacher", "alpha", "mass", "head_init", "lr", "steps",
+VARIED = ("method", "teacher", "divergence", "eps_student", "eps_teacher", "alpha", "mass", "head_init", "teacher_cov_normalize",
+          "lr", "steps",
           "data.n_pairs", "data.n_unpaired", "data.unpaired_images_from", "data.unpaired_texts_from", "encoder_pair")
 RETRIEVAL = ("t2i_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_1", "i2t_recall_at_5", "mean_recall_at_1")
 LABELS = {"t2i_recall_at_1": "T2I R@1", "t2i_recall_at_5": "T2I R@5", "i2t_recall_at_1": "I2T R@1",
@@ -110,7 +111,10 @@ def build_report(experiment: str, rows: list[dict], metric: str = "mean_recall_a
     elif {"data.unpaired_images_from", "data.unpaired_texts_from"} & set(keys):
         _unpaired_sources(report, rows, metric)
     elif {"data.n_pairs", "data.n_unpaired"} & set(keys):
-        _budget_curves(report, rows, metric, next(k for k in ("data.n_pairs", "data.n_unpaired") if k in keys))
+        _curves(report, rows, metric, next(k for k in ("data.n_pairs", "data.n_unpaired") if k in keys), "method",
+                "paper Fig. 4")
+    elif "alpha" in keys and set(keys) <= {"alpha", "mass"}:
+        _curves(report, rows, metric, "alpha", "mass", "paper.md 3.5: alpha x plan mass")
     elif {"eps_student", "eps_teacher"} <= set(keys):
         _epsilon_grid(report, rows, metric)
     elif keys == ["method"]:
@@ -195,34 +199,37 @@ def _methods(report: Report, rows, metric) -> None:
     report.figures["methods.png"] = draw
 
 
-def _budget_curves(report: Report, rows, metric, budget) -> None:
-    methods = [m for m in METHOD_ORDER if any(r.get("method") == m for r in rows)]
-    values = sorted({r[budget] for r in rows})
-    report.sections.append((f"Test {LABELS.get(metric, metric)} against {budget} (paper Fig. 4)",
-                            _grid(rows, metric, budget, "method", values, methods)))
-    stats = summarize(rows, metric, (budget, "method"))
-    if {"sail", "sotalign"} <= set(methods):
+def _curves(report: Report, rows, metric, x: str, line: str, source: str) -> None:
+    """Metric against a numeric ``x`` (log axis), one line per value of ``line``."""
+    known = METHOD_ORDER if line == "method" else sorted({str(r.get(line)) for r in rows})
+    lines = [v for v in known if any(str(r.get(line)) == v for r in rows)]
+    values = sorted({r[x] for r in rows})
+    report.sections.append((f"Test {LABELS.get(metric, metric)} against {x} ({source})",
+                            _grid(rows, metric, x, line, values, lines)))
+    stats = summarize(rows, metric, (x, line))
+    if line == "method" and {"sail", "sotalign"} <= set(lines):
         gains = [f"| {v} | {stats[(v, 'sotalign')][0] - stats[(v, 'sail')][0]:+.1f} |" for v in values
                  if (v, "sotalign") in stats and (v, "sail") in stats]
-        report.sections.append(("SOTAlign minus SAIL", f"| {budget} | gain |\n|---|---|\n" + "\n".join(gains)))
+        report.sections.append(("SOTAlign minus SAIL", f"| {x} | gain |\n|---|---|\n" + "\n".join(gains)))
 
     def draw(path):
         from orchestrator.plots import plt, save_figure
 
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        for m in methods:
-            points = [(v, *stats[(v, m)]) for v in values if (v, m) in stats]
-            xs, means, stds = zip(*points)
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m)
+        for value in lines:
+            points = [(v, *stats[(v, value)]) for v in values if (v, value) in stats]
+            if points:
+                xs, means, stds = zip(*points)
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{line} {value}")
         ax.set_xscale("log")
-        ax.set_xlabel(budget)
+        ax.set_xlabel(x)
         ax.set_ylabel(f"test {metric}")
-        ax.set_title("budget curves (mean ± std over seeds)")
+        ax.set_title(f"{metric} against {x} (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend()
         save_figure(fig, path)
 
-    report.figures["budget_curve.png"] = draw
+    report.figures[f"{x.split('.')[-1]}_curve.png"] = draw
 
 
 def _unpaired_sources(report: Report, rows, metric) -> None:

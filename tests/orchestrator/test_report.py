@@ -68,7 +68,10 @@ def test_layouts_follow_what_the_runs_vary_and_average_repeats_within_a_seed():
             r["divergence"] = "none"
     assert varied(budget) == ["method", "data.n_pairs"]  # SAIL's preset divergence is not a varied parameter
     report = build_report("fig4", budget)
-    assert "budget_curve.png" in report.figures and "| 400 | +1.0 |" in report.sections[1][1]
+    assert "n_pairs_curve.png" in report.figures and "| 400 | +1.0 |" in report.sections[1][1]
+    alpha = [row(s, a, alpha=a, mass=m) for s in (0, 1) for a in (0.1, 10.0) for m in ("unit", "rows")]
+    report = build_report("alpha", alpha)
+    assert "alpha_curve.png" in report.figures and "| 10.0 | 10.0 ± 0.0 | 10.0 ± 0.0 |" in report.sections[0][1]
     eps = [row(0, 1.0, eps_student=a, eps_teacher=b) for a in (0.02, 0.05) for b in (0.01, 0.05)]
     assert "eps_teacher \\ eps_student" in build_report("eps", eps).sections[0][1]
 
