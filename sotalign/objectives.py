@@ -60,6 +60,7 @@ class Batch:
                  rows: BatchRows, step: int, generator: torch.Generator, distributed: DistributedContext | None = None):
         self.image_head, self.text_head, self.siglip = image_head, text_head, siglip
         self.inputs, self.rows, self.step, self.generator, self.distributed = inputs, rows, step, generator, distributed
+        self._paired: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def images(self, source: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Joint-space embeddings of ``source[rows]`` (image head), for the whole global batch."""
@@ -75,7 +76,7 @@ class Batch:
 
     def paired(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint-space embeddings of this step's pairs (computed once per step)."""
-        if not hasattr(self, "_paired"):
+        if self._paired is None:
             self._paired = (self.images(self.inputs.paired_images, self.rows.pairs),
                             self.texts(self.inputs.paired_texts, self.rows.pairs))
         return self._paired
