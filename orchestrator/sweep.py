@@ -108,6 +108,9 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
         raise ValueError(f"sweep {space.name!r} already exists at {folder}: add --resume to continue it, or --name to start another")
     experiments = _experiments_of(space)
     base_experiment = experiments[0]
+    if any(p.name == "run.workers" for p in space.parameters):
+        raise ValueError("run.workers cannot be a sweep parameter: a trial's resources (an actor's CPU for workers: 0, "
+                         "a Train driver otherwise) are fixed for the sweep; set it in base")
     scheduler = space.build_scheduler(base_experiment.align.steps)
     ids = encoder_ids(experiments)  # embeds the bundled data for every encoder pair once, here
     connect_ray()

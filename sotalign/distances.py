@@ -18,13 +18,17 @@ SSW_P = 2  # paper App. B.3: p = 2
 
 def spherical_sliced_wasserstein(x, y, n_projections: int = N_PROJECTIONS, repeats: int = 1, max_samples: int = 5000,
                                  seed: int = 0) -> float:
-    """SSW_2 between the empirical distributions of the rows of ``x`` and ``y`` (normalised here)."""
+    """SSW_2 between the empirical distributions of the rows of ``x`` and ``y`` (normalised here;
+    all-zero rows have no direction on the sphere and are left out)."""
     import ot
 
     rng = np.random.default_rng(seed)
     sets = []
     for data in (x, y):
-        a = torch.nn.functional.normalize(torch.as_tensor(data).double(), dim=1)
+        a = torch.as_tensor(data).double()
+        a = torch.nn.functional.normalize(a[a.norm(dim=1) > 0], dim=1)
+        if len(a) == 0:
+            raise ValueError("SSW needs at least one non-zero embedding per set")
         sets.append(a[torch.from_numpy(rng.choice(len(a), max_samples, replace=False))] if len(a) > max_samples else a)
     if sets[0].shape[1] != sets[1].shape[1]:
         raise ValueError(f"SSW needs embeddings of one space, got dims {sets[0].shape[1]} and {sets[1].shape[1]}")

@@ -194,3 +194,54 @@ def test_bad_search_spaces_name_the_line_and_key(tmp_path, edit, message):
     with pytest.raises(SearchSpaceError) as error:
         load_search_space(tmp_path / "tiny.yaml")
     assert message in str(error.value)
+
+
+def grid_cells(space):
+    """Every cell of a grid search space, as parameter dicts."""
+    study = optuna.create_study(sampler=space.build_sampler(), direction="maximize")
+    cells = []
+    for _ in range(space.num_samples):
+        trial = study.ask()
+        space.define_by_run(trial)
+        cells.append(dict(trial.params))
+        with contextlib.suppress(RuntimeError):  # a finished grid stops its study
+            study.tell(trial, 1.0)
+    return cells
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("paper_*.yaml")), ids=lambda p: p.name)
+def test_every_paper_experiment_runs_at_a_tiny_budget(path):
+    """Each distinct cell (seed 0) trains on a tiny synthetic budget with the cell's method and settings."""
+    from sotalign.data.synthetic import make_synthetic
+    from sotalign.evaluation import retrieval
+    from sotalign.trainer import fit
+
+    space = load_search_space(path)
+    assert space.sampler["type"] == "grid" and "seed" in [p.name for p in space.parameters]
+    bench = make_synthetic(n_pairs=24, n_unpaired=120, n_val=20, n_test=40, image_dim=12, text_dim=10, seed=0)
+    cells = [c for c in grid_cells(space) if c["seed"] == 0]
+    assert len({json.dumps(c, sort_keys=True) for c in cells}) == len(cells) == space.num_samples // 3
+    for cell in cells:
+        experiment, options = split_tree(space.experiment_tree(cell))
+        assert options.workers == 0 and experiment.name == space.name  # in-process trials, own MLflow experiment
+        config = experiment.config().replace(steps=min(experiment.config().steps, 3), head_dim=16, batch_unpaired=16,
+                                             teacher_steps=3, eval_every=3)
+        model = fit(bench.paired_images, bench.paired_texts, bench.unpaired_images, bench.unpaired_texts, config,
+                    validation=(bench.val_images, bench.val_texts))
+        assert 0 <= retrieval(model.encode_image(bench.test_images), model.encode_text(bench.test_texts))["mean_recall_at_1"] <= 100
+
+
+def test_in_process_trials_report_to_tune_and_mlflow(ray_cluster, tmp_path):
+    space = {**SPACE, "name": "inproc", "num_samples": 2, "sampler": {"type": "grid"},
+             "base": {**SPACE["base"], "run": {"workers": 0, "storage_path": str(tmp_path / "ray")}},
+             "parameters": {"method": {"type": "categorical", "choices": ["sail", "nnclr"]}}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
+    out, _ = sweep(tmp_path, ray_cluster).communicate(timeout=300)
+    assert "best val/mean_recall_at_1" in out, out[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = json.loads((tmp_path / "ray" / "sweeps" / "inproc" / "sweep.json").read_text())["parent_run_id"]
+    runs = children(client, parent)
+    assert sorted(r.data.params["method"] for r in runs) == ["nnclr", "sail"]
+    assert all(r.info.status == "FINISHED" and "mean_recall_at_1" in r.data.metrics for r in runs)
+    nnclr = next(r for r in runs if r.data.params["method"] == "nnclr")
+    assert {"nnclr/text", "ssw/total"} <= set(nnclr.data.metrics)

@@ -19,16 +19,19 @@ COLOURS = ["red", "green", "blue", "black", "white", "cat", "dog", "car", "photo
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_bert_dir):
+    """Two datasets of one's own in one store: ``pairs`` (30 images, 2 captions each) and ``other``
+    (12 images of another look, 1 caption each), a source of unpaired data for ``pairs``."""
     root = tmp_path_factory.mktemp("own")
-    rows = ["image,caption"]
-    for i in range(30):
-        Image.new("RGB", (16, 16), (8 * i, 255 - 8 * i, (40 * i) % 256)).save(root / f"{i}.png")
-        rows += [f"{i}.png,a {COLOURS[i % 10]} photo", f"{i}.png,the {COLOURS[(i + 3) % 10]} car"]  # two captions each
-    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
-    dataset = load_dataset(str(root / "pairs.csv"))
     encoders = {IMAGE: load_encoder(IMAGE, device="cpu"), f"hf:{tiny_bert_dir}": load_encoder(f"hf:{tiny_bert_dir}", device="cpu")}
-    for encoder in encoders.values():
-        embed_dataset(dataset, "all", encoder, root / "store", progress=False)
+    for name, n, captions in (("pairs", 30, 2), ("other", 12, 1)):
+        rows = ["image,caption"]
+        for i in range(n):
+            colour = (8 * i, 255 - 8 * i, (40 * i) % 256) if name == "pairs" else (255, 20 * i, 0)
+            Image.new("RGB", (16, 16), colour).save(root / f"{name}{i}.png")
+            rows += [f"{name}{i}.png,a {COLOURS[i % 10]} photo", f"{name}{i}.png,the {COLOURS[(i + 3) % 10]} car"][:captions]
+        (root / f"{name}.csv").write_text("\n".join(rows) + "\n")
+        for encoder in encoders.values():
+            embed_dataset(load_dataset(str(root / f"{name}.csv")), "all", encoder, root / "store", progress=False)
     return root / "store", {spec: e.id for spec, e in encoders.items()}, f"hf:{tiny_bert_dir}"
 
 
@@ -69,3 +72,23 @@ def test_sail_needs_no_unpaired_budget_and_sotalign_says_it_needs_one():
     assert 0 <= data.evaluate(model)["mean_recall_at_1"] <= 100
     with pytest.raises(ValueError, match="needs unpaired images and texts"):
         fit(data.paired_images, data.paired_texts, None, None, sail.config().replace(method="sotalign", divergence="klot"))
+
+
+def test_unpaired_data_from_another_table_and_its_distance_to_the_pairs(store):
+    from sotalign.data.extract import read_table, table_dir
+
+    folder, ids, text = store
+    spec = {"dataset": "pairs", "store": str(folder), "image_encoder": IMAGE, "text_encoder": text, "pool_split": "all",
+            "test_split": None, "n_test": 6, "n_pairs": 10, "n_val": 5}
+    same = load_data(Experiment.from_dict({"data": spec}), ids)
+    other = load_data(Experiment.from_dict({"data": {**spec, "unpaired_images_from": "other:all", "n_unpaired": 8}}), ids)
+    table = read_table(table_dir(folder, "other", "all", "image", ids[IMAGE])).embeddings
+    assert len(other.unpaired_images) == len(other.unpaired_texts) == 8  # texts still from the pool's leftovers
+    assert all(any(torch.equal(x, row) for row in torch.as_tensor(table)) for x in other.unpaired_images)
+    assert torch.equal(other.paired_images, same.paired_images)  # the pairs do not depend on the unpaired source
+    shift = other.distribution_shift()
+    assert shift["ssw/images"] > same.distribution_shift()["ssw/images"] and shift["ssw/total"] == pytest.approx(
+        shift["ssw/images"] + shift["ssw/texts"])
+    with pytest.raises(ValueError, match="n_unpaired = 13 exceeds the 12 image rows of other:all"):
+        load_data(Experiment.from_dict({"data": {**spec, "unpaired_images_from": "other:all",
+                                                 "unpaired_texts_from": "other:all", "n_unpaired": 13}}), ids)
