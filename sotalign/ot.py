@@ -50,7 +50,7 @@ class SinkhornResult:
         return self.log_plan.exp()
 
 
-def _solver_dtype(K: torch.Tensor) -> torch.dtype:
+def solver_dtype(K: torch.Tensor) -> torch.dtype:
     """Sinkhorn runs in float32 at least, even under autocast (docs/DESIGN.md)."""
     return K.dtype if K.dtype in (torch.float32, torch.float64) else torch.float32
 
@@ -84,19 +84,31 @@ def _matvec_ops(logits: torch.Tensor, dtype: torch.dtype):
     lse_i(L_ij + u_i) = M + log (E^T exp(u + r - M))_j with M = max(u + r).
     """
     row_max = logits.amax(dim=1).to(dtype)
-    kernel = (logits.to(dtype) - row_max[:, None]).exp()
+    return kernel_ops(row_max, (logits.to(dtype) - row_max[:, None]).exp(), logits.dtype)
+
+
+def kernel_ops(row_max: torch.Tensor, kernel: torch.Tensor, out_dtype: torch.dtype):
+    """Matvec half-steps (see ``_matvec_ops``) on a given kernel E = exp(L - r) and its r."""
 
     def rows(v: torch.Tensor) -> torch.Tensor:
-        v = v.to(dtype)
+        v = v.to(kernel.dtype)
         v_max = v.max()
-        return (row_max + v_max + (kernel @ (v - v_max).exp()).log()).to(logits.dtype)
+        return (row_max + v_max + (kernel @ (v - v_max).exp()).log()).to(out_dtype)
 
     def cols(u: torch.Tensor) -> torch.Tensor:
-        shifted = u.to(dtype) + row_max
+        shifted = u.to(kernel.dtype) + row_max
         top = shifted.max()
-        return (top + ((shifted - top).exp() @ kernel).log()).to(logits.dtype)
+        return (top + ((shifted - top).exp() @ kernel).log()).to(out_dtype)
 
     return rows, cols
+
+
+def matvec_dtype(logit_range: float, like: torch.Tensor) -> torch.dtype | None:
+    """The narrowest float type in which the matvec kernel of logits of this range cannot underflow."""
+    for dtype in (torch.float32, torch.float64):
+        if logit_range <= _MATVEC_BUDGET[dtype] and (dtype != torch.float64 or like.device.type != "mps"):
+            return torch.promote_types(dtype, like.dtype)
+    return None
 
 
 def _half_step_ops(logits: torch.Tensor, solver: str):
@@ -104,12 +116,44 @@ def _half_step_ops(logits: torch.Tensor, solver: str):
     if solver == "logsumexp":
         return _logsumexp_ops(logits)
     need = float(logits.detach().max() - logits.detach().min())
-    for dtype in (torch.float32, torch.float64):
-        if need <= _MATVEC_BUDGET[dtype] and (dtype != torch.float64 or logits.device.type != "mps"):
-            return _matvec_ops(logits, torch.promote_types(dtype, logits.dtype))
+    dtype = matvec_dtype(need, logits)
+    if dtype is not None:
+        return _matvec_ops(logits, dtype)
     if solver == "matvec":
         raise ValueError(f"the matvec Sinkhorn would underflow here (range(K/eps) = {need:.0f}); use 'logsumexp'")
     return _logsumexp_ops(logits)
+
+
+def check_iterations(epsilon: float, n_iter: int) -> None:
+    check_positive(epsilon, "epsilon")
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+
+
+def potentials(lse_rows, lse_cols, shape: tuple[int, int], like: torch.Tensor, n_iter: int, tol: float | None,
+               symmetric: bool, check_every: int):
+    """The Sinkhorn iteration on given half-steps: potentials (u, v) and the iterations run.
+
+    ``lse_rows(v)_i = log sum_j exp(L_ij + v_j)`` over the n x m logits L and ``lse_cols(u)`` its
+    transpose; the potentials take ``like``'s dtype and device.
+    """
+    n, m = shape
+    log_a, log_b = -math.log(n), -math.log(m)
+    u = like.new_zeros(n)
+    v = like.new_zeros(m)
+    iterations = 0
+    for iterations in range(1, n_iter + 1):
+        u = log_a - lse_rows(v)
+        v = log_b - lse_cols(u)
+        if tol is not None and iterations % check_every == 0:
+            row_mass = (u + lse_rows(v)).exp()
+            if (row_mass - 1.0 / n).abs().sum() < tol:
+                break
+    if symmetric:
+        u_extra = log_a - lse_rows(v)
+        v_extra = log_b - lse_cols(u)
+        u, v = 0.5 * (u + u_extra), 0.5 * (v + v_extra)
+    return u, v, iterations
 
 
 def sinkhorn(
@@ -130,27 +174,9 @@ def sinkhorn(
     """
     if K.ndim != 2 or min(K.shape) == 0:
         raise ValueError(f"sinkhorn expects a non-empty 2-D affinity matrix, got shape {tuple(K.shape)}")
-    check_positive(epsilon, "epsilon")
-    if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-    logits = K.to(_solver_dtype(K)) / epsilon
-    n, m = logits.shape
-    log_a, log_b = -math.log(n), -math.log(m)
-    lse_rows, lse_cols = _half_step_ops(logits, solver)
-    u = logits.new_zeros(n)
-    v = logits.new_zeros(m)
-    iterations = 0
-    for iterations in range(1, n_iter + 1):
-        u = log_a - lse_rows(v)
-        v = log_b - lse_cols(u)
-        if tol is not None and iterations % check_every == 0:
-            row_mass = (u + lse_rows(v)).exp()
-            if (row_mass - 1.0 / n).abs().sum() < tol:
-                break
-    if symmetric:
-        u_extra = log_a - lse_rows(v)
-        v_extra = log_b - lse_cols(u)
-        u, v = 0.5 * (u + u_extra), 0.5 * (v + v_extra)
+    check_iterations(epsilon, n_iter)
+    logits = K.to(solver_dtype(K)) / epsilon
+    u, v, iterations = potentials(*_half_step_ops(logits, solver), logits.shape, logits, n_iter, tol, symmetric, check_every)
     log_plan = logits + u[:, None] + v[None, :]
     return SinkhornResult(log_plan, iterations, _marginal_error(log_plan.detach()))
 
@@ -166,17 +192,22 @@ def plan_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 class _ExplicitGradient(torch.autograd.Function):
-    """Return a precomputed value whose gradient w.r.t. ``K`` is a precomputed matrix."""
+    """A precomputed value whose gradients w.r.t. some inputs are precomputed tensors."""
 
     @staticmethod
-    def forward(ctx, K: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(grad)
+    def forward(ctx, value: torch.Tensor, *inputs_then_grads: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(*inputs_then_grads[len(inputs_then_grads) // 2 :])
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad_output * grad, None, None
+        grads = tuple(grad_output * grad for grad in ctx.saved_tensors)
+        return (None, *grads, *(None for _ in grads))
+
+
+def with_gradients(value: torch.Tensor, inputs: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``value`` (computed without autograd), differentiable w.r.t. ``inputs`` with gradients ``grads``."""
+    return _ExplicitGradient.apply(value, *inputs, *(g.to(x.dtype) for x, g in zip(inputs, grads, strict=True)))
 
 
 def mass_scale(mass: str, n_rows: int) -> float:
@@ -219,7 +250,7 @@ def klot(
         log_t = teacher.log_plan.to(student.log_plan.dtype)
         value = scale * plan_kl(log_t, student.log_plan)
         grad = (student.plan - log_t.exp()) * (scale / eps_student)
-    out = _ExplicitGradient.apply(K_student, value.to(K_student.dtype), grad.to(K_student.dtype))
+    out = with_gradients(value.to(K_student.dtype), (K_student,), (grad,))
     if not return_diagnostics:
         return out
     return out, {
