@@ -19,7 +19,7 @@ from torch import nn
 
 from sotalign.checks import check_choice
 from sotalign.ot import mass_scale
-from sotalign.ot_blockwise import klot_blockwise
+from sotalign.ot_blockwise import TeacherPlanCache, klot_blockwise
 
 Terms = dict[str, torch.Tensor]
 
@@ -75,14 +75,17 @@ def klot_divergence(
     eps_teacher: float,
     n_iter: int,
     mass: str,
+    teacher_cache: TeacherPlanCache | None = None,
 ) -> Terms:
     """KLOT(K || K*) of the cosine affinities (paper eq. 12), explicit gradient (Thm 5.1).
 
     Computed from the embeddings block by block (``sotalign.ot_blockwise``): equal to dense
-    KLOT on K = X Y^T, without its n x m plans, so large unpaired batches fit.
+    KLOT on K = X Y^T, without its n x m plans, so large unpaired batches fit. A
+    ``teacher_cache`` solves the teacher's plan once while the unpaired batch stays the same.
     """
     value, diagnostics = klot_blockwise(
-        student_images, student_texts, teacher_images, teacher_texts, eps_student, eps_teacher, n_iter, mass
+        student_images, student_texts, teacher_images, teacher_texts, eps_student, eps_teacher, n_iter, mass,
+        teacher_cache=teacher_cache,
     )
     return {"klot": value, **diagnostics}
 

@@ -19,6 +19,7 @@ from torch import nn
 from sotalign.config import AlignConfig
 from sotalign.distributed import DistributedContext
 from sotalign.losses import Terms, get_divergence
+from sotalign.ot_blockwise import TeacherPlanCache
 
 
 @dataclass
@@ -100,6 +101,7 @@ class SOTAlignObjective(Objective):
     def __init__(self, config: AlignConfig, inputs: Stage2Inputs):
         super().__init__(config, inputs)
         self.divergence = get_divergence(config.divergence)
+        self.teacher_cache = TeacherPlanCache()  # one teacher solve per run when the unpaired batch is the whole pool
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, Terms]:
         total, terms = super().__call__(batch)
@@ -115,6 +117,7 @@ class SOTAlignObjective(Objective):
         div_terms = self.divergence(
             student_images, student_texts, inputs.teacher_images[images], inputs.teacher_texts[texts],
             eps_student=config.eps_student, eps_teacher=config.eps_teacher, n_iter=config.n_iter, mass=config.mass,
+            teacher_cache=self.teacher_cache,
         )
         terms.update(div_terms)
         weight = config.alpha / batch.distributed.world_size if local else config.alpha

@@ -90,6 +90,32 @@ def sinkhorn_potentials(x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter
         return potentials(*ops, shape, like, n_iter, tol, symmetric, check_every)
 
 
+class TeacherPlanCache:
+    """The teacher's Sinkhorn potentials for the last teacher embeddings seen, reused when they recur.
+
+    When an unpaired batch covers the whole pool (``sotalign.loop`` then takes it in the pool's
+    order, as at the paper's sizes: every unpaired sample in every step), the teacher's affinity,
+    and so its plan, is the same at every step: one solve then serves the whole run. Keyed on the
+    embeddings themselves (an exact comparison), so it is never stale.
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._value: tuple | None = None
+        self.solves = 0
+
+    def potentials(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter: int, **options):
+        key = (x, y, epsilon, n_iter, options)
+        if self._key is None or not self._same(key):
+            self._key, self._value = key, sinkhorn_potentials(x, y, epsilon, n_iter, **options)
+            self.solves += 1
+        return self._value
+
+    def _same(self, key: tuple) -> bool:
+        (x, y, *rest), (kx, ky, *krest) = key, self._key
+        return rest == krest and x.shape == kx.shape and y.shape == ky.shape and torch.equal(x, kx) and torch.equal(y, ky)
+
+
 def _log_plan(x: torch.Tensor, y: torch.Tensor, epsilon: float, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return _logits(x, y, epsilon).add_(u[:, None]).add_(v[None, :])
 
@@ -107,11 +133,13 @@ def klot_blockwise(
     tol: float | None = None,
     symmetric: bool = True,
     block_rows: int | None = None,
+    teacher_cache: TeacherPlanCache | None = None,
 ):
     """``klot(Xs @ Ys.T, Xt @ Yt.T, ...)`` from the embeddings, with its diagnostics, in O((n + m) d) extra memory.
 
     Differentiable w.r.t. the student's embeddings (explicit gradient); the teacher's are a
     fixed target. Returns ``(value, diagnostics)`` like ``klot(..., return_diagnostics=True)``.
+    A ``teacher_cache`` skips the teacher's solve when its embeddings are those of the last call.
     """
     if student_images.ndim != 2 or student_texts.ndim != 2 or student_images.shape[1] != student_texts.shape[1]:
         raise ValueError(f"student embeddings must be n x d and m x d, got {tuple(student_images.shape)} and {tuple(student_texts.shape)}")
@@ -128,7 +156,8 @@ def klot_blockwise(
         xs, ys = student_images.detach().to(dtype), student_texts.detach().to(dtype)
         xt, yt = teacher_images.detach().to(dtype), teacher_texts.detach().to(dtype)
         u_s, v_s, iters_s = sinkhorn_potentials(xs, ys, eps_student, n_iter, **options)
-        u_t, v_t, iters_t = sinkhorn_potentials(xt, yt, eps_teacher, n_iter, **options)
+        solve_teacher = teacher_cache.potentials if teacher_cache is not None else sinkhorn_potentials
+        u_t, v_t, iters_t = solve_teacher(xt, yt, eps_teacher, n_iter, **options)
         value = xs.new_zeros(())
         grad_x, grad_y = torch.empty_like(xs), torch.zeros_like(ys)
         student_rows, teacher_rows = xs.new_empty(n), xs.new_empty(n)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from sotalign.losses import klot_divergence
 from sotalign.ot import klot, matvec_dtype, sinkhorn
-from sotalign.ot_blockwise import klot_blockwise, rows_per_block, sinkhorn_potentials
+from sotalign.ot_blockwise import TeacherPlanCache, klot_blockwise, rows_per_block, sinkhorn_potentials
 
 # Cosine logits span about 2 / eps: 0.05 keeps the float32 kernel, 0.01 needs the float64 one,
 # 0.001 underflows even float64 and takes the blockwise log-sum-exp path.
@@ -89,3 +89,17 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="block_rows"):
         rows_per_block(10, 0)
     assert rows_per_block(32768) * 32768 * 4 <= 1 << 26
+
+
+def test_teacher_cache_solves_once_per_distinct_teacher_batch():
+    xs, ys = _embeddings(16, 24, seed=7)
+    xt, yt = _embeddings(16, 24, seed=8)
+    cache = TeacherPlanCache()
+    first, _ = klot_blockwise(xs, ys, xt, yt, teacher_cache=cache)
+    again, _ = klot_blockwise(xs * 0.9 + 0.1, ys, xt.clone(), yt.clone(), teacher_cache=cache)  # same teacher rows, new student
+    assert cache.solves == 1
+    torch.testing.assert_close(again, klot_blockwise(xs * 0.9 + 0.1, ys, xt, yt)[0], rtol=0, atol=0)
+    klot_blockwise(xs, ys, xt.flip(0), yt, teacher_cache=cache)  # another batch: solved anew
+    klot_blockwise(xs, ys, xt, yt, 0.05, 0.005, teacher_cache=cache)  # another epsilon: solved anew
+    assert cache.solves == 3
+    assert first > 0
