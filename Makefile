@@ -29,7 +29,7 @@ demo: setup
 	$(UV) run --frozen sotalign demo
 
 bench: setup
-	$(UV) run --frozen python benchmarks/run.py
+	$(UV) run --frozen python -m benchmarks.run
 
 clean:
 	rm -rf .pytest_cache demo_output bench_output ray_results

@@ -88,7 +88,7 @@ def test_bad_input_is_named():
         klot_blockwise(xs, ys[:, :3], xs, ys)
     with pytest.raises(ValueError, match="block_rows"):
         rows_per_block(10, 0)
-    assert rows_per_block(32768) * 32768 * 4 <= 1 << 26
+    assert rows_per_block(32768) * 32768 * 4 <= 1 << 24
 
 
 def test_teacher_cache_solves_once_per_distinct_teacher_batch():

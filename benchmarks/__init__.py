@@ -1,0 +1,1 @@
+"""Performance benchmarks (``make bench``): each case runs in its own process (``benchmarks.harness``)."""

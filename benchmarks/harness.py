@@ -1,0 +1,73 @@
+"""Run one benchmark case in a fresh process: its time (min over repeats) and its own peak memory.
+
+A case is a ``module:function`` name plus keyword arguments; the function builds the inputs and
+returns a zero-argument callable, the thing timed. Peak memory is the child's max RSS above its
+level once the inputs exist (``resource.getrusage``), so one case never inherits another's
+allocations and nothing is estimated with tracemalloc. A case that raises or is killed (out of
+memory) comes back as ``{"error": ...}``, so a sweep over sizes reports its limit instead of dying.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import queue as queue_module
+import resource
+import time
+
+
+def _child(target: str, kwargs: dict, repeats: int, warmup: bool, results) -> None:
+    try:
+        module, name = target.split(":")
+        run = getattr(importlib.import_module(module), name)(**kwargs)
+        base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if warmup:
+            run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib
+        results.put({"seconds": min(times), "peak_mib": peak_kib / 1024})
+    except Exception as error:  # reported as the case's result: the table shows the limit
+        results.put({"error": f"{type(error).__name__}: {error}"[:200]})
+
+
+def measure(target: str, *, repeats: int = 3, warmup: bool = True, **kwargs) -> dict:
+    """``{"seconds", "peak_mib"}`` of ``target(**kwargs)()`` in a spawned process, or ``{"error"}``."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, kwargs, repeats, warmup, results))
+    proc.start()
+    while True:
+        try:
+            result = results.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                result = {"error": f"killed (exit code {proc.exitcode}; out of memory?)"}
+                break
+    proc.join()
+    return result
+
+
+def ratio(numerator: dict, denominator: dict, key: str) -> float | None:
+    """numerator[key] / denominator[key], or None when either case failed."""
+    if "error" in numerator or "error" in denominator or not denominator[key]:
+        return None
+    return numerator[key] / denominator[key]
+
+
+def fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def cell(result: dict, key: str, spec: str = ".3f") -> str:
+    return "failed" if "error" in result else fmt(result[key], spec)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -1,0 +1,101 @@
+"""Sinkhorn alone: ours vs POT's ``sinkhorn_log`` (same epsilon, same iterations), and one iteration
+against the machine's memory-bandwidth bound.
+
+The matvec iteration reads the n x m kernel twice (E v, then u^T E) and does little else, so its
+floor is 2 n m sizeof(dtype) bytes / copy bandwidth; the fraction of that bound it reaches says how
+much a faster implementation could still gain. The log-sum-exp iteration computes n m exponentials
+per half-step and is compute-bound instead; it is shown against the same byte count for comparison.
+"""
+
+from __future__ import annotations
+
+from benchmarks.cases import EPS_TEACHER, N_ITER, unit_rows
+from benchmarks.harness import cell, fmt, measure, ratio, table
+
+BANDWIDTH_BYTES = 1 << 30  # 1 GiB copied: far beyond every cache
+
+
+def sinkhorn_case(impl: str, n: int, dtype: str, eps: float = EPS_TEACHER, n_iter: int = N_ITER):
+    import ot as pot
+    import torch
+
+    from sotalign.ot import sinkhorn
+    from sotalign.ot_blockwise import sinkhorn_potentials
+
+    x, y = unit_rows(n, 1024, 1, getattr(torch, dtype)), unit_rows(n, 1024, 2, getattr(torch, dtype))
+    K = x @ y.T
+    marginal = torch.full((n,), 1.0 / n, dtype=K.dtype)
+    return {
+        "ours": lambda: sinkhorn(K, eps, n_iter),
+        "ours_blockwise": lambda: sinkhorn_potentials(x, y, eps, n_iter),
+        "pot": lambda: pot.bregman.sinkhorn_log(marginal, marginal, -K, eps, numItermax=n_iter, stopThr=0.0, warn=False),
+    }[impl]
+
+
+def iteration_case(solver: str, n: int, eps: float, n_iter: int):
+    """``n_iter`` Sinkhorn iterations on half-steps built beforehand (the kernel build is not timed)."""
+    import torch
+
+    from sotalign.ot import _logsumexp_ops, kernel_ops, matvec_dtype, potentials
+
+    logits = (unit_rows(n, 1024, 1) @ unit_rows(n, 1024, 2).T) / eps
+    if solver == "logsumexp":
+        ops = _logsumexp_ops(logits)
+    else:
+        dtype = matvec_dtype(float(logits.max() - logits.min()), logits)
+        row_max = logits.amax(1).to(dtype)
+        ops = kernel_ops(row_max, (logits.to(dtype) - row_max[:, None]).exp(), logits.dtype)
+    like = logits.new_zeros(())
+    return lambda: potentials(*ops, logits.shape, like, n_iter, None, False, 10)
+
+
+def copy_case():
+    import torch
+
+    src = torch.ones(BANDWIDTH_BYTES // 4)
+    dst = torch.zeros_like(src)  # pages touched now, not during the timed copy
+    return lambda: dst.copy_(src)
+
+
+def _vs_pot(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
+    rows, records = [], []
+    for n in sizes:
+        for dtype in ("float32", "float64"):
+            res = {impl: measure("benchmarks.sinkhorn:sinkhorn_case", impl=impl, n=n, dtype=dtype, repeats=repeats)
+                   for impl in ("ours", "ours_blockwise", "pot")}
+            rows.append([str(n), dtype, cell(res["ours"], "seconds"), cell(res["ours_blockwise"], "seconds"), cell(res["pot"], "seconds"),
+                         fmt(ratio(res["pot"], res["ours"], "seconds"), ".1f", "x"),
+                         fmt(ratio(res["pot"], res["ours_blockwise"], "seconds"), ".1f", "x")])
+            records.append({"bench": "sinkhorn", "n": n, "dtype": dtype, **res})
+    text = (f"Sinkhorn forward, eps {EPS_TEACHER}, {N_ITER} iterations (no tolerance): ours (dense, auto solver; blockwise, "
+            "from the embeddings) vs POT sinkhorn_log\n\n"
+            + table(["n", "dtype", "ours dense s", "ours blockwise s", "POT s", "POT / dense", "POT / blockwise"], rows))
+    return text, records
+
+
+def _bandwidth(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
+    copy = measure("benchmarks.sinkhorn:copy_case", repeats=repeats)
+    bandwidth = 2 * BANDWIDTH_BYTES / copy["seconds"]  # read + write
+    rows, records = [], [{"bench": "copy_bandwidth", "bytes_per_s": bandwidth}]
+    # (solver, epsilon, kernel bytes per entry): the student's float32 kernel, the teacher's float64 one
+    for solver, eps, width in (("matvec", 0.05, 4), ("matvec", 0.01, 8), ("logsumexp", 0.05, 4)):
+        for n in sizes:
+            short, long = (measure("benchmarks.sinkhorn:iteration_case", solver=solver, n=n, eps=eps, n_iter=k, repeats=repeats)
+                           for k in (5, 25))
+            if "error" in short or "error" in long:
+                continue
+            per_iter = (long["seconds"] - short["seconds"]) / 20
+            bound = 2 * n * n * width / bandwidth
+            rows.append([solver, f"float{8 * width}", str(n), f"{1e3 * per_iter:.1f}", f"{1e3 * bound:.1f}", f"{100 * bound / per_iter:.0f}%"])
+            records.append({"bench": "iteration", "solver": solver, "bytes_per_entry": width, "n": n,
+                            "seconds_per_iteration": per_iter, "bound_seconds": bound})
+    text = (f"One Sinkhorn iteration (n x n, from 25 minus 5 iterations) vs the bandwidth bound "
+            f"2 n^2 sizeof / copy bandwidth ({bandwidth / 1e9:.1f} GB/s measured, 1 GiB copy)\n\n"
+            + table(["solver", "kernel", "n", "ms / iteration", "bound ms", "fraction of bound"], rows))
+    return text, records
+
+
+def run(sizes: list[int], bandwidth_sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
+    pot_text, pot_records = _vs_pot(sizes, repeats)
+    bw_text, bw_records = _bandwidth(bandwidth_sizes, repeats)
+    return pot_text + "\n\n" + bw_text, pot_records + bw_records
