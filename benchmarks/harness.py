@@ -1,26 +1,40 @@
 """Run one benchmark case in a fresh process: its time (min over repeats) and its own peak memory.
 
 A case is a ``module:function`` name plus keyword arguments; the function builds the inputs and
-returns a zero-argument callable, the thing timed. Peak memory is the child's max RSS above its
-level once the inputs exist (``resource.getrusage``), so one case never inherits another's
-allocations and nothing is estimated with tracemalloc. A case that raises or is killed (out of
+returns a zero-argument callable, the thing timed. Peak memory is the child's peak resident set
+above its level once the inputs exist: the kernel's peak (VmHWM) is reset after the set-up
+(``/proc/self/clear_refs``), so neither another case's allocations nor the set-up's temporaries
+count, and nothing is estimated with tracemalloc. A case that raises or is killed (out of
 memory) comes back as ``{"error": ...}``, so a sweep over sizes reports its limit instead of dying.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import multiprocessing as mp
 import queue as queue_module
-import resource
 import time
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def _reset_peak() -> int:
+    """Reset the peak RSS to the current RSS (Linux >= 4.0) and return it, in KiB."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_kib("VmRSS")
 
 
 def _child(target: str, kwargs: dict, repeats: int, warmup: bool, results) -> None:
     try:
         module, name = target.split(":")
         run = getattr(importlib.import_module(module), name)(**kwargs)
-        base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base_kib = _reset_peak()
         if warmup:
             run()
         times = []
@@ -28,7 +42,7 @@ def _child(target: str, kwargs: dict, repeats: int, warmup: bool, results) -> No
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib
+        peak_kib = _status_kib("VmHWM") - base_kib
         results.put({"seconds": min(times), "peak_mib": peak_kib / 1024})
     except Exception as error:  # reported as the case's result: the table shows the limit
         results.put({"error": f"{type(error).__name__}: {error}"[:200]})
