@@ -86,13 +86,19 @@ def collect_runs(uri: str, experiment: str, metric: str) -> list[dict]:
     for r in runs:
         if metric not in r.data.metrics:
             continue  # sweep parents, reports, runs stopped early
-        params = {k: yaml.safe_load(v) if v != "" else None for k, v in r.data.params.items()}
+        params = {k: _param_value(v) for k, v in r.data.params.items()}
         row = {**r.data.metrics, **{k: params.get(k) for k in VARIED if k in params}}  # a param wins over a metric (lr)
         row.update(encoder_pair=r.data.tags.get("encoder_pair"), seed=params.get("seed"))
         rows.append(row)
     if not rows:
         raise ValueError(f"none of the {len(runs)} finished runs of {experiment!r} has the test metric {metric!r}")
     return rows
+
+
+def _param_value(text: str):
+    """A logged param back as a value; MLflow stores Python's None as "None", and a param a run
+    predates (logged by later versions only) is None too, so the two never count as different."""
+    return None if text in ("", "None") else yaml.safe_load(text)
 
 
 def varied(rows: list[dict], presets: bool = False) -> list[str]:
@@ -241,7 +247,7 @@ def _unpaired_sources(report: Report, rows, metric) -> None:
     by = ("method", "unpaired images", "unpaired texts")
     metrics = _present(rows, ("t2i_recall_at_1", "i2t_recall_at_1", "mean_recall_at_1", "digits_top1", "ssw/total"))
     report.sections.append(("Test metrics by source of the unpaired data, with the SSW distance to the pairs (paper Table 7)",
-                            format_table(rows, metrics, by, LABELS)))
+                            format_table(rows, metrics, by, LABELS, digits={"ssw/total": 3})))
     points = [(r["ssw/total"], r[metric]) for r in rows if r.get("ssw/total") is not None]
 
     def draw(path):

@@ -7,7 +7,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.report import build_report, varied
+from orchestrator.report import _param_value, build_report, varied
 
 EXPERIMENT = {"name": "tiny-report", "method": "sotalign", "seed": 0,
               "data": {"dataset": "synthetic", "n_pairs": 24, "n_unpaired": 200, "n_val": 30},
@@ -74,6 +74,14 @@ def test_layouts_follow_what_the_runs_vary_and_average_repeats_within_a_seed():
     assert "alpha_curve.png" in report.figures and "| 10.0 | 10.0 ± 0.0 | 10.0 ± 0.0 |" in report.sections[0][1]
     eps = [row(0, 1.0, eps_student=a, eps_teacher=b) for a in (0.02, 0.05) for b in (0.01, 0.05)]
     assert "eps_teacher \\ eps_student" in build_report("eps", eps).sections[0][1]
+
+
+def test_a_param_logged_as_none_equals_one_a_run_never_logged():
+    assert _param_value("None") is None and _param_value("") is None
+    assert _param_value("0.05") == 0.05 and _param_value("digits:pool") == "digits:pool" and _param_value("true") is True
+    methods = [row(s, 9.0, method=m) for s in (0, 1) for m in ("sail", "sotalign")]
+    methods[0]["data.unpaired_images_from"] = _param_value("None")  # a run of a later version logs the default
+    assert varied(methods) == ["method"]
 
 
 @pytest.mark.parametrize("bad", ["digits", "digits:", ":pool", "a:b:c"])
