@@ -58,7 +58,7 @@ class AlignConfig:
     method: str = "sotalign"  # paper Algorithm 1; or a baseline of paper 4 (sotalign.methods.METHODS)
     # --- stage 1: the linear teacher -------------------------------------------------------
     teacher: str = "cca"  # paper Table 1: CCA + KLOT is the best setting, the paper's default
-    teacher_dim: int | None = None  # paper silent (paper.md 2); None = min(d_image, d_text, n_pairs - 1)
+    teacher_dim: int | None = None  # paper silent (paper.md 2); None = min(d_image, d_text, n_pairs - 1), and <= head_dim with head_init "teacher"
     teacher_reg: float = 0.1  # paper App. A.1: ridge 0.1 added to the eigenvalues of inverted matrices
     teacher_cov_normalize: bool = True  # covariances / n ([T]; findings: clearly better than A^T A)
     normalize_inputs: bool = True  # L2-normalise raw embeddings ("centered and normalized", paper 2)
@@ -144,6 +144,9 @@ class AlignConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (or None), got {value}")
+        if self.head_init == "teacher" and self.teacher_dim is not None and self.teacher_dim > self.head_dim:
+            raise ValueError(f"head_init 'teacher' needs teacher_dim <= head_dim (the heads hold the teacher's projection), "
+                             f"got teacher_dim {self.teacher_dim} > head_dim {self.head_dim}")
 
     @property
     def uses_unpaired(self) -> bool:

@@ -21,7 +21,7 @@ from sotalign.loop import Callback, Checkpointing, train_heads
 from sotalign.objectives import Stage2Inputs
 from sotalign.model import AlignedModel
 from sotalign.preprocess import Preprocessing
-from sotalign.teachers import Teacher, fit_teacher
+from sotalign.teachers import Teacher, default_teacher_dim, fit_teacher
 
 
 def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config: AlignConfig):
@@ -70,13 +70,21 @@ def _teacher_options(config: AlignConfig) -> dict:
     return {}
 
 
+def teacher_dim(config: AlignConfig, d_image: int, d_text: int, n_pairs: int) -> int | None:
+    """``config.teacher_dim``; by default (None) the teacher's own default, capped at the head width
+    when the heads start from the teacher, since they must hold its projection."""
+    if config.teacher_dim is not None or config.head_init != "teacher":
+        return config.teacher_dim
+    return min(default_teacher_dim(d_image, d_text, n_pairs, config.center != "none"), config.head_dim)
+
+
 def fit_stage1(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None, config: AlignConfig) -> Teacher:
     """Stage 1: the linear teacher on the pairs (the unpaired data only enters the centring mean)."""
     return fit_teacher(
         config.teacher,
         a,
         b,
-        dim=config.teacher_dim,
+        dim=teacher_dim(config, a.shape[1], b.shape[1], a.shape[0]),
         normalize=config.normalize_inputs,
         center=config.center != "none",
         image_mean=_means(config, a, x),

@@ -55,6 +55,15 @@ def test_other_divergences_train(bench, divergence):
     assert f"loss/{divergence}" in model.history[-1]
 
 
+def test_teacher_init_caps_the_default_teacher_dim_at_the_head_width(bench):
+    # the pairs' rank (31) exceeds the head width (8): the default teacher dim follows the heads
+    model = fit(*data(bench), AlignConfig(head_init="teacher", **{**FAST, "head_dim": 8, "steps": 1}))
+    assert model.teacher.image_projection.shape[1] == 8
+    assert fit(*data(bench), AlignConfig(**{**FAST, "head_dim": 8, "steps": 1})).teacher.image_projection.shape[1] > 8
+    with pytest.raises(ValueError, match="teacher_dim <= head_dim"):
+        AlignConfig(head_init="teacher", teacher_dim=16, head_dim=8)
+
+
 def test_mlp_head_with_teacher_init_starts_at_the_teacher(bench):
     model = fit(*data(bench), AlignConfig(head="mlp", head_init="teacher", teacher_dim=8, **{**FAST, "steps": 1}))
     assert isinstance(model.image_head.mlp, torch.nn.Sequential)
