@@ -34,17 +34,13 @@ def sinkhorn_case(impl: str, n: int, dtype: str, eps: float = EPS_TEACHER, n_ite
 
 def iteration_case(solver: str, n: int, eps: float, n_iter: int):
     """``n_iter`` Sinkhorn iterations on half-steps built beforehand (the kernel build is not timed)."""
-    import torch
-
-    from sotalign.ot import _logsumexp_ops, kernel_ops, matvec_dtype, potentials
+    from sotalign.ot import _logsumexp_ops, _matvec_ops, matvec_dtype, potentials
 
     logits = (unit_rows(n, 1024, 1) @ unit_rows(n, 1024, 2).T) / eps
     if solver == "logsumexp":
         ops = _logsumexp_ops(logits)
     else:
-        dtype = matvec_dtype(float(logits.max() - logits.min()), logits)
-        row_max = logits.amax(1).to(dtype)
-        ops = kernel_ops(row_max, (logits.to(dtype) - row_max[:, None]).exp(), logits.dtype)
+        ops = _matvec_ops(logits, matvec_dtype(float(logits.max() - logits.min()), logits))
     like = logits.new_zeros(())
     return lambda: potentials(*ops, logits.shape, like, n_iter, None, False, 10)
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         tmp.write_text(table + "\n")
     print(f"\nwrote {args.out / 'results.md'}; sweep files in {summary['folder']}")
     print(f"runs are in MLflow ({uri}), experiment {summary['experiment']!r}:")
-    print(f"  sotalign ui                     # then open the printed link to the runs table")
+    print("  sotalign ui                     # then open the printed link to the runs table")
     print(f"  sotalign compare --experiment {summary['experiment']} --group-by encoder_pair --filter \"tags.method = 'sotalign'\"")
     return 0
 

@@ -125,6 +125,7 @@ def _half_step_ops(logits: torch.Tensor, solver: str):
 
 
 def check_iterations(epsilon: float, n_iter: int) -> None:
+    """A Sinkhorn solve needs epsilon > 0 and at least one iteration."""
     check_positive(epsilon, "epsilon")
     if n_iter < 1:
         raise ValueError(f"n_iter must be >= 1, got {n_iter}")

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from sotalign.ot import kernel_ops, mass_scale, matvec_dtype, potentials, solver_dtype, with_gradients
+from sotalign.checks import check_positive
+from sotalign.ot import check_iterations, kernel_ops, mass_scale, matvec_dtype, potentials, solver_dtype, with_gradients
 
 BLOCK_BYTES = 1 << 24  # 16 MiB of float32 logits per row block (128 rows at m = 32k): still large matmuls, small temporaries
 
@@ -82,6 +83,7 @@ def sinkhorn_potentials(x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter
 
     The plan is exp(x_i . y_j / epsilon + u_i + v_j); nothing n x m outlives the call.
     """
+    check_iterations(epsilon, n_iter)
     with torch.no_grad():
         logits = _logits(x.to(solver_dtype(x)), y.to(solver_dtype(x)), epsilon)
         shape, like = logits.shape, logits.new_zeros(())
@@ -148,6 +150,8 @@ def klot_blockwise(
             f"teacher and student embeddings must have the same rows, got {teacher_images.shape[0]} x {teacher_texts.shape[0]} "
             f"(teacher) and {student_images.shape[0]} x {student_texts.shape[0]} (student)"
         )
+    check_positive(eps_student, "eps_student")
+    check_positive(eps_teacher, "eps_teacher")
     n, m = student_images.shape[0], student_texts.shape[0]
     scale = mass_scale(mass, n)
     options = dict(tol=tol, symmetric=symmetric, block_rows=block_rows)

@@ -86,6 +86,12 @@ def test_bad_input_is_named():
         klot_blockwise(xs, ys, xs[:4], ys)
     with pytest.raises(ValueError, match="n x d and m x d"):
         klot_blockwise(xs, ys[:, :3], xs, ys)
+    with pytest.raises(ValueError, match="eps_teacher"):
+        klot_blockwise(xs, ys, xs, ys, 0.05, 0.0)
+    with pytest.raises(ValueError, match="n_iter"):
+        klot_blockwise(xs, ys, xs, ys, n_iter=0)
+    with pytest.raises(ValueError, match="mass"):
+        klot_blockwise(xs, ys, xs, ys, mass="half")
     with pytest.raises(ValueError, match="block_rows"):
         rows_per_block(10, 0)
     assert rows_per_block(32768) * 32768 * 4 <= 1 << 24
