@@ -1,7 +1,8 @@
 """Free the Train workers' placement groups that Ray leaks when Tune stops a trial (README
-"Known limits"): Tune kills the stopped trial's driver, and Ray Train 2.60's detached cleaner
-does not always remove the dead controller's placement group, whose CPUs then stay reserved
-and starve every later Train run on the cluster.
+"Known limits"): Tune kills the stopped trial's driver, and Ray keeps a placement group until
+both its creator actor and its job are dead, so the dead Train controller's worker group lives as
+long as the sweep's driver; Ray Train 2.60's detached cleaner does not always remove it. Its CPUs
+then stay reserved and starve every later Train run on the cluster.
 
 A placement group counts as leaked when it is CREATED, older than ``min_age_s``, holds no
 actor that is alive or starting, and is not a Tune trial's own (those carry the trial
@@ -13,8 +14,10 @@ from __future__ import annotations
 import time
 
 LEAK_AGE_S = 10.0  # a worker group requests its actors as soon as its placement group is ready
-SETTLE_S = 60.0  # a stopped trial's workers are killed asynchronously; Ray's graceful actor shutdown takes up to 30 s
+SETTLE_S = 60.0  # a stopped trial's controller dies asynchronously; Ray's graceful actor shutdown takes up to 30 s
 POLL_S = 1.0
+LIVE_STATES = ("PENDING", "CREATED", "RESCHEDULING")  # all but REMOVED: a pending group takes its CPUs once they free up
+CONTROLLER_CLASS = "TrainController"  # ray.train.v2's controller actor, which creates the worker groups
 
 
 def remove_leaked_placement_groups(min_age_s: float = LEAK_AGE_S) -> int:
@@ -27,21 +30,28 @@ def remove_leaked_placement_groups(min_age_s: float = LEAK_AGE_S) -> int:
 
 def free_job_worker_groups(timeout_s: float = SETTLE_S) -> int:
     """Once all of this job's trials are over (the end of a sweep), every worker placement group
-    the job created is leaked: wait for the actors of stopped trials to die, removing each
-    group once it is free; return how many were removed."""
+    the job created is leaked. A stopped trial's Train controller dies asynchronously, and until
+    it does it may still create a group (it restarts its workers when the stop reaches it as an
+    error); a group outlives its creator actor while the job lives. So wait for the job's
+    controllers to die, then remove all its worker groups (removal kills any worker left in
+    them); return how many were removed."""
     import ray
 
     job = ray.get_runtime_context().get_job_id()
     deadline = time.monotonic() + timeout_s
-    removed = 0
-    while True:
-        mine = [g for g in _worker_groups() if g.job == job]
-        free = [g for g in mine if not g.in_use]
-        _remove(free)
-        removed += len(free)
-        if len(free) == len(mine) or time.monotonic() > deadline:
-            return removed
+    while _live_controllers(job) and time.monotonic() < deadline:
         time.sleep(POLL_S)
+    mine = [g for g in _worker_groups(LIVE_STATES) if g.job == job]
+    _remove(mine)
+    return len(mine)
+
+
+def _live_controllers(job: str) -> int:
+    import ray
+    from ray.util.state import list_actors
+
+    filters = [("job_id", "=", job), ("class_name", "=", CONTROLLER_CLASS), ("state", "!=", "DEAD")]
+    return len(list_actors(address=ray.get_runtime_context().gcs_address, filters=filters, limit=10_000))
 
 
 class _Group:
@@ -52,8 +62,8 @@ class _Group:
         self.created_ns = int((state.stats or {}).get("creation_request_received_ns") or now_ns)
 
 
-def _worker_groups() -> list[_Group]:
-    """CREATED placement groups that are not a Tune trial driver's."""
+def _worker_groups(states: tuple[str, ...] = ("CREATED",)) -> list[_Group]:
+    """Placement groups in ``states`` that are not a Tune trial driver's."""
     import ray
     from ray.util.state import list_actors, list_placement_groups
 
@@ -64,7 +74,7 @@ def _worker_groups() -> list[_Group]:
     used = {a.placement_group_id for a in actors if a.state != "DEAD" and a.placement_group_id}
     now = time.time_ns()
     return [_Group(g, used, now) for g in list_placement_groups(address=address, detail=True, limit=10_000)
-            if g.state == "CREATED" and not any("TRAIN_DRIVER_RESOURCE" in b["unit_resources"] for b in g.bundles)]
+            if g.state in states and not any("TRAIN_DRIVER_RESOURCE" in b["unit_resources"] for b in g.bundles)]
 
 
 def _remove(groups: list[_Group]) -> None:

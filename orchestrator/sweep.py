@@ -136,7 +136,8 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
             with atomic_path(state_file) as tmp:
                 tmp.write_text(json.dumps({"parent_run_id": parent_run_id, "space": _fingerprint(space)}))
         results = tuner.fit()
-        free_job_worker_groups()  # a stopped trial's workers must not starve what runs next
+        if freed := free_job_worker_groups():  # a stopped trial's workers must not starve what runs next
+            print(f"freed {freed} worker placement group(s) that stopped trials left behind")
         _close_stopped_trials(uri, parent_run_id, base_experiment.name, results)
         summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
                    "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}

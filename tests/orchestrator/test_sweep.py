@@ -54,6 +54,14 @@ def completed_trials(db):
         return 0
 
 
+def worker_groups():
+    """Ids of the cluster's placement groups that are not removed, except Tune trial drivers'."""
+    from ray.util.placement_group import placement_group_table
+
+    return {i for i, g in placement_group_table().items()
+            if g["state"] != "REMOVED" and not any("TRAIN_DRIVER_RESOURCE" in b for b in g["bundles"].values())}
+
+
 def children(client, parent):
     exp = client.get_experiment_by_name("synthetic")
     return client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
@@ -113,6 +121,7 @@ def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
                       "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")}},
              "parameters": {"lr": {"type": "categorical", "choices": [1e-2, 1e-9]}}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
+    before = worker_groups()
     out, _ = sweep(tmp_path, ray_cluster).communicate(timeout=400)
     assert "best val/mean_recall_at_1" in out and "{'lr': 0.01}" in out, out[-3000:]
     with open(tmp_path / "ray" / "sweeps" / "tiny" / "results.csv") as table:
@@ -121,7 +130,7 @@ def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
     parent = json.loads((tmp_path / "ray" / "sweeps" / "tiny" / "sweep.json").read_text())["parent_run_id"]
     runs = {float(r.data.params["lr"]): r.info.status for r in children(client, parent)}
     assert runs == {1e-2: "FINISHED", 1e-9: "KILLED"}
-    assert remove_leaked_placement_groups(min_age_s=0) == 0  # the sweep freed the stopped trial's workers
+    assert worker_groups() <= before, out[-3000:]  # the sweep freed the stopped trial's workers
 
 
 def test_leaked_worker_placement_groups_are_removed_and_trial_groups_kept(ray_cluster):
@@ -137,8 +146,19 @@ def test_leaked_worker_placement_groups_are_removed_and_trial_groups_kept(ray_cl
     remove_placement_group(driver)
 
 
+class TrainController:
+    """Stands in for a stopped trial's Ray Train controller (the sweep finds them by class name):
+    it restarts its workers, creating a placement group, while Tune is killing it."""
 
-def test_sweep_end_waits_for_a_stopped_trials_workers_then_frees_their_group(ray_cluster):
+    def restart_workers(self):
+        import ray
+        from ray.util.placement_group import placement_group
+
+        time.sleep(3)
+        ray.get(placement_group([{"CPU": 1}]).ready())
+
+
+def test_sweep_end_waits_for_a_stopped_trials_controller_then_frees_every_group_of_the_job(ray_cluster):
     import threading
 
     import ray
@@ -150,12 +170,19 @@ def test_sweep_end_waits_for_a_stopped_trials_workers_then_frees_their_group(ray
         def ready(self):
             return True
 
-    group = placement_group([{"CPU": 1}])
-    worker = Worker.options(scheduling_strategy=PlacementGroupSchedulingStrategy(group)).remote()
+    used = placement_group([{"CPU": 1}])
+    worker = Worker.options(scheduling_strategy=PlacementGroupSchedulingStrategy(used)).remote()
     ray.get(worker.ready.remote(), timeout=60)
-    threading.Timer(3.0, ray.kill, [worker]).start()  # Tune kills a stopped trial's workers asynchronously
-    assert free_job_worker_groups(timeout_s=60) == 1
-    assert placement_group_table(group)["state"] == "REMOVED"
+    controller = ray.remote(num_cpus=0)(TrainController).remote()
+    ray.get(controller.__ray_ready__.remote(), timeout=60)
+    controller.restart_workers.remote()
+    threading.Timer(6.0, ray.kill, [controller]).start()  # Tune kills a stopped trial asynchronously
+    assert free_job_worker_groups(timeout_s=60) == 2  # the used group and the one created after the call
+    workers = [g for g in placement_group_table().values() if any("CPU" in b for b in g["bundles"].values())]
+    assert workers and all(g["state"] == "REMOVED" for g in workers)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(worker.ready.remote(), timeout=60)  # removing its group killed the worker
+
 
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_search_space_compiles(path):
