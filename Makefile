@@ -6,23 +6,30 @@ UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS ?= never
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
+# workers run from the project's venv, not through Ray's `uv run` integration (orchestrator/__init__.py)
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV ?= 0
 
-.PHONY: setup browser test demo bench clean
+.PHONY: setup system test demo bench clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen
 
-# Headless chromium renders the MLflow UI in tests/orchestrator/test_ui_browser.py. Debian's package,
-# installed only as root with apt-get (CI); elsewhere that one test is skipped, never faked.
-browser:
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+# Debian packages that tests start for real, installed only as root with apt-get (CI); elsewhere the
+# tests that need them are skipped and say why, never faked:
+#   chromium                renders the MLflow UI (tests/orchestrator/test_ui_browser.py)
+#   openssh-server, rsync   `ray up` / `ray submit` over SSH to 127.0.0.1 (tests/orchestrator/test_launcher.py)
+SYSTEM_PACKAGES = chromium:chromium openssh-server:sshd rsync:rsync
+system:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+		command -v "$${entry#*:}" >/dev/null 2>&1 || [ -x "/usr/sbin/$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing chromium (apt-get) for the browser test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium </dev/null >/dev/null; \
-	else echo "no chromium and no root apt-get: tests/orchestrator/test_ui_browser.py will be skipped"; fi
+		echo "installing$$missing (apt-get) for the browser and launcher tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing </dev/null >/dev/null; \
+	else echo "missing$$missing and no root apt-get: the tests that need them will be skipped"; fi
 
-test: setup browser
+test: setup system
 	$(UV) run --frozen pytest
 
 demo: setup

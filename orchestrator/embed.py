@@ -1,4 +1,8 @@
-"""``sotalign embed``: extract frozen-encoder embeddings of a dataset into the Parquet store."""
+"""``sotalign embed``: extract frozen-encoder embeddings of a dataset into the Parquet store.
+
+Iconify datasets keep their npm-packed icon sets in ``STORE/_npm``, so a rerun needs neither
+npm nor the network, and tables already complete in the store are not recomputed.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,23 @@ import argparse
 import os
 from pathlib import Path
 
+from sotalign.bundled import DEMO_IMAGE_ENCODER
 from sotalign.data.extract import embed_dataset, read_table
-from sotalign.data.registry import BUNDLED, load_dataset
-from sotalign.encoders import load_encoder
+from sotalign.data.registry import BUNDLED, ICONIFY, is_iconify, load_dataset
+from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
+
+DEFAULT_ENCODERS = [DEMO_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER]  # the packaged pair the bundled experiments use
+NPM_CACHE = "_npm"  # STORE/_npm: the packed Iconify sets
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser("embed", help="embed a dataset's images or texts into the embedding store")
-    p.add_argument("--encoder", required=True, help="encoder spec, e.g. packaged:efficientnet-lite0, timm:vit_base_patch16_224?pooling=cls+mean_patch, hf:/models/minilm")
+    p.add_argument("--encoder", action="append",
+                   help="encoder spec, e.g. packaged:efficientnet-lite0, timm:vit_base_patch16_224?pooling=cls+mean_patch, "
+                        f"hf:/models/minilm; repeat it for several (default: {' and '.join(DEFAULT_ENCODERS)})")
     p.add_argument("--dataset", required=True,
-                   help=f"bundled name ({', '.join(BUNDLED)}), an image-caption table (.csv/.jsonl/.parquet) or a class-labelled image folder")
+                   help=f"bundled name ({', '.join(BUNDLED)}), Iconify icon sets from npm ({', '.join(ICONIFY)}, "
+                        "iconify:SET[,SET...]), an image-caption table (.csv/.jsonl/.parquet) or a class-labelled image folder")
     p.add_argument("--image-column", default="image", help="table column with image paths (default image)")
     p.add_argument("--caption-column", default="caption", help="table column with captions (default caption)")
     p.add_argument("--skip-bad", action="store_true", help="skip missing/unreadable images and empty captions (and report them)")
@@ -33,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     options = {}  # for user datasets only; the bundled ones have fixed columns and no bad rows
-    if args.dataset not in BUNDLED:
+    if is_iconify(args.dataset):
+        options = {"npm_cache": str((args.out / NPM_CACHE).resolve())}
+    elif args.dataset not in BUNDLED:
         options = {"skip_bad": args.skip_bad}
         if not Path(args.dataset).is_dir():
             options.update(image_column=args.image_column, caption_column=args.caption_column)
@@ -45,16 +58,18 @@ def run(args: argparse.Namespace) -> int:
     for split in splits:
         if split not in dataset.splits:
             raise ValueError(f"dataset {dataset.name!r} has no split {split!r}; splits: {', '.join(dataset.splits)}")
-    if args.ray or os.environ.get("RAY_ADDRESS"):
-        from orchestrator.embed_ray import embed_with_ray
+    folders = []
+    for spec in args.encoder or DEFAULT_ENCODERS:
+        if args.ray or os.environ.get("RAY_ADDRESS"):
+            from orchestrator.embed_ray import embed_with_ray
 
-        folders = [embed_with_ray(args.dataset, split, args.encoder, args.out, dataset_options=options,
-                                  actors=args.actors, gpus_per_actor=args.gpus_per_actor, device=args.device,
-                                  batch_size=args.batch_size) for split in splits]
-    else:
-        encoder = load_encoder(args.encoder, device=args.device)
-        folders = [embed_dataset(dataset, split, encoder, args.out, batch_size=args.batch_size) for split in splits]
-    for split, folder in zip(splits, folders):
+            folders += [embed_with_ray(args.dataset, split, spec, args.out, dataset_options=options,
+                                       actors=args.actors, gpus_per_actor=args.gpus_per_actor, device=args.device,
+                                       batch_size=args.batch_size) for split in splits]
+        else:
+            encoder = load_encoder(spec, device=args.device)
+            folders += [embed_dataset(dataset, split, encoder, args.out, batch_size=args.batch_size) for split in splits]
+    for folder in folders:
         table = read_table(folder)
-        print(f"{dataset.name}/{split} {table.metadata['modality']}: {len(table.ids)} x {table.metadata['dim']} -> {folder}")
+        print(f"{dataset.name}/{table.metadata['split']} {table.metadata['modality']}: {len(table.ids)} x {table.metadata['dim']} -> {folder}")
     return 0

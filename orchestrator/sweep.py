@@ -27,7 +27,8 @@ from orchestrator.placement import free_job_worker_groups, remove_leaked_placeme
 from sotalign.io import atomic_path
 
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
-from orchestrator.train import connect_ray, encoder_ids, train_experiment
+from orchestrator.cluster import check_cluster_fit, connect_ray
+from orchestrator.train import encoder_ids, train_experiment
 
 STATE = "sweep.json"
 TEST_METRICS = ("mean_recall_at_1", "t2i_recall_at_1", "i2t_recall_at_1", "t2i_recall_at_5", "digits_top1")
@@ -114,6 +115,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
     scheduler = space.build_scheduler(base_experiment.align.steps)
     ids = encoder_ids(experiments)  # embeds the bundled data for every encoder pair once, here
     connect_ray()
+    check_cluster_fit(uri, split_tree(space.base)[1])
     if ray.cluster_resources().get("TRAIN_DRIVER_RESOURCE", 0) < 0.01:
         raise ValueError("the Ray cluster has no TRAIN_DRIVER_RESOURCE for trial drivers: start it with "
                          "--resources='{\"TRAIN_DRIVER_RESOURCE\": 4}' on the head (cluster.yaml does)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,15 +30,12 @@ import torch
 from sotalign.experiment import Experiment, load_data
 
 from orchestrator import tracking
+from orchestrator.cluster import check_cluster_fit, connect_ray
 from orchestrator.experiment_file import RunOptions, load_experiment_file
 from orchestrator.overrides import parse_assignments
 
 STATE_FILE, TEACHER_FILE, FINAL_FILE = "state.pt", "teacher.safetensors", "final.json"
-LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/stack.md: ~3 s per run)
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-}
+WORKER_NODES_TAG = "ray.worker_nodes"  # the Ray node id of each rank, comma-separated, rank 0 first
 
 
 def add_parser(commands) -> None:
@@ -65,28 +61,12 @@ def run(args: argparse.Namespace) -> int:
     ids = encoder_ids([experiment])
     if options.workers:
         connect_ray()
+        check_cluster_fit(uri, options)
     metrics = train_experiment(experiment, options, uri, ids)
     shown = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("recall_at_1", "top1"))}
     print(json.dumps(shown, indent=2))
     print(f"MLflow run {metrics['run_id']} in experiment {experiment.name!r} at {uri}; browse with: sotalign ui")
     return 0
-
-
-def connect_ray() -> None:
-    """Join ``RAY_ADDRESS``'s cluster or the one running on this node (``ray up``'s head), else
-    start a local one with the custom resource that Tune trial drivers take (docs/stack.md)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
-    except ConnectionError:
-        if os.environ.get("RAY_ADDRESS"):
-            raise ValueError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
-        for name, value in LOCAL_TRAIN_SETTINGS.items():
-            os.environ.setdefault(name, value)
-        ray.init(resources={"TRAIN_DRIVER_RESOURCE": 4}, log_to_driver=False)  # a token amount: each trial driver takes 0.01
 
 
 def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
@@ -190,7 +170,12 @@ def train_experiment(
 
 def train_in_process(experiment: Experiment, data, uri: str, run_id: str, report: Callable[[dict], None] | None = None) -> dict:
     """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs."""
+    import ray
+
     from sotalign.trainer import fit
+
+    if ray.is_initialized():  # a sweep's trial actor
+        tracking.client(uri).set_tag(run_id, WORKER_NODES_TAG, ray.get_runtime_context().get_node_id())
 
     def on_record(step: int, record: dict) -> None:
         tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
@@ -237,6 +222,11 @@ def train_worker(loop_config: dict) -> None:
     data = ray.get(loop_config["data"])
     uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
     distributed = DistributedContext(rank, world) if world > 1 else None
+    nodes = [ray.get_runtime_context().get_node_id()] * world
+    if distributed is not None:
+        dist.all_gather_object(nodes, nodes[0])
+    if rank == 0:  # where the ranks run now (a restart after a node loss moves them)
+        tracking.client(uri).set_tag(run_id, WORKER_NODES_TAG, ",".join(nodes))
 
     state, teacher, resumed_from = None, None, 0
     checkpoint = ray.train.get_checkpoint()

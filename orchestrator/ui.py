@@ -1,7 +1,9 @@
 """``sotalign ui``: the MLflow UI for the project's tracking store.
 
 For a sqlite store it starts ``mlflow server`` on loopback and waits for it; for a server URI it
-only prints links. The links go straight to the runs table (``#/experiments/<id>/runs``): MLflow
+only prints links. On a cluster's head (cluster.yaml) it is the tracking server every node logs
+to: ``--host 0.0.0.0``, artifacts proxied to ``--artifacts-destination``, and ``--stop-with-ray``
+ends it with the head's Ray node, so that ``ray stop`` / ``ray down`` leave nothing running. The links go straight to the runs table (``#/experiments/<id>/runs``): MLflow
 3.17 opens in GenAI mode otherwise (docs/stack.md).
 """
 
@@ -10,12 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from orchestrator.tracking import PAIRS_VIEW, ensure_reachable, runs_link, tracking_uri
+
+RAY_POLL_S = 2.0  # how often --stop-with-ray looks for the raylet: the server outlives `ray stop` by at most this
 
 
 def add_parser(commands) -> None:
@@ -23,6 +29,15 @@ def add_parser(commands) -> None:
     p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default loopback)")
+    p.add_argument("--artifacts-destination", default=None,
+                   help="where the server stores the artifacts that clients send it (default: mlartifacts/ beside the sqlite file)")
+    p.add_argument("--stop-with-ray", action="store_true",
+                   help="stop serving when this machine's Ray node stops (`ray stop`, `ray down`): the cluster files' head server")
+    p.add_argument("--allowed-hosts", default=None, metavar="HOST[:PORT],...",
+                   help="Host headers the server accepts besides MLflow's defaults (loopback, private IPs) and, when serving "
+                        "beyond loopback, this machine's own addresses: e.g. mlflow.mylab.org")
+    p.add_argument("--background", action="store_true",
+                   help="return once the server answers, leaving it running in its own session (a cluster's head commands)")
     p.set_defaults(run=run)
 
 
@@ -38,6 +53,33 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
         except OSError:
             time.sleep(0.5)
     raise ValueError(f"mlflow server did not answer {url}/health within {timeout:.0f} s")
+
+
+def _ray_node_running() -> bool:
+    """Whether a raylet of this user runs on this machine (``ray stop`` kills it)."""
+    import psutil
+
+    me = os.getuid()
+    for process in psutil.process_iter(["name", "uids"]):
+        if process.info["name"] == "raylet" and process.info["uids"] and process.info["uids"].real == me:
+            return True
+    return False
+
+
+def _allowed_hosts(host: str, extra: str | None) -> str:
+    """MLflow 3.17 answers 403 to a Host header outside its list (DNS-rebinding protection), which by
+    default holds loopback and private IP ranges only: a head at a public address would refuse its
+    own cluster. Serving beyond loopback adds this machine's addresses; ``extra`` adds names."""
+    import psutil
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    hosts = get_default_allowed_hosts()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        own = {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for a in addresses
+               if a.family in (socket.AF_INET, socket.AF_INET6)}
+        hosts += [f"{a}:*" if ":" not in a else f"[[]{a}]:*" for a in sorted(own)]
+    hosts += [h.strip() for h in (extra or "").split(",") if h.strip()]
+    return ",".join(dict.fromkeys(hosts))
 
 
 def _print_links(server: str, store: str) -> None:
@@ -58,9 +100,21 @@ def run(args: argparse.Namespace) -> int:
     if store.startswith("http"):
         _print_links(store.rstrip("/"), store)
         return 0
+    if args.stop_with_ray and not _ray_node_running():
+        raise ValueError("--stop-with-ray: no Ray node of this user runs on this machine (start it first: `ray start`)")
     server = f"http://{args.host}:{args.port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    artifacts = args.artifacts_destination or str(Path(store.removeprefix("sqlite:///")).parent / "mlartifacts")
+    if args.background:  # the same command in the foreground of a new session; ready when it answers
+        command = [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", store, "--artifacts-destination", artifacts,
+                   "--host", args.host, "--port", str(args.port), *(["--stop-with-ray"] if args.stop_with_ray else []),
+                   *(["--allowed-hosts", args.allowed_hosts] if args.allowed_hosts else [])]
+        serving = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait_healthy(server, serving)
+        print(f"MLflow server at {server} (pid {serving.pid}) serving {store} in the background")
+        return 0
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--artifacts-destination", artifacts,
+               "--host", args.host, "--port", str(args.port), "--workers", "1",
+               "--allowed-hosts", _allowed_hosts(args.host, args.allowed_hosts)]
     # MLflow's background job runner (5-7 processes) serves features this project does not use and
     # slows the server's start-up several-fold on a small machine
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -69,9 +123,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         _wait_healthy(server, process)
         _print_links(server, store)
-        print("serving; Ctrl-C to stop")
+        print("serving; Ctrl-C to stop" + ("; stops with this machine's Ray node" if args.stop_with_ray else ""))
         sys.stdout.flush()
-        process.wait()
+        while process.poll() is None and (not args.stop_with_ray or _ray_node_running()):
+            time.sleep(RAY_POLL_S)
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from orchestrator.train import LOCAL_TRAIN_SETTINGS
+from orchestrator.cluster import LOCAL_TRAIN_SETTINGS
 
 FAST_TRAIN = {  # as `sotalign` sets for a local cluster; a placement-group leak fails in 60 s, not never
     **LOCAL_TRAIN_SETTINGS,

@@ -8,7 +8,7 @@ scripts ran (--dump-dom):
 - the runs table grouped by encoder_pair, the link `sotalign ui` prints for the shared view the
   project stores on every experiment it creates (the default table shows only the collapsed parent
   run and no tag column).
-Skipped only when no chromium binary is on PATH (`make browser` installs Debian's as root).
+Skipped only when no chromium binary is on PATH (`make system` installs Debian's as root).
 """
 
 import html
@@ -69,7 +69,7 @@ def render(url, screenshot, expected):
     print(f"screenshot: {screenshot}")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (`make browser` installs Debian's chromium as root)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (`make system` installs Debian's chromium as root)")
 def test_ui_renders_the_sweep_with_its_encoder_pairs(tmp_path):
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp, children = store_sweep(db)

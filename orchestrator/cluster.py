@@ -1,0 +1,85 @@
+"""Connecting to Ray, and what a cluster of several nodes asks of a run before it starts.
+
+``connect_ray`` joins ``RAY_ADDRESS``'s cluster or the one running on this node (``ray up``'s
+head), else starts a local one. ``check_cluster_fit`` refuses, before any training, what works
+on one node but not on several: an MLflow sqlite file that Train workers on other nodes cannot
+reach, and a ``run.storage_path`` for Train checkpoints that some node does not see (a restarted
+worker on another node would find no checkpoint to resume from).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from orchestrator.experiment_file import RunOptions
+
+LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/stack.md: ~3 s per run)
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+}
+LOCAL_DRIVER_RESOURCE = 4  # a token amount on a local cluster: each trial driver takes 0.01 (docs/stack.md)
+SHARED_CHECK_MARKER = ".sotalign-shared-check-"
+
+
+def connect_ray() -> None:
+    """Join ``RAY_ADDRESS``'s cluster or the one running on this node, else start a local one with
+    the custom resource that Tune trial drivers take (docs/stack.md)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
+    except ConnectionError:
+        if os.environ.get("RAY_ADDRESS"):
+            raise ValueError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
+        for name, value in LOCAL_TRAIN_SETTINGS.items():
+            os.environ.setdefault(name, value)
+        ray.init(resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=False)
+
+
+def alive_nodes() -> list[dict]:
+    """The connected cluster's live nodes (``ray.nodes()`` entries)."""
+    import ray
+
+    return [node for node in ray.nodes() if node["Alive"]]
+
+
+def check_cluster_fit(uri: str, options: RunOptions) -> None:
+    """On a cluster of several nodes: runs must log to a tracking server, and the Train checkpoints
+    of ``options.storage_path`` must be a URI or a folder every node sees (ValueError otherwise).
+    One node, or ``workers: 0`` in the calling process, asks for neither."""
+    nodes = alive_nodes()
+    if len(nodes) < 2:
+        return
+    if uri.startswith("sqlite:"):
+        raise ValueError(f"MLflow tracking URI {uri} is a file on this node, but the Ray cluster has {len(nodes)} nodes "
+                         "and every run logs from the node it runs on: log to an MLflow server "
+                         "(--tracking-uri http://<head>:5000; the cluster files export MLFLOW_TRACKING_URI on the head)")
+    if options.workers > 0 and "://" not in options.storage_path:
+        blind = nodes_not_seeing(Path(options.storage_path), nodes)
+        if blind:
+            raise ValueError(f"run.storage_path {options.storage_path} is not shared: {len(blind)} of the cluster's "
+                             f"{len(nodes)} nodes ({', '.join(blind)}) do not see it, and a Train worker restarted there "
+                             "could not resume from its checkpoints: set run.storage_path to s3://... / gs://... or a "
+                             "folder shared by every node (NFS)")
+
+
+def nodes_not_seeing(folder: Path, nodes: list[dict]) -> list[str]:
+    """IP addresses of the nodes on which a marker file written here into ``folder`` is absent."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f"{SHARED_CHECK_MARKER}{uuid.uuid4().hex}"
+    marker.touch()
+    try:
+        sees = ray.remote(num_cpus=0)(os.path.exists)
+        answers = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                           .remote(str(marker)) for node in nodes])
+    finally:
+        marker.unlink(missing_ok=True)
+    return [f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})" for node, seen in zip(nodes, answers) if not seen]
