@@ -44,8 +44,10 @@ def digits_view(store: str | Path, image_encoder_id: str, text_encoder_id: str) 
 
 
 def evaluate_views(model, test: RetrievalView, digits: ClassificationView | None = None) -> dict[str, float]:
-    """Retrieval on ``test`` (several captions per image) and, when given, digits zero-shot top-1."""
-    scores = retrieval(model.encode_image(test.images), model.encode_text(test.captions), test.caption_image)
+    """Retrieval on ``test`` (several captions per image, images grouped by concept where the view says so)
+    and, when given, digits zero-shot top-1."""
+    scores = retrieval(model.encode_image(test.images), model.encode_text(test.captions), test.caption_image,
+                       image_groups=test.image_group)
     if digits is None:
         return scores
     prompts = model.encode_text(digits.class_prompts.flatten(0, 1)).unflatten(0, digits.class_prompts.shape[:2])

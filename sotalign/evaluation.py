@@ -1,7 +1,8 @@
-"""Evaluation in the joint space: retrieval, zero-shot classification, mutual k-NN.
+"""Evaluation in the joint space: retrieval, zero-shot classification, mutual k-NN; and how
+much of the teacher's OT plan lands on true partners where the unpaired data's pairing is known.
 
 Retrieval and k-NN work on query chunks, so memory is O(chunk x n) rather than O(n^2).
-Ranks count the candidates scored strictly above the correct one, which is exact and
+Ranks count the candidates scored strictly above the best-scored correct one, which is exact and
 needs no sort. Accuracies and recalls are in percent, as the paper reports them. Metric
 keys contain no ``@`` (MLflow refuses it): ``t2i_recall_at_1``, ``mean_recall_at_1``.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sotalign.checks import as_embeddings, check_same_dim
+from sotalign.ot import sinkhorn
 
 
 @torch.no_grad()
@@ -22,14 +25,19 @@ def retrieval(
     text_emb,
     text_to_image=None,
     *,
+    image_groups=None,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
 ) -> dict[str, float]:
     """Image-to-text and text-to-image Recall@k.
 
     ``text_to_image[j]`` is the index of the image that caption ``j`` describes (several
-    captions per image allowed); by default caption j belongs to image j. An image query
-    is a hit at k when any of its captions is among the top k.
+    captions per image allowed); by default caption j belongs to image j. ``image_groups[i]``
+    (any integers) puts images in groups that share their captions, e.g. one concept drawn in
+    several styles: caption j then describes every image of the group of ``text_to_image[j]``.
+    A query is a hit at k when any correct item is among the top k: for an image, any caption
+    of its group (of itself without groups); for a caption, any image of its group. The rank of
+    a query is the number of candidates scored strictly above its best-scored correct one.
     """
     images = F.normalize(as_embeddings(image_emb, "image embeddings").float(), dim=1)
     texts = F.normalize(as_embeddings(text_emb, "text embeddings").float(), dim=1).to(images.device)
@@ -43,22 +51,29 @@ def retrieval(
         t2i = torch.as_tensor(text_to_image, device=images.device).long()
         if t2i.shape != (n_txt,) or (t2i.numel() and (t2i.min() < 0 or t2i.max() >= n_img)):
             raise ValueError(f"text_to_image must hold {n_txt} image indices in [0, {n_img})")
-        if torch.bincount(t2i, minlength=n_img).min() == 0:
-            raise ValueError("every image needs at least one caption in text_to_image")
+    if image_groups is None:
+        image_group = torch.arange(n_img, device=images.device)
+    else:
+        image_group = torch.as_tensor(image_groups, device=images.device)
+        if image_group.shape != (n_img,) or image_group.is_floating_point():
+            raise ValueError(f"image_groups must hold one integer group per image ({n_img}), got shape {tuple(image_group.shape)}")
+        image_group = torch.unique(image_group, return_inverse=True)[1]
+    text_group = image_group[t2i]
+    if torch.bincount(text_group, minlength=int(image_group.max()) + 1)[image_group].min() == 0:
+        raise ValueError("every image needs at least one caption in text_to_image" if image_groups is None
+                         else "every image group needs at least one caption in text_to_image")
 
-    t2i_ranks = torch.empty(n_txt, dtype=torch.long, device=images.device)
-    for start in range(0, n_txt, chunk_size):
-        sims = texts[start : start + chunk_size] @ images.T
-        correct = sims.gather(1, t2i[start : start + chunk_size, None])
-        t2i_ranks[start : start + chunk_size] = (sims > correct).sum(1)
+    def ranks(queries: torch.Tensor, candidates: torch.Tensor, query_group: torch.Tensor, candidate_group: torch.Tensor):
+        out = torch.empty(len(queries), dtype=torch.long, device=images.device)
+        for start in range(0, len(queries), chunk_size):
+            sims = queries[start : start + chunk_size] @ candidates.T
+            correct = candidate_group[None, :] == query_group[start : start + chunk_size, None]
+            best = sims.masked_fill(~correct, float("-inf")).amax(1, keepdim=True)
+            out[start : start + len(sims)] = (sims > best).sum(1)
+        return out
 
-    i2t_ranks = torch.empty(n_img, dtype=torch.long, device=images.device)
-    for start in range(0, n_img, chunk_size):
-        sims = images[start : start + chunk_size] @ texts.T
-        own = t2i[None, :] == torch.arange(start, start + sims.shape[0], device=images.device)[:, None]
-        best = sims.masked_fill(~own, float("-inf")).amax(1, keepdim=True)
-        i2t_ranks[start : start + sims.shape[0]] = (sims > best).sum(1)
-
+    t2i_ranks = ranks(texts, images, text_group, image_group)
+    i2t_ranks = ranks(images, texts, image_group, text_group)
     out: dict[str, float] = {}
     for k in ks:
         out[f"i2t_recall_at_{k}"] = 100.0 * (i2t_ranks < k).double().mean().item()
@@ -119,3 +134,46 @@ def mutual_knn(a, b, k: int = 10, *, chunk_size: int = 1024) -> float:
         in_a = torch.zeros(len(rows), n, dtype=torch.bool, device=a.device).scatter_(1, knn[0], True)
         shared += in_a.gather(1, knn[1]).sum().item()
     return shared / (n * k)
+
+
+@torch.no_grad()
+def plan_accuracy(
+    image_emb,
+    text_emb,
+    image_labels,
+    text_labels,
+    *,
+    epsilon: float = 0.01,  # AlignConfig.eps_teacher's default (paper App. A.1)
+    n_iter: int = 100,  # paper App. A.1, as the KLOT term solves it
+) -> dict[str, float]:
+    """Where the entropic OT plan between a batch of images and texts puts its mass, in percent.
+
+    ``image_emb`` / ``text_emb`` are the batch as the KLOT term sees it: the teacher's projections
+    (normalised here, affinity = cosine). Image i and text j are true partners when
+    ``image_labels[i] == text_labels[j]`` (a concept, say: several partners per row allowed).
+    Returns ``plan_mass_on_partners`` (the plan's mass on partner cells), ``plan_argmax_on_partners``
+    (rows, among those with a partner in the batch, whose largest plan entry is a partner) and
+    ``chance_mass_on_partners`` (the mass a uniform plan would put there, the level to beat).
+    The plan is dense (n x m): meant for a diagnostic batch, not the whole pool.
+    """
+    images = F.normalize(as_embeddings(image_emb, "image embeddings").float(), dim=1)
+    texts = F.normalize(as_embeddings(text_emb, "text embeddings").float(), dim=1).to(images.device)
+    check_same_dim(images, texts, "image embeddings", "text embeddings")
+    image_labels, text_labels = np.asarray(image_labels), np.asarray(text_labels)
+    if image_labels.shape != (len(images),) or text_labels.shape != (len(texts),):
+        raise ValueError(f"need one label per image and per text: {len(images)} images with labels of shape "
+                         f"{image_labels.shape}, {len(texts)} texts with labels of shape {text_labels.shape}")
+    ids = torch.as_tensor(np.unique(np.concatenate([image_labels, text_labels]), return_inverse=True)[1].reshape(-1),
+                          device=images.device)
+    partner = ids[: len(images), None] == ids[None, len(images) :]
+    has_partner = partner.any(1)
+    if not has_partner.any():
+        raise ValueError("no image of the batch has a partner text (no image label equals a text label)")
+    log_plan = sinkhorn(images @ texts.T, epsilon, n_iter).log_plan
+    plan = log_plan.exp()
+    argmax_hit = partner.gather(1, log_plan.argmax(1, keepdim=True)).squeeze(1)
+    return {
+        "plan_mass_on_partners": 100.0 * (plan[partner].sum() / plan.sum()).item(),
+        "plan_argmax_on_partners": 100.0 * argmax_hit[has_partner].double().mean().item(),
+        "chance_mass_on_partners": 100.0 * partner.double().mean().item(),
+    }

@@ -182,6 +182,9 @@ def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None)
         raise ValueError(f"no stored encoder id for {', '.join(missing)} (embed the dataset first)")
     image_id, text_id = ids[spec.image_encoder], ids[spec.text_encoder]
     pool = stored_view(spec.store, spec.dataset, spec.pool_split, image_id, text_id)
+    if spec.test_split is None and pool.image_group is not None:
+        raise ValueError(f"data.test_split: null holds out single images, but {spec.dataset} draws each concept in several "
+                         "styles, so held-out concepts would leak into training; name its test split (data.test_split: test)")
     n_items, n_test = len(pool.images), 0 if spec.test_split else spec.n_test
     held_out = spec.n_val + n_test
     if held_out + spec.n_pairs > n_items:

@@ -1,7 +1,9 @@
 """Dataset descriptions that the embedding extractor consumes.
 
 An ``ImageTextDataset`` has images, captions (several per image allowed, ``caption_image``
-maps each caption to its image) and named splits of image indices. A
+maps each caption to its image) and named splits of image indices. With ``image_concept``,
+several images share their captions: a caption describes the concept of its image, and every
+image of that concept (another drawing style, say) is a correct match for it. A
 ``ClassificationDataset`` has labelled images, class names and prompt templates (its
 "captions" are the class x template prompts). Images are loaded lazily by index.
 """
@@ -24,6 +26,8 @@ class ImageTextDataset:
     splits: dict[str, np.ndarray]  # split -> sorted image indices
     load_image: Callable[[int], Image.Image]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (row, reason) left out by skip_bad
+    image_concept: np.ndarray | None = None  # (n_images,) concept names; None = each image its own concept
+    image_columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-image values stored beside the embeddings
 
     def split_indices(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(image indices, caption indices) of ``split``, in a fixed order."""

@@ -174,7 +174,9 @@ def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, 
     Captions carry the id of their image (``image_id``); class prompts carry ``label`` and
     ``template`` and live in the split ``classes`` whatever split is asked for. Content keys
     (caption or prompt text, image path) fingerprint what each row embeds, so that a table is
-    never reused for different content under the same ids.
+    never reused for different content under the same ids. Images carry the dataset's
+    ``image_columns``; with ``image_concept`` both images and captions carry their ``concept``,
+    which then is part of the content keys (regrouped concepts rewrite the tables).
     """
     name = dataset.name
     if isinstance(dataset, ClassificationDataset):
@@ -188,18 +190,28 @@ def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, 
         ids = [f"{name}/{dataset.image_ids[i]}" for i in rows]
         return split, lambda k: dataset.load_image(int(rows[k])), ids, {"label": dataset.labels[rows]}, [dataset.image_ids[i] for i in rows]
     images, captions = dataset.split_indices(split)
+    concept = dataset.image_concept
     if modality == "image":
         ids = [f"{name}/{dataset.image_ids[i]}" for i in images]
-        return split, lambda k: dataset.load_image(int(images[k])), ids, {}, [dataset.image_ids[i] for i in images]
+        columns = {key: values[images] for key, values in dataset.image_columns.items()}
+        keys = [dataset.image_ids[i] for i in images]
+        if concept is not None:
+            columns["concept"] = concept[images]
+            keys = [f"{key}\t{c}" for key, c in zip(keys, concept[images])]
+        return split, lambda k: dataset.load_image(int(images[k])), ids, columns, keys
     owners = dataset.caption_image[captions]
     seen: dict[int, int] = {}
     ids = []
     for owner in owners:  # k-th caption of its image, wherever its rows are
         seen[owner] = seen.get(owner, -1) + 1
         ids.append(f"{name}/{dataset.image_ids[owner]}#{seen[owner]}")
-    image_ids = np.asarray([f"{name}/{dataset.image_ids[o]}" for o in owners])
+    columns = {"image_id": np.asarray([f"{name}/{dataset.image_ids[o]}" for o in owners])}
     texts = [dataset.captions[int(c)] for c in captions]
-    return split, texts.__getitem__, ids, {"image_id": image_ids}, texts
+    keys = texts
+    if concept is not None:
+        columns["concept"] = concept[owners]
+        keys = [f"{text}\t{c}" for text, c in zip(texts, concept[owners])]
+    return split, texts.__getitem__, ids, columns, keys
 
 
 def fingerprint(keys: Sequence[str]) -> str:

@@ -1,4 +1,4 @@
-"""Datasets by name: a bundled benchmark, an image-caption table file, or a labelled image folder."""
+"""Datasets by name: a bundled benchmark, an Iconify dataset, an image-caption table file, or a labelled image folder."""
 
 from __future__ import annotations
 
@@ -7,10 +7,23 @@ from pathlib import Path
 from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
 
 BUNDLED = ("openmoji", "digits")
+ICONIFY = ("iconify-emoji", "iconify-mono")  # icon sets fetched with npm (sotalign.data.iconify); also iconify:SET[,SET...]
+
+
+def is_iconify(name: str) -> bool:
+    return name in ICONIFY or name.startswith("iconify:")
 
 
 def load_dataset(name: str, **options) -> ImageTextDataset | ClassificationDataset:
-    """``options`` go to the generic loaders (``image_column``, ``caption_column``, ``skip_bad``)."""
+    """``options`` go to the generic loaders (``image_column``, ``caption_column``, ``skip_bad``), or,
+    for an Iconify dataset, ``npm_cache``: the folder its packed sets are kept in (``sotalign embed``
+    uses ``STORE/_npm``)."""
+    if is_iconify(name):
+        from sotalign.data.iconify import load_iconify
+
+        if options.get("npm_cache") is None:
+            raise ValueError(f"dataset {name!r} needs npm_cache: a folder to keep its npm-packed icon sets in")
+        return load_iconify(name, options["npm_cache"])
     if name == "openmoji":
         from sotalign.data.openmoji import load_openmoji
 
@@ -28,4 +41,5 @@ def load_dataset(name: str, **options) -> ImageTextDataset | ClassificationDatas
         from sotalign.data.generic import load_image_folder
 
         return load_image_folder(path, skip_bad=options.get("skip_bad", False))
-    raise ValueError(f"unknown dataset {name!r}: neither a bundled one ({', '.join(BUNDLED)}) nor an existing table file or image folder")
+    raise ValueError(f"unknown dataset {name!r}: neither a bundled one ({', '.join(BUNDLED)}), an Iconify one "
+                     f"({', '.join(ICONIFY)}, iconify:SET[,SET...]) nor an existing table file or image folder")

@@ -2,8 +2,10 @@
 
 ``retrieval_view`` joins an image table and a caption table of the same split: one row per
 image, its first caption as the paired text, and every caption with the index of its image
-(for multi-caption retrieval). ``classification_view`` pairs labelled images with the
-class x template prompt embeddings.
+(for multi-caption retrieval). Tables with a ``concept`` column (the ``iconify-*`` datasets)
+share captions between the images of a concept: an image's paired text is its concept's first
+caption and ``image_group`` says which images are one concept (for retrieval's hits).
+``classification_view`` pairs labelled images with the class x template prompt embeddings.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class RetrievalView:
     first_captions: torch.Tensor  # (n_images, d_text): caption #0 of each image
     captions: torch.Tensor  # (n_captions, d_text)
     caption_image: np.ndarray  # (n_captions,) row in ``images``
+    image_group: np.ndarray | None = None  # (n_images,) concept index (captions describe concepts); None = one image each
 
 
 @dataclass
@@ -40,12 +43,15 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
     if missing:
         raise ValueError(f"{len(missing)} captions belong to images not in the image table (first: {missing[:3]})")
     caption_image = np.asarray([position[o] for o in owners])
-    first = np.full(len(images.ids), -1)
+    concepts = images.columns.get("concept")
+    group = None if concepts is None else np.unique(concepts.astype(str), return_inverse=True)[1].reshape(-1)
+    key = np.arange(len(images.ids)) if group is None else group  # whose first caption an image gets
+    first = np.full(int(key.max()) + 1, -1)
     for row in range(len(caption_image) - 1, -1, -1):
-        first[caption_image[row]] = row
-    if (first < 0).any():
-        raise ValueError(f"{int((first < 0).sum())} images have no caption")
-    return RetrievalView(images.embeddings, captions.embeddings[first], captions.embeddings, caption_image)
+        first[key[caption_image[row]]] = row
+    if (first[key] < 0).any():
+        raise ValueError(f"{int((first[key] < 0).sum())} images have no caption")
+    return RetrievalView(images.embeddings, captions.embeddings[first[key]], captions.embeddings, caption_image, group)
 
 
 def classification_view(images: EmbeddingTable, prompts: EmbeddingTable) -> ClassificationView:

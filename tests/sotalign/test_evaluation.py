@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sotalign.evaluation import mutual_knn, retrieval, zero_shot
+from sotalign.evaluation import mutual_knn, plan_accuracy, retrieval, zero_shot
 
 
 def naive_retrieval(img, txt, t2i, ks=(1, 5, 10)):
@@ -79,3 +79,63 @@ def test_mutual_knn_matches_naive_sets():
     assert mutual_knn(torch.tensor(a), torch.tensor(a), k=4) == 1.0
     with pytest.raises(ValueError, match="k must be"):
         mutual_knn(torch.tensor(a), torch.tensor(b), k=30)
+
+
+def naive_group_retrieval(img, txt, caption_group, image_group, ks=(1, 5, 10)):
+    """Brute force of the grouped definition: a hit is any item of the query's group in the top k."""
+    sims = (img / np.linalg.norm(img, axis=1, keepdims=True)) @ (txt / np.linalg.norm(txt, axis=1, keepdims=True)).T
+    out = {}
+    for k in ks:
+        i2t = [any(caption_group[j] == image_group[i] for j in np.argsort(-sims[i])[:k]) for i in range(len(img))]
+        t2i = [any(image_group[i] == caption_group[j] for i in np.argsort(-sims[:, j])[:k]) for j in range(len(txt))]
+        out[f"i2t_recall_at_{k}"], out[f"t2i_recall_at_{k}"] = 100 * np.mean(i2t), 100 * np.mean(t2i)
+    out["mean_recall_at_1"] = (out["i2t_recall_at_1"] + out["t2i_recall_at_1"]) / 2
+    return out
+
+
+def test_retrieval_with_image_groups_matches_brute_force():
+    """Several images per concept (styles) and several captions per concept, owned by any of its images."""
+    rng = np.random.default_rng(0)
+    image_group = rng.integers(0, 15, size=60) * 7 + 3  # 60 images of up to 15 concepts, arbitrary group ids
+    concepts = np.unique(image_group)
+    centres = {g: rng.normal(size=8) for g in concepts}
+    img = np.stack([centres[g] for g in image_group]) + 1.5 * rng.normal(size=(60, 8))
+    t2i = np.asarray([rng.choice(np.flatnonzero(image_group == g)) for g in concepts for _ in range(1 + g % 3)])
+    txt = np.stack([centres[image_group[i]] for i in t2i]) + 1.5 * rng.normal(size=(len(t2i), 8))
+    ours = retrieval(torch.tensor(img), torch.tensor(txt), t2i, image_groups=image_group, chunk_size=7)
+    ref = naive_group_retrieval(img, txt, image_group[t2i], image_group)
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        assert ours[key] == pytest.approx(ref[key]), key
+    assert 0 < ours["t2i_recall_at_1"] < 100 and 0 < ours["i2t_recall_at_1"] < 100
+    # one group per image is the ungrouped definition
+    own = torch.tensor(img[:20] + rng.normal(size=(20, 8)))
+    assert retrieval(torch.tensor(img[:20]), own, image_groups=np.arange(20) * 2) == retrieval(torch.tensor(img[:20]), own)
+    with pytest.raises(ValueError, match="every image group needs at least one caption"):  # a captionless concept
+        retrieval(torch.tensor(np.vstack([img, img[:1]])), torch.tensor(txt), t2i, image_groups=np.append(image_group, -1))
+    with pytest.raises(ValueError, match="one integer group per image"):
+        retrieval(torch.tensor(img), torch.tensor(txt), t2i, image_groups=image_group[:-1])
+
+
+def test_plan_accuracy_on_a_planted_case():
+    """Four concepts as orthogonal unit vectors: cosine 1 with a partner, 0 otherwise. The Gibbs kernel
+    exp(K / eps) is then already balanced, so the OT plan puts e^(1/eps) / (e^(1/eps) + 3) of its mass on
+    partners, every row's largest entry is a partner, and a uniform plan would put 1/4 there."""
+    concepts = torch.eye(4)
+    image_labels, text_labels = np.repeat(np.arange(4), 3), np.repeat(np.arange(4), 2)
+    images, texts = concepts[image_labels], concepts[text_labels]
+    out = plan_accuracy(images, texts, image_labels, text_labels, epsilon=0.5)
+    assert out["plan_mass_on_partners"] == pytest.approx(100 * np.e**2 / (np.e**2 + 3), abs=1e-3)
+    assert out["plan_argmax_on_partners"] == 100.0 and out["chance_mass_on_partners"] == pytest.approx(25.0)
+    wrong = plan_accuracy(images, texts, image_labels, (text_labels + 1) % 4, epsilon=0.5)  # partners are never alike
+    assert wrong["plan_mass_on_partners"] == pytest.approx(100 / (np.e**2 + 3), abs=1e-3)
+    assert wrong["plan_argmax_on_partners"] == 0.0
+    # labels of any type; an image without a partner in the batch does not count for the argmax
+    names = np.asarray(["cat", "dog", "owl", "fox"])
+    extra = plan_accuracy(torch.cat([images, torch.ones(1, 4)]), texts, np.append(names[image_labels], "emu"),
+                          names[text_labels], epsilon=0.05)
+    assert extra["plan_argmax_on_partners"] == 100.0 and extra["plan_mass_on_partners"] > 90
+    with pytest.raises(ValueError, match="no image of the batch has a partner"):
+        plan_accuracy(images, texts, image_labels, text_labels + 10)
+    with pytest.raises(ValueError, match="one label per image"):
+        plan_accuracy(images, texts, image_labels[:-1], text_labels)
