@@ -11,9 +11,9 @@ import pytest
 
 from orchestrator.cluster import LOCAL_TRAIN_SETTINGS
 
-FAST_TRAIN = {  # as `sotalign` sets for a local cluster; a placement-group leak fails in 60 s, not never
+FAST_TRAIN = {  # as `sotalign` sets for a local cluster; a placement-group leak fails in 5 min, not never
     **LOCAL_TRAIN_SETTINGS,
-    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
@@ -27,3 +27,47 @@ def ray_cluster():
     context = ray.init(num_cpus=2, resources={"TRAIN_DRIVER_RESOURCE": 4}, log_to_driver=False)
     yield context.address_info["gcs_address"]
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function that returns a TCP port free on loopback right now."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    return pick
+
+
+@pytest.fixture(scope="session")
+def uninterrupted():
+    """A function: the experiment trained in this process without Ray, and its test metrics (what a
+    Train run, however interrupted or spread, must equal)."""
+    from sotalign import fit
+    from sotalign.experiment import load_data
+
+    def train(experiment):
+        data = load_data(experiment)
+        model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, experiment.config(),
+                    validation=data.validation)
+        return model, data.evaluate(model)
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def same_model():
+    """A function asserting that a saved model folder holds the weights of ``model``."""
+    import torch
+
+    from sotalign import AlignedModel
+
+    def check(folder, model) -> None:
+        trained = AlignedModel.load(folder)
+        for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+
+    return check

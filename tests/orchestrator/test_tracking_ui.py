@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,7 @@ import pytest
 from orchestrator.tracking import ensure_reachable, metric_key, tracking_uri
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_tracking_uri_defaults_and_fails_fast(tmp_path, monkeypatch):
+def test_tracking_uri_defaults_and_fails_fast(tmp_path, monkeypatch, free_port):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -34,7 +27,7 @@ def test_tracking_uri_defaults_and_fails_fast(tmp_path, monkeypatch):
     assert metric_key("t2i_r@1") == "t2i_r_at_1"
 
 
-def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch):
+def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch, free_port):
     import mlflow
 
     monkeypatch.chdir(tmp_path)  # the plain mlflow client puts artifacts under ./mlruns
@@ -48,7 +41,7 @@ def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch):
                             stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     try:
         lines = []
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not any("serving" in line for line in lines):
             lines.append(proc.stdout.readline())
             assert lines[-1] or proc.poll() is None, f"sotalign ui exited: {''.join(lines)}"
