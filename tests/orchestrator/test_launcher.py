@@ -84,6 +84,9 @@ def ssh_user(tmp_path_factory):
         run(["useradd", "--create-home", "--shell", "/bin/bash", USER])
     run(["usermod", "--password", "*", USER])  # no password, but not locked: sshd refuses a locked ("!") account
     home = Path(pwd.getpwnam(USER).pw_dir)
+    for state in ("mlflow", "ray_results"):  # what an earlier run's cluster left: a new cluster starts empty
+        shutil.rmtree(home / state, ignore_errors=True)
+    (home / "compare.png").unlink(missing_ok=True)
     key = folder / "id_ed25519"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
     ssh = home / ".ssh"
