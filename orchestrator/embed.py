@@ -1,7 +1,8 @@
 """``sotalign embed``: extract frozen-encoder embeddings of a dataset into the Parquet store.
 
 Iconify datasets keep their npm-packed icon sets in ``STORE/_npm``, so a rerun needs neither
-npm nor the network, and tables already complete in the store are not recomputed.
+npm nor the network. Tables already complete in the store are not recomputed, and an encoder
+whose every asked-for table is complete is not even loaded (its id comes from its spec).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import os
 from pathlib import Path
 
 from sotalign.bundled import DEMO_IMAGE_ENCODER
-from sotalign.data.extract import embed_dataset, read_table
+from sotalign.data.extract import embed_dataset, read_table, stored_table
 from sotalign.data.registry import BUNDLED, ICONIFY, is_iconify, load_dataset
-from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
+from sotalign.encoders import DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, spec_modality
 
 DEFAULT_ENCODERS = [DEMO_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER]  # the packaged pair the bundled experiments use
 NPM_CACHE = "_npm"  # STORE/_npm: the packed Iconify sets
@@ -58,9 +59,14 @@ def run(args: argparse.Namespace) -> int:
     for split in splits:
         if split not in dataset.splits:
             raise ValueError(f"dataset {dataset.name!r} has no split {split!r}; splits: {', '.join(dataset.splits)}")
+    on_ray = args.ray or bool(os.environ.get("RAY_ADDRESS"))
+    device = "cuda" if on_ray and args.gpus_per_actor else args.device  # where the encoders run (as embed_with_ray decides)
     folders = []
     for spec in args.encoder or DEFAULT_ENCODERS:
-        if args.ray or os.environ.get("RAY_ADDRESS"):
+        stored = [stored_table(dataset, split, spec_modality(spec), encoder_id(spec, device=device), args.out) for split in splits]
+        if all(stored):  # nothing to embed: no encoder to load (most of a rerun's time) and no Ray job
+            folders += stored
+        elif on_ray:
             from orchestrator.embed_ray import embed_with_ray
 
             folders += [embed_with_ray(args.dataset, split, spec, args.out, dataset_options=options,

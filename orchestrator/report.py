@@ -3,8 +3,8 @@
 The runs of one MLflow experiment (the trials of a ``search_spaces/paper_*.yaml`` sweep, or any
 runs) become Markdown tables of mean ± std over seeds, next to the paper's own numbers where it
 has them, and PNG plots. The layout follows what the runs vary: teacher x divergence (Table 1),
-the unpaired data's source (Table 7), a budget (Fig. 4), the epsilons, or the method (Tables
-4/5); anything else is one row per combination. Everything is written to ``--out`` and logged
+the unpaired data's source (Table 7), a budget (Fig. 4; with both budgets varied, one curve per
+value of the other), the epsilons, or the method (Tables 4/5); anything else is one row per combination. Everything is written to ``--out`` and logged
 to a ``report`` run of the same experiment.
 """
 
@@ -30,7 +30,9 @@ VARIED = ("method", "teacher", "divergence", "eps_student", "eps_teacher", "alph
           "data.n_pairs", "data.n_unpaired", "data.unpaired_images_from", "data.unpaired_texts_from", "encoder_pair")
 RETRIEVAL = ("t2i_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_1", "i2t_recall_at_5", "mean_recall_at_1")
 LABELS = {"t2i_recall_at_1": "T2I R@1", "t2i_recall_at_5": "T2I R@5", "i2t_recall_at_1": "I2T R@1",
-          "i2t_recall_at_5": "I2T R@5", "mean_recall_at_1": "mean R@1", "digits_top1": "digits top-1", "ssw/total": "SSW total"}
+          "i2t_recall_at_5": "I2T R@5", "mean_recall_at_1": "mean R@1", "digits_top1": "digits top-1", "ssw/total": "SSW total",
+          "diagnostic/plan_mass_on_partners": "teacher plan mass on partners %",
+          "diagnostic/chance_mass_on_partners": "chance %"}
 DIVERGENCE_ORDER = ("none", "cka", "ginfonce", "klot")
 TEACHER_ORDER = ("procrustes", "cca", "contrastive")
 METHOD_ORDER = ("teacher", "asif", "csa", "sail", "structure", "semi_sail", "semi_structure", "nnclr", "sclip", "sotalign")  # paper Table 4
@@ -117,8 +119,7 @@ def build_report(experiment: str, rows: list[dict], metric: str = "mean_recall_a
     elif {"data.unpaired_images_from", "data.unpaired_texts_from"} & set(keys):
         _unpaired_sources(report, rows, metric)
     elif {"data.n_pairs", "data.n_unpaired"} & set(keys):
-        _curves(report, rows, metric, next(k for k in ("data.n_pairs", "data.n_unpaired") if k in keys), "method",
-                "paper Fig. 4")
+        _budget_curves(report, rows, metric, [k for k in ("data.n_pairs", "data.n_unpaired") if k in keys])
     elif "alpha" in keys and set(keys) <= {"alpha", "mass"}:
         _curves(report, rows, metric, "alpha", "mass", "paper.md 3.5: alpha x plan mass")
     elif {"eps_student", "eps_teacher"} <= set(keys):
@@ -142,7 +143,17 @@ def write_report(report: Report, folder: Path) -> None:
 # Layouts
 
 
-def _grid(rows, metric, row_key, col_key, row_values, col_values, fmt=str) -> str:
+def _show(value) -> str:
+    """A cell label; a budget of None is the whole pool."""
+    return "all" if value is None else str(value)
+
+
+def _ordered(values) -> list:
+    """Budget values in increasing order, None (the whole pool) last."""
+    return sorted(v for v in values if v is not None) + ([None] if None in values else [])
+
+
+def _grid(rows, metric, row_key, col_key, row_values, col_values, fmt=_show) -> str:
     stats = summarize(rows, metric, (row_key, col_key))
     lines = [f"| {row_key} \\ {col_key} | " + " | ".join(fmt(c) for c in col_values) + " |", "|---" * (len(col_values) + 1) + "|"]
     for r in row_values:
@@ -205,39 +216,57 @@ def _methods(report: Report, rows, metric) -> None:
     report.figures["methods.png"] = draw
 
 
-def _curves(report: Report, rows, metric, x: str, line: str, source: str) -> None:
-    """Metric against a numeric ``x`` (log axis), one line per value of ``line``."""
+def _budget_curves(report: Report, rows, metric, budgets: list[str]) -> None:
+    """Paper Fig. 4: the metric against each varied budget; when both vary, one table and plot per
+    value of the other (a pairs curve per unpaired pool, an unpaired curve per pair budget)."""
+    for x in budgets:
+        other = next((k for k in budgets if k != x), None)
+        for value in _ordered({r.get(other) for r in rows}) if other else [None]:
+            subset = [r for r in rows if other is None or r.get(other) == value]
+            _curves(report, subset, metric, x, "method", "paper Fig. 4",
+                    at=f"{other.split('.')[-1]} = {_show(value)}" if other else None)
+
+
+def _curves(report: Report, rows, metric, x: str, line: str, source: str, at: str | None = None) -> None:
+    """Metric against a numeric ``x`` (log axis; None = the whole pool, drawn last), one line per
+    value of ``line``; ``at`` names what the rows share (in the headings and the plot's file name)."""
     known = METHOD_ORDER if line == "method" else sorted({str(r.get(line)) for r in rows})
     lines = [v for v in known if any(str(r.get(line)) == v for r in rows)]
-    values = sorted({r[x] for r in rows})
-    report.sections.append((f"Test {LABELS.get(metric, metric)} against {x} ({source})",
+    values = _ordered({r[x] for r in rows})
+    where = f", {at}" if at else ""
+    report.sections.append((f"Test {LABELS.get(metric, metric)} against {x}{where} ({source})",
                             _grid(rows, metric, x, line, values, lines)))
     stats = summarize(rows, metric, (x, line))
-    if line == "method" and {"sail", "sotalign"} <= set(lines):
-        gains = [f"| {v} | {stats[(v, 'sotalign')][0] - stats[(v, 'sail')][0]:+.1f} |" for v in values
-                 if (v, "sotalign") in stats and (v, "sail") in stats]
-        report.sections.append(("SOTAlign minus SAIL", f"| {x} | gain |\n|---|---|\n" + "\n".join(gains)))
+    references = [m for m in ("sail", "teacher") if m in lines]  # what SOTAlign is compared with
+    if line == "method" and "sotalign" in lines and references:
+        gains = [f"| {_show(v)} | " + " | ".join(f"{stats[(v, 'sotalign')][0] - stats[(v, m)][0]:+.1f}" if (v, m) in stats else "–"
+                                                 for m in references) + " |" for v in values if (v, "sotalign") in stats]
+        header = f"| {x} | " + " | ".join(f"gain over {m}" for m in references) + " |\n" + "|---" * (len(references) + 1) + "|\n"
+        report.sections.append((f"SOTAlign minus {' and '.join(references)}{where}", header + "\n".join(gains)))
+    numbers = [v for v in values if v is not None]
+    position = {v: (2 * max(numbers, default=1) if v is None else v) for v in values}  # the whole pool right of the rest
 
     def draw(path):
         from orchestrator.plots import plt, save_figure
 
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for value in lines:
-            points = [(v, *stats[(v, value)]) for v in values if (v, value) in stats]
+            points = [(position[v], *stats[(v, value)]) for v in values if (v, value) in stats]
             if points:
                 xs, means, stds = zip(*points)
                 ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{line} {value}")
         ax.set_xscale("log")
-        ax.set_xticks(values, [f"{v:g}" for v in values], minor=False)
+        ax.set_xticks([position[v] for v in values], ["all" if v is None else f"{v:g}" for v in values], minor=False)
         ax.minorticks_off()
         ax.set_xlabel(x)
         ax.set_ylabel(f"test {LABELS.get(metric, metric)}")
-        ax.set_title("mean ± std over seeds")
+        ax.set_title("mean ± std over seeds" + (f" ({at})" if at else ""))
         ax.grid(alpha=0.3)
         ax.legend()
         save_figure(fig, path)
 
-    report.figures[f"{x.split('.')[-1]}_curve.png"] = draw
+    suffix = "" if at is None else "_" + at.replace(" = ", "_")
+    report.figures[f"{x.split('.')[-1]}_curve{suffix}.png"] = draw
 
 
 def _unpaired_sources(report: Report, rows, metric) -> None:
@@ -245,9 +274,12 @@ def _unpaired_sources(report: Report, rows, metric) -> None:
         r["unpaired images"] = r.get("data.unpaired_images_from") or "pool (same source)"
         r["unpaired texts"] = r.get("data.unpaired_texts_from") or "pool (same source)"
     by = ("method", "unpaired images", "unpaired texts")
-    metrics = _present(rows, ("t2i_recall_at_1", "i2t_recall_at_1", "mean_recall_at_1", "digits_top1", "ssw/total"))
-    report.sections.append(("Test metrics by source of the unpaired data, with the SSW distance to the pairs (paper Table 7)",
-                            format_table(rows, metrics, by, LABELS, digits={"ssw/total": 3})))
+    metrics = _present(rows, ("t2i_recall_at_1", "i2t_recall_at_1", "mean_recall_at_1", "digits_top1", "ssw/total",
+                              "diagnostic/plan_mass_on_partners", "diagnostic/chance_mass_on_partners"))
+    report.sections.append(("Test metrics by source of the unpaired data, with the SSW distance to the pairs (paper Table 7) "
+                            "and, where the unpaired pairing is known, the share of the teacher's OT plan on true partners",
+                            format_table(rows, metrics, by, LABELS, digits={"ssw/total": 3, "diagnostic/plan_mass_on_partners": 2,
+                                                                            "diagnostic/chance_mass_on_partners": 2})))
     points = [(r["ssw/total"], r[metric]) for r in rows if r.get("ssw/total") is not None]
 
     def draw(path):

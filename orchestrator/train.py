@@ -142,6 +142,7 @@ def train_experiment(
         name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
         if experiment.config().uses_unpaired:  # how far the unpaired data lies from the pairs (paper eq. 14)
             tracking.log_metrics(uri, run_id, data.distribution_shift(), 0)
+            tracking.log_metrics(uri, run_id, data.plan_diagnostic(experiment.config()), 0)  # the teacher's plan on hidden partners
     name = name or f"{experiment.name}-{run_id}"
     if options.workers == 0:
         with tracking.ending_run(uri, run_id):
@@ -292,11 +293,8 @@ def _last_logged_step(uri: str, run_id: str) -> int:
 
 def _final_metrics(model, data, resumed_from: int) -> dict[str, float]:
     """Test metrics of the selected model, its validation scores, the step count and the resume point."""
-    from sotalign.evaluation import retrieval
-
     with torch.no_grad():
-        test = data.evaluate(model)
-        val = retrieval(model.encode_image(data.validation[0]), model.encode_text(data.validation[1]))
+        test, val = data.evaluate(model), data.validate(model)
     last = model.history[-1] if model.history else {}
     return {**test, **{f"val/{k}": v for k, v in val.items()}, "step": float(model.config.steps),
             "best_step": float(last.get("best_step", last.get("step", 0))), "resumed_from_step": float(resumed_from)}

@@ -62,7 +62,7 @@ class AlignConfig:
     teacher_reg: float = 0.1  # paper App. A.1: ridge 0.1 added to the eigenvalues of inverted matrices
     teacher_cov_normalize: bool = True  # covariances / n ([T]; findings: clearly better than A^T A)
     normalize_inputs: bool = True  # L2-normalise raw embeddings ("centered and normalized", paper 2)
-    center: str = "all"  # mean of paired + unpaired embeddings ([T]); "pairs" or "none" also possible
+    center: str = "all"  # mean of paired + unpaired embeddings ([T]; pairs-only methods: the pairs'); "pairs" or "none" also possible
     teacher_steps: int = 2000  # contrastive teacher only: it is SAIL, trained like stage 2 (paper App. A.1)
     teacher_lr: float | None = None  # contrastive teacher only; None = lr
     # --- stage 2: the divergence on unpaired data -----------------------------------------
@@ -155,6 +155,13 @@ class AlignConfig:
         if self.method == "sotalign":
             return self.divergence != "none" and self.alpha > 0
         return METHODS[self.method].uses_unpaired and self.trains
+
+    @property
+    def centres_on_unpaired(self) -> bool:
+        """Whether ``center="all"`` takes the unpaired data into the centring mean: for every method
+        whose stage 2 reads it, and for the ``teacher`` method, which is SOTAlign's stage 1 (the
+        teacher the student learns from, the one the paper's tables report). Pairs-only methods never do."""
+        return self.uses_unpaired or self.method == "teacher"
 
     @property
     def trains(self) -> bool:

@@ -64,7 +64,8 @@ def _subset(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Ten
 
 def _validate(image_head: nn.Module, text_head: nn.Module, inputs: Stage2Inputs) -> dict[str, float]:
     with torch.no_grad():
-        scores = retrieval(embed(image_head, inputs.val_images), embed(text_head, inputs.val_texts))
+        scores = retrieval(embed(image_head, inputs.val_images), embed(text_head, inputs.val_texts), inputs.val_caption_image,
+                           image_groups=inputs.val_image_groups)
     return {f"val/{k}": v for k, v in scores.items()}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,7 +28,9 @@ class Stage2Inputs:
     """Preprocessed embeddings on the training device.
 
     ``teacher_images``/``teacher_texts`` are the L2-normalised teacher projections of the
-    unpaired rows (same order). ``val_*`` are held-out pairs for model selection.
+    unpaired rows (same order). ``val_*`` are the validation images and captions for model
+    selection: caption j describes image ``val_caption_image[j]`` and the images of one
+    ``val_image_groups`` value share their captions (None: held-out pairs, caption j of image j).
     """
 
     paired_images: torch.Tensor
@@ -38,6 +41,8 @@ class Stage2Inputs:
     teacher_texts: torch.Tensor | None = None
     val_images: torch.Tensor | None = None
     val_texts: torch.Tensor | None = None
+    val_caption_image: np.ndarray | None = None
+    val_image_groups: np.ndarray | None = None
 
 
 @dataclass

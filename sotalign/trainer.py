@@ -8,12 +8,14 @@ SigLIP on the pairs plus alpha * divergence to the teacher on unpaired data).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sotalign.baselines.training_free import asif_model, csa_model
 from sotalign.checks import as_embeddings, check_pairs, check_same_dim
 from sotalign.config import AlignConfig
+from sotalign.data.views import RetrievalView, pairs_view
 from sotalign.heads import init_from_projection
 from sotalign.device import resolve_device
 from sotalign.distributed import DistributedContext
@@ -25,7 +27,8 @@ from sotalign.teachers import Teacher, default_teacher_dim, fit_teacher
 
 
 def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config: AlignConfig):
-    """The inputs of ``fit`` as float CPU tensors, checked (shapes, NaNs, what the config needs)."""
+    """The inputs of ``fit`` as float CPU tensors, checked (shapes, NaNs, what the config needs); the
+    validation data (pairs or a view) as a ``RetrievalView``."""
     a = as_embeddings(paired_images, "paired image embeddings").cpu()  # stage 1 runs on the CPU
     b = as_embeddings(paired_texts, "paired text embeddings").cpu()
     check_pairs(a, b)
@@ -41,21 +44,39 @@ def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts,
         y = as_embeddings(unpaired_texts, "unpaired text embeddings").cpu()
         check_same_dim(b, y, "paired text embeddings", "unpaired text embeddings")
     if validation is not None:
-        val = (as_embeddings(validation[0], "validation image embeddings").cpu(), as_embeddings(validation[1], "validation text embeddings").cpu())
-        check_pairs(*val, name="validation")
-        check_same_dim(a, val[0], "paired image embeddings", "validation image embeddings")
-        check_same_dim(b, val[1], "paired text embeddings", "validation text embeddings")
+        val = _checked_validation(validation)
+        check_same_dim(a, val.images, "paired image embeddings", "validation image embeddings")
+        check_same_dim(b, val.captions, "paired text embeddings", "validation text embeddings")
     return a, b, x, y, val
+
+
+def _checked_validation(validation) -> RetrievalView:
+    """(images, texts) pairs or a ``RetrievalView`` (several captions per image, images grouped by
+    concept) as a view of float CPU tensors whose captions all point at one of its images."""
+    if isinstance(validation, RetrievalView):
+        images = as_embeddings(validation.images, "validation image embeddings").cpu()
+        captions = as_embeddings(validation.captions, "validation text embeddings").cpu()
+        owners = np.asarray(validation.caption_image)
+        if owners.shape != (len(captions),) or (owners.size and (owners.min() < 0 or owners.max() >= len(images))):
+            raise ValueError(f"the validation view's caption_image must hold {len(captions)} image indices in [0, {len(images)})")
+        return RetrievalView(images, validation.first_captions, captions, owners, validation.image_group, validation.group_names)
+    if len(validation) != 2:
+        raise ValueError(f"validation must be (images, texts) pairs or a RetrievalView, got {len(validation)} items")
+    images = as_embeddings(validation[0], "validation image embeddings").cpu()
+    texts = as_embeddings(validation[1], "validation text embeddings").cpu()
+    check_pairs(images, texts, name="validation")
+    return pairs_view(images, texts)
 
 
 def _means(config: AlignConfig, paired: torch.Tensor, unpaired: torch.Tensor | None) -> torch.Tensor | None:
     """Centring mean per ``config.center`` (None = let the teacher use the pairs' mean).
 
-    A run that does not use unpaired data (SAIL) never looks at it, not even for the mean.
+    A pairs-only run (SAIL) never looks at the unpaired data, not even for the mean; the
+    ``teacher`` method centres as SOTAlign's stage 1 does (``AlignConfig.centres_on_unpaired``).
     """
     if config.center == "none":
         return torch.zeros(paired.shape[1])
-    if config.center == "pairs" or unpaired is None or not config.uses_unpaired:
+    if config.center == "pairs" or unpaired is None or not config.centres_on_unpaired:
         return None
     both = torch.cat([paired, unpaired])
     return Preprocessing.fit(both, normalize=config.normalize_inputs).mean
@@ -108,8 +129,9 @@ def fit(
 ) -> AlignedModel:
     """Align two frozen embedding spaces; return the trained ``AlignedModel``.
 
-    ``validation`` = (images, texts) held-out pairs, evaluated every ``config.eval_every``
-    steps (and used for model selection with ``config.select_best``). ``teacher`` skips
+    ``validation`` = (images, texts) held-out pairs, or a ``RetrievalView`` (a validation split
+    with several captions per image and images grouped by concept, scored like the test),
+    evaluated every ``config.eval_every`` steps (and used for model selection with ``config.select_best``). ``teacher`` skips
     stage 1 with an already fitted teacher. ``callback(step, metrics)`` is called at every
     logged step (every ``config.log_every`` and ``config.eval_every`` steps, checkpoint steps and
     the last one); the same records end up in ``model.history``.
@@ -158,7 +180,8 @@ def fit(
             inputs.teacher_images = F.normalize(teacher.project_images(x.float().to(device)), dim=1)
             inputs.teacher_texts = F.normalize(teacher.project_texts(y.float().to(device)), dim=1)
         if val is not None:
-            inputs.val_images = prep_img(val[0].float().to(device))
-            inputs.val_texts = prep_txt(val[1].float().to(device))
+            inputs.val_images = prep_img(val.images.float().to(device))
+            inputs.val_texts = prep_txt(val.captions.float().to(device))
+            inputs.val_caption_image, inputs.val_image_groups = val.caption_image, val.image_group
     model.history = train_heads(model.image_head, model.text_head, model.siglip, inputs, config, callback, distributed, checkpointing)
     return model.eval()

@@ -218,6 +218,18 @@ def fingerprint(keys: Sequence[str]) -> str:
     return hashlib.sha1("\x1f".join(keys).encode()).hexdigest()
 
 
+def stored_table(dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str, encoder_id: str,
+                 store: str | Path) -> Path | None:
+    """The folder of the complete table of this split, modality and encoder id, if the store holds
+    it with the dataset's current content (same fingerprint); else None."""
+    table_split, _, _, _, keys = dataset_rows(dataset, split, modality)
+    folder = table_dir(store, dataset.name, table_split, modality, encoder_id)
+    if not is_complete(folder):
+        return None
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return folder if manifest.get("encoder") == encoder_id and manifest.get("fingerprint") == fingerprint(keys) else None
+
+
 def embed_dataset(
     dataset: ImageTextDataset | ClassificationDataset,
     split: str,
@@ -226,11 +238,10 @@ def embed_dataset(
     **options,
 ) -> Path:
     """Embed one split of ``dataset`` with ``encoder`` into ``store``; returns the table folder."""
+    stored = stored_table(dataset, split, encoder.modality, encoder.id, store)
+    if stored is not None:
+        return stored
     table_split, load, ids, columns, keys = dataset_rows(dataset, split, encoder.modality)
     folder = table_dir(store, dataset.name, table_split, encoder.modality, encoder.id)
-    if is_complete(folder):
-        manifest = json.loads((folder / MANIFEST).read_text())
-        if manifest.get("encoder") == encoder.id and manifest.get("fingerprint") == fingerprint(keys):
-            return folder
     metadata = {"dataset": dataset.name, "split": table_split}
     return embed_rows(encoder, load, ids, folder, metadata=metadata, columns=columns, keys=keys, **options)

@@ -4,8 +4,10 @@
 image, its first caption as the paired text, and every caption with the index of its image
 (for multi-caption retrieval). Tables with a ``concept`` column (the ``iconify-*`` datasets)
 share captions between the images of a concept: an image's paired text is its concept's first
-caption and ``image_group`` says which images are one concept (for retrieval's hits).
-``classification_view`` pairs labelled images with the class x template prompt embeddings.
+caption and ``image_group`` says which images are one concept (for retrieval's hits), the
+concepts' names in ``group_names`` (what matches a concept across datasets).
+``pairs_view`` holds plain pairs (caption i of image i); ``classification_view`` pairs labelled
+images with the class x template prompt embeddings.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class RetrievalView:
     captions: torch.Tensor  # (n_captions, d_text)
     caption_image: np.ndarray  # (n_captions,) row in ``images``
     image_group: np.ndarray | None = None  # (n_images,) concept index (captions describe concepts); None = one image each
+    group_names: np.ndarray | None = None  # (n_groups,) each group's concept name, with image_group
 
 
 @dataclass
@@ -44,14 +47,22 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
         raise ValueError(f"{len(missing)} captions belong to images not in the image table (first: {missing[:3]})")
     caption_image = np.asarray([position[o] for o in owners])
     concepts = images.columns.get("concept")
-    group = None if concepts is None else np.unique(concepts.astype(str), return_inverse=True)[1].reshape(-1)
+    names = group = None
+    if concepts is not None:
+        names, group = np.unique(concepts.astype(str), return_inverse=True)
+        group = group.reshape(-1)
     key = np.arange(len(images.ids)) if group is None else group  # whose first caption an image gets
     first = np.full(int(key.max()) + 1, -1)
     for row in range(len(caption_image) - 1, -1, -1):
         first[key[caption_image[row]]] = row
     if (first[key] < 0).any():
         raise ValueError(f"{int((first[key] < 0).sum())} images have no caption")
-    return RetrievalView(images.embeddings, captions.embeddings[first[key]], captions.embeddings, caption_image, group)
+    return RetrievalView(images.embeddings, captions.embeddings[first[key]], captions.embeddings, caption_image, group, names)
+
+
+def pairs_view(images: torch.Tensor, texts: torch.Tensor) -> RetrievalView:
+    """Held-out pairs as a view: text i is the one caption of image i."""
+    return RetrievalView(images, texts, texts, np.arange(len(texts)))
 
 
 def classification_view(images: EmbeddingTable, prompts: EmbeddingTable) -> ClassificationView:

@@ -43,7 +43,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 class Encoder(abc.ABC):
-    """A frozen encoder: ``embed(batch)`` maps a list of PIL images or strings to (B, dim) float32."""
+    """A frozen encoder: ``embed(batch)`` maps a list of PIL images or strings to (B, dim) float32.
+
+    Each kind also has a static ``make_id`` taking its constructor's arguments, which gives the
+    ``id`` without building the encoder (``sotalign.encoders.encoder_id``).
+    """
 
     modality: str  # "image" or "text"
     dim: int

@@ -40,8 +40,13 @@ class HFTextEncoder(Encoder):
         self.pooling, self.max_length = pooling, int(max_length)
         self.autocast = autocast_dtype(precision, self.device)
         self.dim = model.config.hidden_size
-        self.id = canonical_id("hf", spec_name or name, {"pooling": pooling, "max_length": self.max_length,
-                                                         "precision": precision if self.autocast else "fp32"})
+        self.id = self.make_id(name, pooling, max_length, device, precision, spec_name)
+
+    @staticmethod
+    def make_id(name: str, pooling: str, max_length: int, device: str | None, precision: str, spec_name: str | None) -> str:
+        """The id of the encoder the constructor builds from these arguments (no weights loaded)."""
+        effective = precision if autocast_dtype(precision, resolve_device(device)) else "fp32"
+        return canonical_id("hf", spec_name or name, {"pooling": pooling, "max_length": int(max_length), "precision": effective})
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:

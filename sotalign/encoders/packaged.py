@@ -38,7 +38,12 @@ class EfficientNetLiteEncoder(Encoder):
         self.net = net.eval().to(self.device, memory_format=torch.channels_last)
         self.image_size = int(image_size)
         self.dim = 1280
-        self.id = canonical_id("packaged", name, {"image_size": self.image_size, "pooling": "pooled"})
+        self.id = self.make_id(name, image_size, device)
+
+    @staticmethod
+    def make_id(name: str, image_size: int, device: str | None) -> str:
+        """The id of the encoder the constructor builds from these arguments (no weights loaded; the device does not enter it)."""
+        return canonical_id("packaged", name, {"image_size": int(image_size), "pooling": "pooled"})
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:

@@ -53,8 +53,14 @@ class TimmImageEncoder(Encoder):
         self.transform = create_transform(**resolve_data_config({}, model=model))
         width = model.num_features
         self.dim = 2 * width if pooling == "cls+mean_patch" else width
-        self.id = canonical_id("timm", name, {"pooling": pooling, "weights": pretrained_file or ("hub" if pretrained else "random"),
-                                              "precision": precision if self.autocast else "fp32"})
+        self.id = self.make_id(name, pooling, pretrained_file, pretrained, device, precision)
+
+    @staticmethod
+    def make_id(name: str, pooling: str, pretrained_file: str | None, pretrained: bool, device: str | None, precision: str) -> str:
+        """The id of the encoder the constructor builds from these arguments (no weights loaded)."""
+        effective = precision if autocast_dtype(precision, resolve_device(device)) else "fp32"
+        return canonical_id("timm", name, {"pooling": pooling, "weights": pretrained_file or ("hub" if pretrained else "random"),
+                                           "precision": effective})
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:

@@ -110,3 +110,25 @@ def test_ssw_is_zero_for_one_set_scale_free_and_grows_with_shift():
     with pytest.raises(ValueError, match="one space"):
         ssw(a, torch.randn(5, 8))
     json.dumps(ssw(a, b))  # a plain float, loggable
+
+
+def test_a_grid_of_both_budgets_gets_one_curve_per_value_of_the_other(tmp_path):
+    """iconify-fig4 varies pairs and unpaired samples at once (null = the whole pool): each budget's table
+    holds the other one fixed, and SOTAlign's gain is over SAIL and over its teacher."""
+    from orchestrator.report import write_report
+
+    rows = [row(s, 5.0 + n / 500 + 2 * (m == "sotalign") + (u or 8000) / 1000 + s, method=m,
+                **{"data.n_pairs": n, "data.n_unpaired": u}) for s in (0, 1) for n in (250, 1000) for u in (1000, None)
+            for m in ("teacher", "sail", "sotalign")]
+    for r in rows:
+        r["divergence"] = "klot" if r["method"] == "sotalign" else "none"
+    report = build_report("iconify-fig4", rows)
+    sections = dict(report.sections)
+    by_pairs = sections["Test mean R@1 against data.n_pairs, n_unpaired = all (paper Fig. 4)"]
+    assert "| 1000 | 15.5 ± 0.7 | 15.5 ± 0.7 | 17.5 ± 0.7 |" in by_pairs  # teacher, sail, sotalign at 1000 pairs
+    by_unpaired = sections["Test mean R@1 against data.n_unpaired, n_pairs = 250 (paper Fig. 4)"]
+    assert by_unpaired.index("| 1000 |") < by_unpaired.index("| all |")  # the whole pool last
+    assert "| all | +2.0 | +2.0 |" in sections["SOTAlign minus sail and teacher, n_pairs = 250"]
+    write_report(report, tmp_path)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"n_pairs_curve_n_unpaired_1000.png", "n_pairs_curve_n_unpaired_all.png",
+                                                       "n_unpaired_curve_n_pairs_250.png", "n_unpaired_curve_n_pairs_1000.png"}

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import BertModel
 
-from sotalign.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, load_encoder, parse_spec
+from sotalign.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, parse_spec
 
 
 def images(n=3):
@@ -82,6 +82,21 @@ def test_hf_text_poolings(tiny_bert_dir, pooling):
         expected = torch.stack([hidden[i, mask[i].sum() - 1] for i in range(3)])
     assert out.shape == (3, 32) and enc.dim == 32
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_encoder_ids_are_known_without_loading_weights(tiny_vit, tiny_bert_dir):
+    """encoder_id(spec) is the id of the encoder load_encoder(spec) builds (the name of its tables in the store)."""
+    _, path = tiny_vit
+    specs = [f"timm:vit_tiny_patch16_224?pretrained_file={path}&pooling=cls", f"hf:{tiny_bert_dir}?pooling=cls&max_length=16",
+             f"hf:{tiny_bert_dir}", DEFAULT_TEXT_ENCODER, f"{DEFAULT_IMAGE_ENCODER}?image_size=64"]
+    for spec in specs:
+        assert encoder_id(spec, device="cpu") == load_encoder(spec, device="cpu").id, spec
+    assert encoder_id("hf:/nonexistent/model/dir", device="cpu") == "hf:/nonexistent/model/dir?max_length=77&pooling=mean&precision=fp32"
+    assert "precision=fp16" in encoder_id("hf:/nonexistent/model/dir", device="cuda")  # autocast on GPU: another table
+    with pytest.raises(ValueError, match="bad option for encoder"):
+        encoder_id("packaged:efficientnet-lite0?colour=blue")
+    with pytest.raises(ValueError, match="unknown packaged encoder 'clip'"):
+        encoder_id("packaged:clip")
 
 
 def test_unknown_encoders_are_named():

@@ -41,9 +41,9 @@ def test_own_dataset_with_a_held_out_test_set(store):
         "dataset": "pairs", "store": str(folder), "image_encoder": IMAGE, "text_encoder": text,
         "n_pairs": 10, "n_val": 5, "pool_split": "all", "test_split": None, "n_test": 6}})
     data = load_data(experiment, ids)
-    assert len(data.paired_images) == 10 and len(data.validation[0]) == 5 and data.n_unpaired == 30 - 5 - 6 - 10
+    assert len(data.paired_images) == 10 and len(data.validation.images) == 5 and data.n_unpaired == 30 - 5 - 6 - 10
     assert len(data.test.images) == 6 and len(data.test.captions) == 12 and sorted(set(data.test.caption_image)) == list(range(6))
-    for split in (data.paired_images, data.validation[0], data.unpaired_images):  # the test images are nobody else's
+    for split in (data.paired_images, data.validation.images, data.unpaired_images):  # the test images are nobody else's
         assert not any(torch.equal(t, x) for t in data.test.images for x in split)
     again = load_data(experiment.__class__.from_dict({**experiment.to_dict(), "seed": 1}), ids)
     assert all(torch.equal(a, b) for a, b in zip(again.test.images, data.test.images))  # fixed across seeds
@@ -92,3 +92,52 @@ def test_unpaired_data_from_another_table_and_its_distance_to_the_pairs(store):
     with pytest.raises(ValueError, match="n_unpaired = 13 exceeds the 12 image rows of other:all"):
         load_data(Experiment.from_dict({"data": {**spec, "unpaired_images_from": "other:all",
                                                  "unpaired_texts_from": "other:all", "n_unpaired": 13}}), ids)
+
+
+def test_the_teacher_method_is_the_teacher_sotalign_learns_from():
+    """The tables compare SOTAlign with its teacher: the `teacher` method is SOTAlign's stage 1 on the same
+    data, centred on the paired + unpaired embeddings; SAIL, a pairs-only method, centres on the pairs."""
+    import torch.nn.functional as F
+
+    tree = {"data": {"dataset": "synthetic", "n_pairs": 16, "n_unpaired": 200, "n_val": 20},
+            "align": {"steps": 2, "head_dim": 8, "batch_unpaired": 32}}
+    data = load_data(Experiment.from_dict(tree))
+    models = {method: fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts,
+                          Experiment.from_dict({**tree, "method": method}).config()) for method in ("teacher", "sotalign", "sail")}
+    alone, learnt_from = models["teacher"].teacher, models["sotalign"].teacher
+    for name in ("image_projection", "text_projection"):
+        assert torch.equal(getattr(alone, name), getattr(learnt_from, name))
+    for paired, unpaired, prep in ((data.paired_images, data.unpaired_images, "image_prep"), (data.paired_texts, data.unpaired_texts, "text_prep")):
+        everything = F.normalize(torch.cat([paired, unpaired]).double(), dim=1).mean(0)
+        assert torch.allclose(getattr(alone, prep).mean.double(), everything, atol=1e-6)
+        assert torch.equal(getattr(alone, prep).mean, getattr(learnt_from, prep).mean)
+        assert torch.allclose(getattr(models["sail"], prep).mean.double(), F.normalize(paired.double(), dim=1).mean(0), atol=1e-6)
+    images = data.test.images
+    assert torch.allclose(models["teacher"].encode_image(images), F.normalize(learnt_from.project_images(images), dim=1), atol=1e-5)
+
+
+def test_plan_diagnostic_where_the_pairing_is_known(store):
+    """Unpaired items of one pool: image i's partner is item i's first caption. The diagnostic is the plan of the
+    teacher the run trains against, at its eps_teacher; an unpaired source without concepts has no known pairing."""
+    from sotalign.evaluation import plan_accuracy
+
+    folder, ids, text = store
+    tree = {"data": {"dataset": "pairs", "store": str(folder), "image_encoder": IMAGE, "text_encoder": text, "pool_split": "all",
+                     "test_split": None, "n_test": 6, "n_pairs": 10, "n_val": 5},
+            "align": {"steps": 1, "head_dim": 8, "batch_unpaired": 64, "eps_teacher": 0.05}}
+    experiment = Experiment.from_dict(tree)
+    data = load_data(experiment, ids)
+    assert sorted(data.unpaired_image_labels) == sorted(data.unpaired_text_labels)  # every leftover item, both sides
+    config = experiment.config()
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, config)
+    teacher = model.teacher
+    reference = plan_accuracy(teacher.project_images(data.unpaired_images), teacher.project_texts(data.unpaired_texts),
+                              data.unpaired_image_labels, data.unpaired_text_labels, epsilon=0.05)
+    diagnostic = data.plan_diagnostic(config)  # the batch (64) covers the 9 unpaired items
+    assert diagnostic.keys() == {f"diagnostic/{k}" for k in reference}
+    for key, value in reference.items():
+        assert diagnostic[f"diagnostic/{key}"] == pytest.approx(value, abs=1e-4), key
+    assert diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 / 9)
+    other = load_data(Experiment.from_dict({**tree, "data": {**tree["data"], "unpaired_images_from": "other:all"}}), ids)
+    assert other.unpaired_image_labels is None and other.plan_diagnostic(config) == {}
+    assert load_data(Experiment.from_dict({**tree, "data": {**tree["data"], "dataset": "synthetic"}})).plan_diagnostic(config) == {}

@@ -2,14 +2,20 @@
 
 One small real set (emojione, 0.7 MB) is packed with npm once per test session; the tests that
 need it skip where npm is absent. The large sets are never fetched. Rules that need several
-sets use small in-memory sets (``make_set``) or a second copy of the real one.
+sets use small in-memory sets (``make_set``) or a second copy of the real one. Experiments on
+Iconify data (the validation split, the unpaired captions, the hidden pairing, ``sotalign train``
+with the shipped experiment file) run on a store of a few dozen of its concepts.
 """
 
 import dataclasses
 import shutil
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
 from sotalign.data.extract import embed_dataset, read_table
@@ -18,10 +24,14 @@ from sotalign.data.iconify.dataset import TEST_FRACTION, VALIDATION_FRACTION, co
 from sotalign.data.iconify.fetch import PINNED_VERSIONS, IconSet
 from sotalign.data.iconify.names import caption, parse_name
 from sotalign.data.views import retrieval_view
-from sotalign.encoders import load_encoder
+from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
+from sotalign.evaluation import plan_accuracy
 from sotalign.experiment import Experiment, load_data
+from sotalign.trainer import fit
 
 SMALL_SET = "emojione"  # the smallest pinned set with aliases, skin tones and flags (1834 icons)
+IMAGE = "packaged:efficientnet-lite0?image_size=32"  # seconds on a CPU; the text encoder is the real default (MiniLM)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -182,6 +192,7 @@ def test_embed_cli_uses_the_store_cache_and_reruns_nothing(npm_cache, tmp_path, 
     assert "iconify-emojione/validation text:" in first
     folder = next(store.glob("iconify-emojione/validation/text/*"))
     mtimes = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
+    monkeypatch.setattr("orchestrator.embed.load_encoder", lambda *a, **k: pytest.fail("a complete table's encoder was loaded"))
     assert main(args) == 0 and capsys.readouterr().out == first
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
 
@@ -202,3 +213,87 @@ def test_bad_set_names_and_missing_npm_are_one_clear_error(tmp_path, capsys, mon
         assert "unknown Iconify icon set 'no-such-set-xyz'" in error("iconify:no-such-set-xyz")
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm on PATH
     assert "npm" in error("iconify:twemoji") and "'twemoji'" in error("iconify:twemoji")
+
+
+@pytest.fixture(scope="module")
+def tiny_store(small_set, tmp_path_factory):
+    """``tiny``: 24 pool, 3 validation and 4 test concepts of the small set, each in two styles (the set
+    and a copy), split by concept as the real datasets are; ``tiny-mono``: the same concepts in a third
+    style, alone (its pool a source of unpaired images with concepts). Embedded at 32 px + MiniLM."""
+    images, _ = collect_images([small_set])
+    chosen = {c for split, n in (("pool", 24), ("validation", 3), ("test", 4))
+              for c in sorted({i.concept for i in images if concept_split(i.concept) == split})[:n]}
+    subset = dataclasses.replace(small_set, icons={i.name: small_set.icons[i.name] for i in images if i.concept in chosen})
+    tiny = build_dataset("tiny", [subset, dataclasses.replace(subset, prefix="copy")])
+    mono = build_dataset("tiny-mono", [dataclasses.replace(subset, prefix="mono")])
+    assert set(tiny.splits) == {"pool", "validation", "test"} and len(set(tiny.image_concept[tiny.splits["validation"]])) == 3
+    root = tmp_path_factory.mktemp("iconify-store")
+    encoders = {IMAGE: load_encoder(IMAGE, device="cpu"), DEFAULT_TEXT_ENCODER: load_encoder(DEFAULT_TEXT_ENCODER, device="cpu")}
+    for dataset, splits in ((tiny, tiny.splits), (mono, ["pool"])):
+        for split in splits:
+            for encoder in encoders.values():
+                embed_dataset(dataset, split, encoder, root, progress=False)
+    return root, {spec: e.id for spec, e in encoders.items()}, tiny
+
+
+def tiny_experiment(root, **data):
+    return Experiment.from_dict({
+        "data": {"dataset": "tiny", "store": str(root), "image_encoder": IMAGE, "text_encoder": DEFAULT_TEXT_ENCODER,
+                 "n_pairs": 8, "val_split": "validation", **data},
+        "align": {"steps": 4, "eval_every": 2, "log_every": 2, "head_dim": 8, "batch_unpaired": 256, "select_best": False}})
+
+
+def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_concepts(tiny_store):
+    root, ids, tiny = tiny_store
+    experiment = tiny_experiment(root)
+    data = load_data(experiment, ids)
+    val_images, val_captions = tiny.split_indices("validation")
+    assert len(data.validation.images) == len(val_images) and len(data.validation.captions) == len(val_captions)
+    assert len(set(data.validation.image_group)) == 3 and len(val_images) == 6  # three concepts in two styles
+    # every pool image not paired is unpaired; the unpaired captions are the pool's, but each paired concept's first
+    pool_images, pool_captions = tiny.split_indices("pool")
+    paired = Counter(tiny.image_concept[pool_images]) - Counter(data.unpaired_image_labels)
+    assert sum(paired.values()) == 8 and data.n_unpaired == len(pool_images) - 8
+    assert Counter(data.unpaired_text_labels) == Counter(tiny.image_concept[tiny.caption_image[pool_captions]]) - Counter(set(paired))
+    # model selection on the split, scored like the test: any image (caption) of the concept is a hit
+    config = experiment.config()
+    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, config,
+                validation=data.validation)
+    assert model.history[-1]["val/mean_recall_at_1"] == pytest.approx(data.validate(model)["mean_recall_at_1"])
+    # the teacher's plan on the unpaired data (the batch of 256 holds all of it), partners by concept
+    reference = plan_accuracy(model.teacher.project_images(data.unpaired_images), model.teacher.project_texts(data.unpaired_texts),
+                              data.unpaired_image_labels, data.unpaired_text_labels, epsilon=config.eps_teacher)
+    diagnostic = data.plan_diagnostic(config)
+    for key, value in reference.items():
+        assert diagnostic[f"diagnostic/{key}"] == pytest.approx(value, abs=1e-4), key
+    chance = (data.unpaired_image_labels[:, None] == data.unpaired_text_labels[None, :]).mean()
+    assert diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 * chance)
+    with pytest.raises(ValueError, match="data.val_split: null holds out single images"):
+        load_data(tiny_experiment(root, val_split=None), ids)
+
+
+def test_unpaired_images_of_another_iconify_dataset_pair_by_concept_name(tiny_store):
+    root, ids, tiny = tiny_store
+    data = load_data(tiny_experiment(root, unpaired_images_from="tiny-mono:pool", n_unpaired=12), ids)
+    assert len(data.unpaired_images) == 12 and len(data.unpaired_texts) == 12
+    assert set(data.unpaired_image_labels) <= set(tiny.image_concept[tiny.splits["pool"]])  # mono's concepts, by name
+    diagnostic = data.plan_diagnostic(tiny_experiment(root).config())  # emoji captions and mono images of one concept are partners
+    chance = (data.unpaired_image_labels[:, None] == data.unpaired_text_labels[None, :]).mean()
+    assert 0 < chance and diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 * chance)
+
+
+def test_train_the_shipped_iconify_experiment_on_a_tiny_store(tiny_store, tmp_path, monkeypatch):
+    """`sotalign train search_spaces/experiments/iconify.yaml`, on the tiny store: the run logs the plan
+    diagnostic and the SSW distance before training, the validation and the test metrics after."""
+    root, _, _ = tiny_store
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    changes = {"data.dataset": "tiny", "data.store": str(root), "data.image_encoder": IMAGE, "data.n_pairs": 8, "steps": 4,
+               "eval_every": 2, "log_every": 2, "head_dim": 8}
+    args = ["train", str(ROOT / "search_spaces/experiments/iconify.yaml"), "--tracking-uri", uri]
+    assert main(args + [item for key, value in changes.items() for item in ("--set", f"{key}={value}")]) == 0
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("iconify").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "tiny"
+    assert {"diagnostic/plan_mass_on_partners", "diagnostic/plan_argmax_on_partners", "diagnostic/chance_mass_on_partners",
+            "ssw/total", "val/mean_recall_at_1", "mean_recall_at_1"} <= set(run.data.metrics)
