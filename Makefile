@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 # workers run from the project's venv, not through Ray's `uv run` integration (orchestrator/__init__.py)
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV ?= 0
 
-.PHONY: setup system test demo bench clean
+.PHONY: setup system lint format test demo bench clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -29,7 +29,16 @@ system:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing </dev/null >/dev/null; \
 	else echo "missing$$missing and no root apt-get: the tests that need them will be skipped"; fi
 
-test: setup system
+# ruff (pyproject.toml [tool.ruff]): lint and the formatter's check; `make format` rewrites the files
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: setup
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+test: setup system lint
 	$(UV) run --frozen pytest
 
 demo: setup

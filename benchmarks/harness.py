@@ -16,7 +16,6 @@ import multiprocessing as mp
 import queue as queue_module
 import time
 
-
 SLOW_S = 10.0  # a case whose warm-up takes longer is timed once: its noise is small beside its length
 
 

@@ -39,7 +39,9 @@ def klot_case(impl: str, n: int, n_iter: int = N_ITER):
             plan_kl(log_t, sinkhorn(a @ b.T, EPS_STUDENT, n_iter, solver=solver).log_plan).backward()
         elif impl == "pot_forward":
             marginal = torch.full((n,), 1.0 / n)
-            pot.bregman.sinkhorn_log(marginal, marginal, -(xt @ yt.T), EPS_TEACHER, numItermax=n_iter, stopThr=0.0, warn=False)
+            pot.bregman.sinkhorn_log(
+                marginal, marginal, -(xt @ yt.T), EPS_TEACHER, numItermax=n_iter, stopThr=0.0, warn=False
+            )
         else:
             raise ValueError(impl)
 
@@ -48,7 +50,10 @@ def klot_case(impl: str, n: int, n_iter: int = N_ITER):
 
 def _extrapolated(n: int, repeats: int) -> dict:
     """Unrolled log-sum-exp at 100 iterations from 10 and 20 (both grow linearly in iterations)."""
-    r10, r20 = (measure("benchmarks.klot:klot_case", impl="unrolled_logsumexp", n=n, n_iter=k, repeats=repeats) for k in (10, 20))
+    r10, r20 = (
+        measure("benchmarks.klot:klot_case", impl="unrolled_logsumexp", n=n, n_iter=k, repeats=repeats)
+        for k in (10, 20)
+    )
     if "error" in r10 or "error" in r20:
         return r10 if "error" in r10 else r20
     grow = (N_ITER - 10) / 10
@@ -58,30 +63,56 @@ def _extrapolated(n: int, repeats: int) -> dict:
 def run(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     rows, records = [], []
     for n in sizes:
-        res = {impl: measure("benchmarks.klot:klot_case", impl=impl, n=n, repeats=repeats)
-               for impl in IMPLS if not (impl == "unrolled_logsumexp" and n > UNROLLED_FULL_MAX_N)}
+        res = {
+            impl: measure("benchmarks.klot:klot_case", impl=impl, n=n, repeats=repeats)
+            for impl in IMPLS
+            if not (impl == "unrolled_logsumexp" and n > UNROLLED_FULL_MAX_N)
+        }
         if n > UNROLLED_FULL_MAX_N:
             res["unrolled_logsumexp"] = _extrapolated(n, repeats)
         elif n == max(s for s in sizes if s <= UNROLLED_FULL_MAX_N):
             res["unrolled_check"] = _extrapolated(n, repeats)  # the extrapolation against the real run
         fast, unrolled = res["blockwise"], res["unrolled_logsumexp"]
         star = "*" if unrolled.get("extrapolated") else ""
-        rows.append([
-            str(n), cell(fast, "seconds"), cell(res["dense"], "seconds"), cell(unrolled, "seconds") + star,
-            cell(res["unrolled_matvec"], "seconds"), cell(res["pot_forward"], "seconds"),
-            fmt(ratio(unrolled, fast, "seconds"), ".1f", "x"), fmt(ratio(res["pot_forward"], fast, "seconds"), ".2f", "x"),
-            cell(fast, "peak_mib", ".0f"), cell(res["dense"], "peak_mib", ".0f"), cell(unrolled, "peak_mib", ".0f") + star,
-            cell(res["unrolled_matvec"], "peak_mib", ".0f"),
-            fmt(ratio(unrolled, fast, "peak_mib"), ".0f", "x"), fmt(ratio(res["dense"], fast, "peak_mib"), ".1f", "x"),
-        ])
+        rows.append(
+            [
+                str(n),
+                cell(fast, "seconds"),
+                cell(res["dense"], "seconds"),
+                cell(unrolled, "seconds") + star,
+                cell(res["unrolled_matvec"], "seconds"),
+                cell(res["pot_forward"], "seconds"),
+                fmt(ratio(unrolled, fast, "seconds"), ".1f", "x"),
+                fmt(ratio(res["pot_forward"], fast, "seconds"), ".2f", "x"),
+                cell(fast, "peak_mib", ".0f"),
+                cell(res["dense"], "peak_mib", ".0f"),
+                cell(unrolled, "peak_mib", ".0f") + star,
+                cell(res["unrolled_matvec"], "peak_mib", ".0f"),
+                fmt(ratio(unrolled, fast, "peak_mib"), ".0f", "x"),
+                fmt(ratio(res["dense"], fast, "peak_mib"), ".1f", "x"),
+            ]
+        )
         records.append({"bench": "klot", "n": n, **res})
     text = (
         f"KLOT forward + backward from n x 1024 embeddings, eps {EPS_STUDENT} / {EPS_TEACHER}, {N_ITER} iterations, float32; "
         "peak = the case's own max RSS above its inputs; * = extrapolated from 10 and 20 iterations\n\n"
         + table(
-            ["n", "blockwise s", "dense s", "unrolled lse s", "unrolled matvec s", "POT fwd (1 plan) s", "unrolled lse / blockwise time",
-             "POT fwd / blockwise time", "blockwise MiB", "dense MiB", "unrolled lse MiB", "unrolled matvec MiB",
-             "unrolled lse / blockwise memory", "dense / blockwise memory"],
+            [
+                "n",
+                "blockwise s",
+                "dense s",
+                "unrolled lse s",
+                "unrolled matvec s",
+                "POT fwd (1 plan) s",
+                "unrolled lse / blockwise time",
+                "POT fwd / blockwise time",
+                "blockwise MiB",
+                "dense MiB",
+                "unrolled lse MiB",
+                "unrolled matvec MiB",
+                "unrolled lse / blockwise memory",
+                "dense / blockwise memory",
+            ],
             rows,
         )
     )
@@ -89,6 +120,8 @@ def run(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     for r in checks:
         real, extra = r["unrolled_logsumexp"], r["unrolled_check"]
         if "error" not in real and "error" not in extra:
-            text += (f"\n\nExtrapolation check at n = {r['n']}: unrolled lse measured {real['seconds']:.2f} s / {real['peak_mib']:.0f} MiB, "
-                     f"extrapolated {extra['seconds']:.2f} s / {extra['peak_mib']:.0f} MiB")
+            text += (
+                f"\n\nExtrapolation check at n = {r['n']}: unrolled lse measured {real['seconds']:.2f} s / {real['peak_mib']:.0f} MiB, "
+                f"extrapolated {extra['seconds']:.2f} s / {extra['peak_mib']:.0f} MiB"
+            )
     return text, records

@@ -19,22 +19,31 @@ from pathlib import Path
 from benchmarks import klot, scale, sinkhorn, training
 
 SUITES = ("klot", "sinkhorn", "training", "scale")
-FULL = {"klot": [1024, 2048, 4096, 8192], "sinkhorn": [1024, 2048, 4096], "bandwidth": [4096, 8192],
-        "training": [1024, 4096, 8192], "scale": [16384, 32768]}
+FULL = {
+    "klot": [1024, 2048, 4096, 8192],
+    "sinkhorn": [1024, 2048, 4096],
+    "bandwidth": [4096, 8192],
+    "training": [1024, 4096, 8192],
+    "scale": [16384, 32768],
+}
 QUICK = {"klot": [256, 512], "sinkhorn": [256, 512], "bandwidth": [2048], "training": [512], "scale": [4096]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
-    parser.add_argument("--quick", action="store_true", help="small sizes and no paper-size step: a smoke run of every suite")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and no paper-size step: a smoke run of every suite"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench_output"))
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     import torch
 
-    header = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    header = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"# Benchmarks ({header})\n")
     sections, records = [], []
     for suite in args.suites:

@@ -41,25 +41,47 @@ def run(sizes: list[int], paper_step: bool = True) -> tuple[str, list[dict]]:
         res = measure("benchmarks.scale:blockwise_case", n=n, repeats=1, warmup=False)
         rows.append([str(n), cell(res, "seconds", ".1f"), cell(res, "peak_mib", ".0f"), f"{n * n * 4 / 2**20:.0f}"])
         records.append({"bench": "klot_scale", "n": n, **res})
-    text = (f"Blockwise KLOT forward + backward at scale (n x 1024 embeddings, eps {EPS_STUDENT} / {EPS_TEACHER}, {N_ITER} iterations, "
-            "one run)\n\n" + table(["n", "seconds", "peak MiB", "one n x n float32 matrix, MiB"], rows))
+    text = (
+        f"Blockwise KLOT forward + backward at scale (n x 1024 embeddings, eps {EPS_STUDENT} / {EPS_TEACHER}, {N_ITER} iterations, "
+        "one run)\n\n" + table(["n", "seconds", "peak MiB", "one n x n float32 matrix, MiB"], rows)
+    )
 
     if not paper_step:
         return text, records
     pairs = round(PAPER_BATCH * PAPER_PAIRS_SHARE)
     unpaired = PAPER_BATCH - pairs
-    short, long = (measure("benchmarks.training:training_case", d_image=1280, d_text=384, batch=PAPER_BATCH, steps=k,
-                           repeats=1, warmup=False) for k in (1, 2))
+    short, long = (
+        measure(
+            "benchmarks.training:training_case",
+            d_image=1280,
+            d_text=384,
+            batch=PAPER_BATCH,
+            steps=k,
+            repeats=1,
+            warmup=False,
+        )
+        for k in (1, 2)
+    )
     records.append({"bench": "paper_step", "pairs": pairs, "unpaired": unpaired, "one_step": short, "two_steps": long})
     if "error" in short or "error" in long:
         return text + f"\n\nPaper-size step failed: {short.get('error') or long.get('error')}", records
     step = long["seconds"] - short["seconds"]
-    text += (f"\n\nOne training step at the paper's batch ({pairs} pairs + {unpaired} unpaired, 1280 / 384 -> 1024, teacher cached): "
-             f"{step:.1f} s and {long['peak_mib'] / 1024:.1f} GiB peak on this CPU; {PAPER_STEPS} steps = {PAPER_STEPS * step / 3600:.1f} h "
-             f"(+ {short['seconds'] - step:.0f} s set-up and the one teacher solve).")
-    gpu_rows = [[name, f"{sinkhorn_bytes(unpaired, False) / bw * 1e3:.0f}", f"{PAPER_STEPS * sinkhorn_bytes(unpaired, False) / bw / 60:.1f}"]
-                for name, bw in GPU_BANDWIDTH.items()]
-    text += ("\n\nGPU floor for the student's Sinkhorn (the per-step part that grows as n^2): "
-             f"{sinkhorn_bytes(unpaired, False) / 1e9:.0f} GB streamed per step at n = {unpaired}\n\n"
-             + table(["GPU", "ms per step (floor)", f"minutes for {PAPER_STEPS} steps (floor)"], gpu_rows))
+    text += (
+        f"\n\nOne training step at the paper's batch ({pairs} pairs + {unpaired} unpaired, 1280 / 384 -> 1024, teacher cached): "
+        f"{step:.1f} s and {long['peak_mib'] / 1024:.1f} GiB peak on this CPU; {PAPER_STEPS} steps = {PAPER_STEPS * step / 3600:.1f} h "
+        f"(+ {short['seconds'] - step:.0f} s set-up and the one teacher solve)."
+    )
+    gpu_rows = [
+        [
+            name,
+            f"{sinkhorn_bytes(unpaired, False) / bw * 1e3:.0f}",
+            f"{PAPER_STEPS * sinkhorn_bytes(unpaired, False) / bw / 60:.1f}",
+        ]
+        for name, bw in GPU_BANDWIDTH.items()
+    ]
+    text += (
+        "\n\nGPU floor for the student's Sinkhorn (the per-step part that grows as n^2): "
+        f"{sinkhorn_bytes(unpaired, False) / 1e9:.0f} GB streamed per step at n = {unpaired}\n\n"
+        + table(["GPU", "ms per step (floor)", f"minutes for {PAPER_STEPS} steps (floor)"], gpu_rows)
+    )
     return text, records

@@ -28,7 +28,9 @@ def sinkhorn_case(impl: str, n: int, dtype: str, eps: float = EPS_TEACHER, n_ite
     return {
         "ours": lambda: sinkhorn(K, eps, n_iter),
         "ours_blockwise": lambda: sinkhorn_potentials(x, y, eps, n_iter),
-        "pot": lambda: pot.bregman.sinkhorn_log(marginal, marginal, -K, eps, numItermax=n_iter, stopThr=0.0, warn=False),
+        "pot": lambda: pot.bregman.sinkhorn_log(
+            marginal, marginal, -K, eps, numItermax=n_iter, stopThr=0.0, warn=False
+        ),
     }[impl]
 
 
@@ -57,15 +59,27 @@ def _vs_pot(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     rows, records = [], []
     for n in sizes:
         for dtype in ("float32", "float64"):
-            res = {impl: measure("benchmarks.sinkhorn:sinkhorn_case", impl=impl, n=n, dtype=dtype, repeats=repeats)
-                   for impl in ("ours", "ours_blockwise", "pot")}
-            rows.append([str(n), dtype, cell(res["ours"], "seconds"), cell(res["ours_blockwise"], "seconds"), cell(res["pot"], "seconds"),
-                         fmt(ratio(res["pot"], res["ours"], "seconds"), ".1f", "x"),
-                         fmt(ratio(res["pot"], res["ours_blockwise"], "seconds"), ".1f", "x")])
+            res = {
+                impl: measure("benchmarks.sinkhorn:sinkhorn_case", impl=impl, n=n, dtype=dtype, repeats=repeats)
+                for impl in ("ours", "ours_blockwise", "pot")
+            }
+            rows.append(
+                [
+                    str(n),
+                    dtype,
+                    cell(res["ours"], "seconds"),
+                    cell(res["ours_blockwise"], "seconds"),
+                    cell(res["pot"], "seconds"),
+                    fmt(ratio(res["pot"], res["ours"], "seconds"), ".1f", "x"),
+                    fmt(ratio(res["pot"], res["ours_blockwise"], "seconds"), ".1f", "x"),
+                ]
+            )
             records.append({"bench": "sinkhorn", "n": n, "dtype": dtype, **res})
-    text = (f"Sinkhorn forward, eps {EPS_TEACHER}, {N_ITER} iterations (no tolerance): ours (dense, auto solver; blockwise, "
-            "from the embeddings) vs POT sinkhorn_log\n\n"
-            + table(["n", "dtype", "ours dense s", "ours blockwise s", "POT s", "POT / dense", "POT / blockwise"], rows))
+    text = (
+        f"Sinkhorn forward, eps {EPS_TEACHER}, {N_ITER} iterations (no tolerance): ours (dense, auto solver; blockwise, "
+        "from the embeddings) vs POT sinkhorn_log\n\n"
+        + table(["n", "dtype", "ours dense s", "ours blockwise s", "POT s", "POT / dense", "POT / blockwise"], rows)
+    )
     return text, records
 
 
@@ -76,18 +90,39 @@ def _bandwidth(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     # (solver, epsilon, kernel bytes per entry): the student's float32 kernel, the teacher's float64 one
     for solver, eps, width in (("matvec", 0.05, 4), ("matvec", 0.01, 8), ("logsumexp", 0.05, 4)):
         for n in sizes:
-            short, long = (measure("benchmarks.sinkhorn:iteration_case", solver=solver, n=n, eps=eps, n_iter=k, repeats=repeats)
-                           for k in (5, 25))
+            short, long = (
+                measure("benchmarks.sinkhorn:iteration_case", solver=solver, n=n, eps=eps, n_iter=k, repeats=repeats)
+                for k in (5, 25)
+            )
             if "error" in short or "error" in long:
                 continue
             per_iter = (long["seconds"] - short["seconds"]) / 20
             bound = 2 * n * n * width / bandwidth
-            rows.append([solver, f"float{8 * width}", str(n), f"{1e3 * per_iter:.1f}", f"{1e3 * bound:.1f}", f"{100 * bound / per_iter:.0f}%"])
-            records.append({"bench": "iteration", "solver": solver, "bytes_per_entry": width, "n": n,
-                            "seconds_per_iteration": per_iter, "bound_seconds": bound})
-    text = (f"One Sinkhorn iteration (n x n, from 25 minus 5 iterations) vs the bandwidth bound "
-            f"2 n^2 sizeof / copy bandwidth ({bandwidth / 1e9:.1f} GB/s measured, 1 GiB copy)\n\n"
-            + table(["solver", "kernel", "n", "ms / iteration", "bound ms", "fraction of bound"], rows))
+            rows.append(
+                [
+                    solver,
+                    f"float{8 * width}",
+                    str(n),
+                    f"{1e3 * per_iter:.1f}",
+                    f"{1e3 * bound:.1f}",
+                    f"{100 * bound / per_iter:.0f}%",
+                ]
+            )
+            records.append(
+                {
+                    "bench": "iteration",
+                    "solver": solver,
+                    "bytes_per_entry": width,
+                    "n": n,
+                    "seconds_per_iteration": per_iter,
+                    "bound_seconds": bound,
+                }
+            )
+    text = (
+        f"One Sinkhorn iteration (n x n, from 25 minus 5 iterations) vs the bandwidth bound "
+        f"2 n^2 sizeof / copy bandwidth ({bandwidth / 1e9:.1f} GB/s measured, 1 GiB copy)\n\n"
+        + table(["solver", "kernel", "n", "ms / iteration", "bound ms", "fraction of bound"], rows)
+    )
     return text, records
 
 

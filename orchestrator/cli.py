@@ -1,4 +1,5 @@
-"""The ``sotalign`` command. Bad input prints one ``error:`` line and exits with code 2."""
+"""The ``sotalign`` command. Bad input (an ``InputError``) prints one ``error:`` line and exits with code 2;
+any other exception is a bug: Python prints its traceback and the command exits with code 1."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 
 from orchestrator import compare, demo, embed, report, sweep, train, ui
+from sotalign.checks import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from orchestrator.experiment_file import RunOptions
+from sotalign.checks import InputError
 
 LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/stack.md: ~3 s per run)
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -35,7 +36,7 @@ def connect_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
     except ConnectionError:
         if os.environ.get("RAY_ADDRESS"):
-            raise ValueError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
+            raise InputError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
         for name, value in LOCAL_TRAIN_SETTINGS.items():
             os.environ.setdefault(name, value)
         ray.init(resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=False)
@@ -56,16 +57,20 @@ def check_cluster_fit(uri: str, options: RunOptions) -> None:
     if len(nodes) < 2:
         return
     if uri.startswith("sqlite:"):
-        raise ValueError(f"MLflow tracking URI {uri} is a file on this node, but the Ray cluster has {len(nodes)} nodes "
-                         "and every run logs from the node it runs on: log to an MLflow server "
-                         "(--tracking-uri http://<head>:5000; the cluster files export MLFLOW_TRACKING_URI on the head)")
+        raise InputError(
+            f"MLflow tracking URI {uri} is a file on this node, but the Ray cluster has {len(nodes)} nodes "
+            "and every run logs from the node it runs on: log to an MLflow server "
+            "(--tracking-uri http://<head>:5000; the cluster files export MLFLOW_TRACKING_URI on the head)"
+        )
     if options.workers > 0 and "://" not in options.storage_path:
         blind = nodes_not_seeing(Path(options.storage_path), nodes)
         if blind:
-            raise ValueError(f"run.storage_path {options.storage_path} is not shared: {len(blind)} of the cluster's "
-                             f"{len(nodes)} nodes ({', '.join(blind)}) do not see it, and a Train worker restarted there "
-                             "could not resume from its checkpoints: set run.storage_path to s3://... / gs://... or a "
-                             "folder shared by every node (NFS)")
+            raise InputError(
+                f"run.storage_path {options.storage_path} is not shared: {len(blind)} of the cluster's "
+                f"{len(nodes)} nodes ({', '.join(blind)}) do not see it, and a Train worker restarted there "
+                "could not resume from its checkpoints: set run.storage_path to s3://... / gs://... or a "
+                "folder shared by every node (NFS)"
+            )
 
 
 def nodes_not_seeing(folder: Path, nodes: list[dict]) -> list[str]:
@@ -78,8 +83,14 @@ def nodes_not_seeing(folder: Path, nodes: list[dict]) -> list[str]:
     marker.touch()
     try:
         sees = ray.remote(num_cpus=0)(os.path.exists)
-        answers = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                           .remote(str(marker)) for node in nodes])
+        answers = ray.get(
+            [
+                sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                    str(marker)
+                )
+                for node in nodes
+            ]
+        )
     finally:
         marker.unlink(missing_ok=True)
     return [f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})" for node, seen in zip(nodes, answers) if not seen]

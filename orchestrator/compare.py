@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sotalign.results import summarize
-
 from orchestrator.tracking import ensure_reachable, tracking_uri
+from sotalign.checks import InputError
+from sotalign.experiments.results import summarize
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser("compare", help="compare MLflow runs grouped by encoder pair, teacher, method, ...")
     p.add_argument("--experiment", required=True, help="MLflow experiment name (e.g. openmoji)")
-    p.add_argument("--group-by", default="encoder_pair", help="run tag to group by (encoder_pair, teacher, method, n_pairs, ...)")
+    p.add_argument(
+        "--group-by", default="encoder_pair", help="run tag to group by (encoder_pair, teacher, method, n_pairs, ...)"
+    )
     p.add_argument("--metric", default="mean_recall_at_1", help="metric to compare (default mean_recall_at_1)")
     p.add_argument("--mode", choices=("max", "min"), default="max", help="whether larger is better (default max)")
     p.add_argument("--filter", default="", help="MLflow filter string, e.g. \"tags.n_pairs = '300'\"")
@@ -32,14 +34,18 @@ def collect(uri: str, experiment: str, group_by: str, metric: str, filter_string
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise ValueError(f"no MLflow experiment {experiment!r} at {uri}; experiments: {names}")
+        raise InputError(f"no MLflow experiment {experiment!r} at {uri}; experiments: {names}")
     try:
         runs = client.search_runs([exp.experiment_id], filter_string, max_results=50000)
     except MlflowException as error:
-        raise ValueError(f"bad --filter {filter_string!r}: {error.message}") from None
-    rows = [{"group": r.data.tags.get(group_by, "(no tag)"), metric: r.data.metrics[metric]} for r in runs if metric in r.data.metrics]
+        raise InputError(f"bad --filter {filter_string!r}: {error.message}") from None
+    rows = [
+        {"group": r.data.tags.get(group_by, "(no tag)"), metric: r.data.metrics[metric]}
+        for r in runs
+        if metric in r.data.metrics
+    ]
     if not rows:
-        raise ValueError(f"none of the {len(runs)} runs in {experiment!r} has the metric {metric!r}")
+        raise InputError(f"none of the {len(runs)} runs in {experiment!r} has the metric {metric!r}")
     return rows
 
 
@@ -68,7 +74,12 @@ def _plot(order, stats, metric: str, group_by: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(order)), 3.8))
     labels = [k[0] for k in order]
     ax.bar(range(len(order)), [stats[k][0] for k in order], yerr=[stats[k][1] for k in order], capsize=4)
-    ax.set_xticks(range(len(order)), [label if len(label) < 40 else label[:37] + "..." for label in labels], rotation=20, ha="right")
+    ax.set_xticks(
+        range(len(order)),
+        [label if len(label) < 40 else label[:37] + "..." for label in labels],
+        rotation=20,
+        ha="right",
+    )
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by {group_by} (mean ± std over runs)")
     save_figure(fig, path, dpi=120)

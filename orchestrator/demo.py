@@ -15,29 +15,49 @@ import datetime
 import json
 from pathlib import Path
 
-from sotalign.benchmark import SYNTHETIC_DEFAULTS, methods_for, run_synthetic
-from sotalign.config import AlignConfig
-from sotalign.io import atomic_path
-from sotalign.results import format_table
-
 from orchestrator.experiment_file import split_tree
 from orchestrator.overrides import parse_assignments, with_changes
 from orchestrator.search_space import load_search_space
 from orchestrator.sweep import TEST_METRICS, run_sweep
 from orchestrator.tracking import tracking_uri
+from sotalign.checks import InputError
+from sotalign.config import AlignConfig
+from sotalign.experiments.results import format_table
+from sotalign.experiments.synthetic_comparison import SYNTHETIC_DEFAULTS, methods_for, run_synthetic
+from sotalign.io import atomic_path
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
-LABELS = {"t2i_recall_at_1": "T2I R@1", "i2t_recall_at_1": "I2T R@1", "mean_recall_at_1": "mean R@1",
-          "t2i_recall_at_5": "T2I R@5", "digits_top1": "digits top-1", "data.encoder_pair": "encoder pair"}
+LABELS = {
+    "t2i_recall_at_1": "T2I R@1",
+    "i2t_recall_at_1": "I2T R@1",
+    "mean_recall_at_1": "mean R@1",
+    "t2i_recall_at_5": "T2I R@5",
+    "digits_top1": "digits top-1",
+    "data.encoder_pair": "encoder pair",
+}
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser("demo", help="teacher vs SAIL vs SOTAlign on the bundled benchmarks, as a local Ray sweep")
-    p.add_argument("--space", type=Path, default=DEMO_SPACE, help="search space to run (default search_spaces/demo.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a base key of every trial, e.g. eps_teacher=0.01 or data.n_pairs=100")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
-    p.add_argument("--synthetic", action="store_true", help="the library alone on the synthetic benchmark (no Ray, no MLflow)")
+    p.add_argument(
+        "--space", type=Path, default=DEMO_SPACE, help="search space to run (default search_spaces/demo.yaml)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a base key of every trial, e.g. eps_teacher=0.01 or data.n_pairs=100",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)",
+    )
+    p.add_argument(
+        "--synthetic", action="store_true", help="the library alone on the synthetic benchmark (no Ray, no MLflow)"
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds with --synthetic (default 3)")
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output/)")
     p.set_defaults(run=run)
@@ -58,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
     by = [p.name for p in space.parameters]
 
     def in_file_order(row):  # the rows as the space lists its choices: pair by pair, method by method
-        return [(p.choices.index(row[p.name]), "") if p.choices and row[p.name] in p.choices else (len(p.choices or ()), str(row[p.name]))
-                for p in space.parameters]
+        return [
+            (p.choices.index(row[p.name]), "")
+            if p.choices and row[p.name] in p.choices
+            else (len(p.choices or ()), str(row[p.name]))
+            for p in space.parameters
+        ]
 
     rows = sorted((r for r in summary["rows"] if r["status"] == "done"), key=in_file_order)
     table = format_table(rows, [m for m in TEST_METRICS if all(m in r for r in rows)], by, LABELS)
@@ -70,13 +94,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {args.out / 'results.md'}; sweep files in {summary['folder']}")
     print(f"runs are in MLflow ({uri}), experiment {summary['experiment']!r}:")
     print("  sotalign ui                     # then open the printed link to the runs table")
-    print(f"  sotalign compare --experiment {summary['experiment']} --group-by encoder_pair --filter \"tags.method = 'sotalign'\"")
+    print(
+        f"  sotalign compare --experiment {summary['experiment']} --group-by encoder_pair --filter \"tags.method = 'sotalign'\""
+    )
     return 0
 
 
 def _synthetic(args: argparse.Namespace) -> int:
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        raise InputError(f"--seeds must be >= 1, got {args.seeds}")
     config = AlignConfig.from_dict({**SYNTHETIC_DEFAULTS.to_dict(), **parse_assignments(args.overrides)})
     rows = run_synthetic(methods_for(config), seeds=range(args.seeds), progress=print)
     table = format_table(rows, list(TEST_METRICS[:4]), ("method",), LABELS)

@@ -22,8 +22,17 @@ from sotalign.encoders import load_encoder, spec_modality
 class ShardEmbedder:
     """A Ray Data actor: one encoder, called with batches of shard indices."""
 
-    def __init__(self, dataset: str, dataset_options: dict, split: str, encoder: str, device: str,
-                 store: str, batch_size: int, shard_size: int):
+    def __init__(
+        self,
+        dataset: str,
+        dataset_options: dict,
+        split: str,
+        encoder: str,
+        device: str,
+        store: str,
+        batch_size: int,
+        shard_size: int,
+    ):
         data = load_dataset(dataset, **dataset_options)
         self.encoder = load_encoder(encoder, device=device)
         table_split, self.load, self.ids, self.columns, self.keys = dataset_rows(data, split, self.encoder.modality)
@@ -33,13 +42,28 @@ class ShardEmbedder:
 
     def __call__(self, batch: dict) -> dict:
         rows = [
-            embed_shard(self.encoder, self.load, self.ids, self.folder, int(index), metadata=self.metadata,
-                        columns=self.columns, keys=self.keys, batch_size=self.batch_size, shard_size=self.shard_size)
+            embed_shard(
+                self.encoder,
+                self.load,
+                self.ids,
+                self.folder,
+                int(index),
+                metadata=self.metadata,
+                columns=self.columns,
+                keys=self.keys,
+                batch_size=self.batch_size,
+                shard_size=self.shard_size,
+            )
             for index in batch["shard"]
         ]
         n = len(rows)
-        return {"shard": np.asarray(batch["shard"]), "rows": np.asarray(rows), "encoder": np.asarray([self.encoder.id] * n),
-                "dim": np.asarray([self.encoder.dim] * n), "folder": np.asarray([str(self.folder)] * n)}
+        return {
+            "shard": np.asarray(batch["shard"]),
+            "rows": np.asarray(rows),
+            "encoder": np.asarray([self.encoder.id] * n),
+            "dim": np.asarray([self.encoder.dim] * n),
+            "folder": np.asarray([str(self.folder)] * n),
+        }
 
 
 def embed_with_ray(
@@ -71,18 +95,40 @@ def embed_with_ray(
     n_shards = len(shard_ranges(len(ids), shard_size))
     if dataset not in BUNDLED and Path(dataset).exists():
         dataset = str(Path(dataset).resolve())  # actors may run in another working directory
-    kwargs = dict(dataset=dataset, dataset_options=dataset_options, split=split, encoder=encoder,
-                  device="cuda" if gpus_per_actor else device, store=str(Path(store).resolve()),
-                  batch_size=batch_size, shard_size=shard_size)
+    kwargs = dict(
+        dataset=dataset,
+        dataset_options=dataset_options,
+        split=split,
+        encoder=encoder,
+        device="cuda" if gpus_per_actor else device,
+        store=str(Path(store).resolve()),
+        batch_size=batch_size,
+        shard_size=shard_size,
+    )
     results = (
         ray.data.from_items([{"shard": k} for k in range(n_shards)])
-        .map_batches(ShardEmbedder, fn_constructor_kwargs=kwargs, batch_size=1,
-                     compute=ray.data.ActorPoolStrategy(size=min(actors, n_shards)), num_cpus=1, num_gpus=gpus_per_actor)
+        .map_batches(
+            ShardEmbedder,
+            fn_constructor_kwargs=kwargs,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(actors, n_shards)),
+            num_cpus=1,
+            num_gpus=gpus_per_actor,
+        )
         .take_all()
     )
     if sorted(int(r["shard"]) for r in results) != list(range(n_shards)):
-        raise RuntimeError(f"the Ray job returned shards {sorted(int(r['shard']) for r in results)}, expected 0..{n_shards - 1}")
+        raise RuntimeError(
+            f"the Ray job returned shards {sorted(int(r['shard']) for r in results)}, expected 0..{n_shards - 1}"
+        )
     encoder_id, dim, folder = results[0]["encoder"], int(results[0]["dim"]), Path(results[0]["folder"])
-    write_manifest(folder, str(encoder_id), modality, dim, len(ids), n_shards,
-                   {"dataset": data.name, "split": table_split, "fingerprint": fingerprint(keys)})
+    write_manifest(
+        folder,
+        str(encoder_id),
+        modality,
+        dim,
+        len(ids),
+        n_shards,
+        {"dataset": data.name, "split": table_split, "fingerprint": fingerprint(keys)},
+    )
     return folder

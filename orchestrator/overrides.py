@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from sotalign.checks import InputError
+
 TOP_LEVEL = ("name", "method", "seed", "data", "align", "run")
 
 
@@ -20,11 +22,13 @@ def key_path(key: str) -> list[str]:
     """``"alpha"`` -> ``["align", "alpha"]``; ``"data.n_pairs"`` -> ``["data", "n_pairs"]``."""
     parts = key.strip().split(".")
     if not all(parts):
-        raise ValueError(f"malformed key {key!r}")
+        raise InputError(f"malformed key {key!r}")
     if len(parts) == 1 and parts[0] not in TOP_LEVEL:
         return ["align", parts[0]]
     if parts[0] not in TOP_LEVEL or (len(parts) > 1 and parts[0] in ("name", "method", "seed")) or len(parts) > 2:
-        raise ValueError(f"unknown key {key!r}: use a top-level key ({', '.join(TOP_LEVEL)}), section.field, or an AlignConfig field")
+        raise InputError(
+            f"unknown key {key!r}: use a top-level key ({', '.join(TOP_LEVEL)}), section.field, or an AlignConfig field"
+        )
     return parts
 
 
@@ -34,11 +38,11 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise InputError(f"--set expects key=value, got {item!r}")
         try:
             changes[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as error:
-            raise ValueError(f"--set {key}: cannot parse value {raw!r} ({error.problem})") from None
+            raise InputError(f"--set {key}: cannot parse value {raw!r} ({error.problem})") from None
     return changes
 
 
@@ -51,7 +55,7 @@ def with_changes(tree: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
         for section in sections:
             child = node.setdefault(section, {})
             if not isinstance(child, dict):
-                raise ValueError(f"cannot set {key!r}: {section!r} is not a section")
+                raise InputError(f"cannot set {key!r}: {section!r} is not a section")
             node = child
         node[leaf] = value
     return tree

@@ -16,7 +16,11 @@ import time
 LEAK_AGE_S = 10.0  # a worker group requests its actors as soon as its placement group is ready
 SETTLE_S = 60.0  # a stopped trial's controller dies asynchronously; Ray's graceful actor shutdown takes up to 30 s
 POLL_S = 1.0
-LIVE_STATES = ("PENDING", "CREATED", "RESCHEDULING")  # all but REMOVED: a pending group takes its CPUs once they free up
+LIVE_STATES = (
+    "PENDING",
+    "CREATED",
+    "RESCHEDULING",
+)  # all but REMOVED: a pending group takes its CPUs once they free up
 CONTROLLER_CLASS = "TrainController"  # ray.train.v2's controller actor, which creates the worker groups
 
 
@@ -73,8 +77,11 @@ def _worker_groups(states: tuple[str, ...] = ("CREATED",)) -> list[_Group]:
     actors = list_actors(address=address, detail=True, limit=10_000)
     used = {a.placement_group_id for a in actors if a.state != "DEAD" and a.placement_group_id}
     now = time.time_ns()
-    return [_Group(g, used, now) for g in list_placement_groups(address=address, detail=True, limit=10_000)
-            if g.state in states and not any("TRAIN_DRIVER_RESOURCE" in b["unit_resources"] for b in g.bundles)]
+    return [
+        _Group(g, used, now)
+        for g in list_placement_groups(address=address, detail=True, limit=10_000)
+        if g.state in states and not any("TRAIN_DRIVER_RESOURCE" in b["unit_resources"] for b in g.bundles)
+    ]
 
 
 def _remove(groups: list[_Group]) -> None:

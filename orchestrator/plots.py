@@ -53,8 +53,12 @@ def plot_metric_vs_params(rows: list[dict], metric: str, params: list[str], path
         elif points:
             labels = list(dict.fromkeys(str(x) for x, _ in points))
             ax.scatter([labels.index(str(x)) for x, _ in points], [y for _, y in points])
-            ax.set_xticks(range(len(labels)), [label if len(label) < 24 else label[:21] + "..." for label in labels],
-                          rotation=20, ha="right")
+            ax.set_xticks(
+                range(len(labels)),
+                [label if len(label) < 24 else label[:21] + "..." for label in labels],
+                rotation=20,
+                ha="right",
+            )
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

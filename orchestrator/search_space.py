@@ -26,6 +26,7 @@ import yaml
 
 from orchestrator.experiment_file import read_yaml, split_tree
 from orchestrator.overrides import key_path, with_changes
+from sotalign.checks import InputError
 
 TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "random", "grid")
@@ -33,7 +34,7 @@ SPACE_KEYS = {"name", "base", "metric", "mode", "num_samples", "max_concurrent",
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "when"}
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(InputError):
     """A bad search-space file: the message starts with ``file:line``."""
 
 
@@ -106,23 +107,29 @@ class SearchSpace:
             return None
         from ray.tune.schedulers import ASHAScheduler
 
-        options = {"grace_period": 1, "reduction_factor": 4, **{k: v for k, v in self.scheduler.items() if k != "type"}}  # Ray's defaults
+        options = {
+            "grace_period": 1,
+            "reduction_factor": 4,
+            **{k: v for k, v in self.scheduler.items() if k != "type"},
+        }  # Ray's defaults
         if options["grace_period"] > steps:
-            raise ValueError(f"{self.path}: scheduler.grace_period = {options['grace_period']} steps exceeds the {steps} training steps")
+            raise InputError(
+                f"{self.path}: scheduler.grace_period = {options['grace_period']} steps exceeds the {steps} training steps"
+            )
         return ASHAScheduler(time_attr="step", max_t=steps + 1, metric=self.metric, mode=self.mode, **options)
 
 
 def check_name(name: Any, what: str = "name") -> None:
     """A sweep name becomes a folder and an Optuna study: letters, digits, - and _ only."""
     if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"{what} must be a word of letters, digits, - and _, got {name!r}")
+        raise InputError(f"{what} must be a word of letters, digits, - and _, got {name!r}")
 
 
 def _lookup(experiment: dict[str, Any], key: str) -> Any:
     """The value of ``key`` (``teacher``, ``data.n_pairs``) in a resolved experiment dict, or None."""
     try:
         parts = key_path(key)
-    except ValueError:
+    except InputError:
         return None
     node: Any = experiment
     for part in parts:
@@ -160,20 +167,25 @@ def load_search_space(path: str | Path) -> SearchSpace:
             fail((), f"missing required key {key!r}")
     try:
         check_name(raw["name"])
-    except ValueError as error:
+    except InputError as error:
         fail(("name",), str(error).removeprefix("name "))
     if not isinstance(raw["base"], dict):
-        fail(("base",), "must be an experiment mapping (name, method, seed, data, align, run), optionally with file: PATH")
+        fail(
+            ("base",),
+            "must be an experiment mapping (name, method, seed, data, align, run), optionally with file: PATH",
+        )
     try:
         raw["base"] = _resolve_base(raw["base"], path.parent)
         split_tree(raw["base"])
-    except (ValueError, FileNotFoundError) as error:
+    except InputError as error:
         fail(("base",), str(error))
     if not isinstance(raw["parameters"], dict) or not raw["parameters"]:
         fail(("parameters",), "must map at least one parameter name to its {type, ...}")
 
-    parameters = [_parameter(name, spec, lambda sub, msg, n=name: fail(("parameters", n, *sub), msg))
-                  for name, spec in raw["parameters"].items()]
+    parameters = [
+        _parameter(name, spec, lambda sub, msg, n=name: fail(("parameters", n, *sub), msg))
+        for name, spec in raw["parameters"].items()
+    ]
     names = [p.name for p in parameters]
     resolved = split_tree(raw["base"])[0].to_dict()
     for p in parameters:
@@ -189,7 +201,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
         for value in p.choices or [p.low, p.high]:
             try:
                 split_tree(with_changes(raw["base"], {p.name: value}))
-            except ValueError as error:
+            except InputError as error:
                 fail(("parameters", p.name), f"does not fit the experiment: {error}")
 
     space = SearchSpace(path, raw["name"], raw["base"], parameters)
@@ -229,7 +241,7 @@ def _resolve_base(base: dict[str, Any], folder: Path) -> dict[str, Any]:
         return base
     tree = read_yaml(folder / base.pop("file")) or {}
     if not isinstance(tree, dict):
-        raise ValueError("the base file must hold an experiment mapping")
+        raise InputError("the base file must hold an experiment mapping")
     for key, value in base.items():
         tree[key] = {**(tree.get(key) or {}), **value} if isinstance(value, dict) else value
     return tree
@@ -238,7 +250,7 @@ def _resolve_base(base: dict[str, Any], folder: Path) -> dict[str, Any]:
 def _parameter(name: str, spec: Any, fail) -> Parameter:
     try:
         key_path(name)
-    except ValueError as error:
+    except InputError as error:
         fail((), str(error))
     if not isinstance(spec, dict):
         fail((), "must be a mapping like {type: float, low: 0.01, high: 1, log: true}")
@@ -274,7 +286,9 @@ def _parameter(name: str, spec: Any, fail) -> Parameter:
 def _sampler(spec: Any, fail) -> dict[str, Any]:
     if not isinstance(spec, dict) or spec.get("type", "tpe") not in SAMPLERS:
         fail(("type",) if isinstance(spec, dict) else (), f"sampler type must be one of {', '.join(SAMPLERS)}")
-    allowed = {"type", "seed"} | ({"n_startup_trials", "multivariate", "group"} if spec.get("type", "tpe") == "tpe" else set())
+    allowed = {"type", "seed"} | (
+        {"n_startup_trials", "multivariate", "group"} if spec.get("type", "tpe") == "tpe" else set()
+    )
     for key in sorted(set(spec) - allowed):
         fail((key,), f"unknown option for the {spec.get('type', 'tpe')} sampler; expected {', '.join(sorted(allowed))}")
     return {"type": "tpe", **spec}

@@ -22,13 +22,14 @@ from typing import Any
 import yaml
 
 from orchestrator import tracking
+from orchestrator.cluster import check_cluster_fit, connect_ray
+from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import split_tree, with_absolute_paths
 from orchestrator.placement import free_job_worker_groups, remove_leaked_placement_groups
-from sotalign.io import atomic_path
-
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
-from orchestrator.cluster import check_cluster_fit, connect_ray
-from orchestrator.train import encoder_ids, train_experiment
+from orchestrator.train import train_experiment
+from sotalign.checks import InputError
+from sotalign.io import atomic_path
 
 STATE = "sweep.json"
 TEST_METRICS = ("mean_recall_at_1", "t2i_recall_at_1", "i2t_recall_at_1", "t2i_recall_at_5", "digits_top1")
@@ -37,13 +38,29 @@ TEST_METRICS = ("mean_recall_at_1", "t2i_recall_at_1", "i2t_recall_at_1", "t2i_r
 def add_parser(commands) -> None:
     p = commands.add_parser("sweep", help="run a search_spaces/*.yaml sweep with Ray Tune + Optuna, logged to MLflow")
     p.add_argument("space", type=Path, help="search-space file, e.g. search_spaces/epsilon.yaml")
-    p.add_argument("--resume", action="store_true", help="continue the stopped sweep of this name (keeps finished trials)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the stopped sweep of this name (keeps finished trials)"
+    )
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: num_samples of the file)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: max_concurrent of the file)")
-    p.add_argument("--name", default=None, help="sweep name (default: name of the file); one folder and one MLflow parent run each")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a base key for every trial: data.n_pairs=100, steps=200, run.workers=2")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials at once (default: max_concurrent of the file)"
+    )
+    p.add_argument(
+        "--name", default=None, help="sweep name (default: name of the file); one folder and one MLflow parent run each"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a base key for every trial: data.n_pairs=100, steps=200, run.workers=2",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)",
+    )
     p.set_defaults(run=run)
 
 
@@ -55,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     split_tree(space.base)  # the overridden base is still a valid experiment
     for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
         if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise InputError(f"{flag} must be >= 1, got {value}")
         if value is not None and args.resume:
-            raise ValueError(f"{flag} cannot change on --resume: a resumed sweep keeps the settings it started with")
+            raise InputError(f"{flag} cannot change on --resume: a resumed sweep keeps the settings it started with")
     if args.name is not None:
         check_name(args.name, "--name")
     space.name = args.name or space.name
@@ -83,9 +100,18 @@ def sweep_folder(space: SearchSpace) -> Path:
 
 def _fingerprint(space: SearchSpace) -> dict[str, Any]:
     """What a resumed sweep must share with the one it continues."""
-    return json.loads(json.dumps({"base": space.base, "parameters": [dataclasses.asdict(p) for p in space.parameters],
-                                  "metric": space.metric, "mode": space.mode, "sampler": space.sampler,
-                                  "scheduler": space.scheduler}))
+    return json.loads(
+        json.dumps(
+            {
+                "base": space.base,
+                "parameters": [dataclasses.asdict(p) for p in space.parameters],
+                "metric": space.metric,
+                "mode": space.mode,
+                "sampler": space.sampler,
+                "scheduler": space.scheduler,
+            }
+        )
+    )
 
 
 def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str, Any]:
@@ -100,32 +126,45 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
     state_file, tune_folder = folder / STATE, folder / "tune"
     if resume:
         if not state_file.is_file() or not tune_folder.is_dir():
-            raise ValueError(f"nothing to resume: no started sweep {space.name!r} at {folder}")
+            raise InputError(f"nothing to resume: no started sweep {space.name!r} at {folder}")
         state = json.loads(state_file.read_text())
         if state["space"] != _fingerprint(space):
-            raise ValueError(f"the search space of sweep {space.name!r} changed since it started (file or --set); "
-                             "resume it unchanged, or start another with --name")
+            raise InputError(
+                f"the search space of sweep {space.name!r} changed since it started (file or --set); "
+                "resume it unchanged, or start another with --name"
+            )
     elif state_file.is_file():
-        raise ValueError(f"sweep {space.name!r} already exists at {folder}: add --resume to continue it, or --name to start another")
+        raise InputError(
+            f"sweep {space.name!r} already exists at {folder}: add --resume to continue it, or --name to start another"
+        )
     experiments = _experiments_of(space)
     base_experiment = experiments[0]
     if any(p.name == "run.workers" for p in space.parameters):
-        raise ValueError("run.workers cannot be a sweep parameter: a trial's resources (an actor's CPU for workers: 0, "
-                         "a Train driver otherwise) are fixed for the sweep; set it in base")
+        raise InputError(
+            "run.workers cannot be a sweep parameter: a trial's resources (an actor's CPU for workers: 0, "
+            "a Train driver otherwise) are fixed for the sweep; set it in base"
+        )
     scheduler = space.build_scheduler(base_experiment.align.steps)
-    ids = encoder_ids(experiments)  # embeds the bundled data for every encoder pair once, here
+    ids = ensure_tables(experiments)  # embeds the bundled data for every encoder pair once, here
     connect_ray()
     check_cluster_fit(uri, split_tree(space.base)[1])
     if ray.cluster_resources().get("TRAIN_DRIVER_RESOURCE", 0) < 0.01:
-        raise ValueError("the Ray cluster has no TRAIN_DRIVER_RESOURCE for trial drivers: start it with "
-                         "--resources='{\"TRAIN_DRIVER_RESOURCE\": 4}' on the head (cluster.yaml does)")
+        raise InputError(
+            "the Ray cluster has no TRAIN_DRIVER_RESOURCE for trial drivers: start it with "
+            "--resources='{\"TRAIN_DRIVER_RESOURCE\": 4}' on the head (cluster.yaml does)"
+        )
 
     if resume:
         parent_run_id = state["parent_run_id"]
     else:
         tags = {"sweep": space.name, "dataset": base_experiment.data.dataset, "search_space": str(space.path)}
-        parent_run_id = tracking.start_run(uri, base_experiment.name, f"sweep-{space.name}", tags,
-                                           {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples})
+        parent_run_id = tracking.start_run(
+            uri,
+            base_experiment.name,
+            f"sweep-{space.name}",
+            tags,
+            {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples},
+        )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id),
         _trial_resources(split_tree(space.base)[1]),
@@ -141,8 +180,12 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
         if freed := free_job_worker_groups():  # a stopped trial's workers must not starve what runs next
             print(f"freed {freed} worker placement group(s) that stopped trials left behind")
         _close_stopped_trials(uri, parent_run_id, base_experiment.name, results)
-        summary = {"interrupted": results.num_terminated + results.num_errors < space.num_samples,
-                   "parent_run_id": parent_run_id, "folder": str(folder), "experiment": base_experiment.name}
+        summary = {
+            "interrupted": results.num_terminated + results.num_errors < space.num_samples,
+            "parent_run_id": parent_run_id,
+            "folder": str(folder),
+            "experiment": base_experiment.name,
+        }
         if summary["interrupted"]:  # Tune returns normally on Ctrl-C: no summary of a partial sweep
             outcome["status"] = "KILLED"
         else:
@@ -165,29 +208,45 @@ def _new_tuner(space: SearchSpace, trainable, scheduler, folder: Path):
     from ray.tune.search.optuna import OptunaSearch
 
     folder.mkdir(parents=True, exist_ok=True)
-    searcher = OptunaSearch(space=space.define_by_run, metric=space.metric, mode=space.mode,
-                            sampler=space.build_sampler(), study_name=space.name,
-                            storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"))
+    searcher = OptunaSearch(
+        space=space.define_by_run,
+        metric=space.metric,
+        mode=space.mode,
+        sampler=space.build_sampler(),
+        study_name=space.name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"),
+    )
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=space.num_samples,
-                                    max_concurrent_trials=space.max_concurrent),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=space.num_samples,
+            max_concurrent_trials=space.max_concurrent,
+        ),
         run_config=tune.RunConfig(name="tune", storage_path=str(folder), verbose=1),  # status tables, not every result
     )
 
 
 def _experiments_of(space: SearchSpace):
     """The base experiment, plus one per categorical choice (each encoder pair must be embedded)."""
-    trees = [space.base] + [space.experiment_tree({p.name: c}) for p in space.parameters if p.choices for c in p.choices]
+    trees = [space.base] + [
+        space.experiment_tree({p.name: c}) for p in space.parameters if p.choices for c in p.choices
+    ]
     return [split_tree(tree)[0] for tree in trees]
 
 
 def _close_stopped_trials(uri: str, parent_run_id: str, experiment: str, results) -> None:
     """Child runs of trials Tune stopped (ASHA) end KILLED: those still RUNNING after the sweep,
     and those the stop reached as an error first (the trial's Train run is torn down under it)."""
-    stopped = {(r.metrics or {}).get("trial_id") for r in results if not r.error and "mean_recall_at_1" not in (r.metrics or {})}
+    stopped = {
+        (r.metrics or {}).get("trial_id")
+        for r in results
+        if not r.error and "mean_recall_at_1" not in (r.metrics or {})
+    }
     children = tracking.client(uri).search_runs(
-        [tracking.experiment_id(uri, experiment)], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        [tracking.experiment_id(uri, experiment)], f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )
     for run in children:
         if run.info.status == "RUNNING" or (run.info.status == "FAILED" and run.data.tags.get("trial_id") in stopped):
             tracking.end_run(uri, run.info.run_id, "KILLED")
@@ -204,10 +263,20 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
     in_process = {"report": tune.report} if options.workers == 0 else {"callbacks": [TuneReportCallback()]}
     previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run
         [tracking.experiment_id(uri, experiment.name)],
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial_id}'")
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial_id}'",
+    )
     run_id = previous[0].info.run_id if previous else None
-    train_experiment(experiment, options, uri, ids, name=f"{space.name}-{trial_id}", parent_run_id=parent_run_id,
-                     run_id=run_id, tags={"sweep": space.name, "trial_id": trial_id}, **in_process)
+    train_experiment(
+        experiment,
+        options,
+        uri,
+        ids,
+        name=f"{space.name}-{trial_id}",
+        parent_run_id=parent_run_id,
+        run_id=run_id,
+        tags={"sweep": space.name, "trial_id": trial_id},
+        **in_process,
+    )
 
 
 def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
@@ -216,14 +285,20 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        rows.append({"trial": metrics.get("trial_id", Path(str(result.path)).name),
-                     "status": "error" if result.error else ("stopped" if "mean_recall_at_1" not in metrics else "done"),
-                     **{n: result.config.get(n) for n in names},
-                     space.metric: metrics.get(space.metric),
-                     **{m: metrics.get(m) for m in TEST_METRICS if m in metrics}})
+        rows.append(
+            {
+                "trial": metrics.get("trial_id", Path(str(result.path)).name),
+                "status": "error" if result.error else ("stopped" if "mean_recall_at_1" not in metrics else "done"),
+                **{n: result.config.get(n) for n in names},
+                space.metric: metrics.get(space.metric),
+                **{m: metrics.get(m) for m in TEST_METRICS if m in metrics},
+            }
+        )
     scored = [r for r in rows if r["status"] == "done" and isinstance(r[space.metric], (int, float))]
     if not scored:
-        raise ValueError(f"no trial of sweep {space.name!r} finished with {space.metric!r} (see the trial errors above)")
+        raise InputError(
+            f"no trial of sweep {space.name!r} finished with {space.metric!r} (see the trial errors above)"
+        )
     best = (max if space.mode == "max" else min)(scored, key=lambda r: r[space.metric])
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = _markdown(rows, columns)
@@ -232,8 +307,11 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
     writer.writeheader()
     writer.writerows(rows)
     best_tree = space.experiment_tree({n: best[n] for n in names if best[n] is not None})
-    for name, text in (("results.md", table + "\n"), ("results.csv", buffer.getvalue()),
-                       ("best_config.yaml", yaml.safe_dump(best_tree, sort_keys=False))):
+    for name, text in (
+        ("results.md", table + "\n"),
+        ("results.csv", buffer.getvalue()),
+        ("best_config.yaml", yaml.safe_dump(best_tree, sort_keys=False)),
+    ):
         with atomic_path(folder / name) as tmp:
             tmp.write_text(text)
     from orchestrator.plots import plot_metric_vs_params

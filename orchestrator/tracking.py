@@ -21,13 +21,20 @@ from pathlib import Path
 
 import yaml
 
+from sotalign.checks import InputError
+
 DEFAULT_DB = "mlflow.db"
 # A shared runs-table view stored on every experiment the project creates: grouped by encoder pair,
 # with the pair, method and headline metrics as columns. MLflow 3.17's UI opens it from the link
 # ``#/experiments/<id>/runs?viewStateShareKey=encoder_pairs`` (the tag format its UI reads).
 PAIRS_VIEW = "encoder_pairs"
 PAIRS_VIEW_STATE = {
-    "selectedColumns": ["tags.`encoder_pair`", "tags.`method`", "metrics.`mean_recall_at_1`", "metrics.`val/mean_recall_at_1`"],
+    "selectedColumns": [
+        "tags.`encoder_pair`",
+        "tags.`method`",
+        "metrics.`mean_recall_at_1`",
+        "metrics.`val/mean_recall_at_1`",
+    ],
     "groupBy": "tag.average.encoder_pair",
 }
 
@@ -46,13 +53,15 @@ def ensure_reachable(uri: str, timeout: float = 5.0) -> None:
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
                 if response.status != 200:
-                    raise ValueError(f"MLflow tracking server {uri} answered /health with HTTP {response.status}")
+                    raise InputError(f"MLflow tracking server {uri} answered /health with HTTP {response.status}")
         except (urllib.error.URLError, OSError) as error:
-            raise ValueError(f"MLflow tracking server {uri} is unreachable ({error}); start it or use a sqlite:/// URI") from None
+            raise InputError(
+                f"MLflow tracking server {uri} is unreachable ({error}); start it or use a sqlite:/// URI"
+            ) from None
     elif uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     else:
-        raise ValueError(f"unsupported tracking URI {uri!r}: use sqlite:///path/mlflow.db or http(s)://host:port")
+        raise InputError(f"unsupported tracking URI {uri!r}: use sqlite:///path/mlflow.db or http(s)://host:port")
 
 
 def metric_key(name: str) -> str:
@@ -83,7 +92,9 @@ def experiment_id(uri: str, name: str) -> str:
     return exp_id
 
 
-def start_run(uri: str, experiment: str, name: str, tags: dict[str, str], params: dict, parent_run_id: str | None = None) -> str:
+def start_run(
+    uri: str, experiment: str, name: str, tags: dict[str, str], params: dict, parent_run_id: str | None = None
+) -> str:
     """Create a RUNNING run with its tags and params (a child of ``parent_run_id`` if given); return its id."""
     from mlflow.entities import Param
 
@@ -103,12 +114,17 @@ def log_metrics(uri: str, run_id: str, values: dict, step: int | None = None) ->
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(metric_key(k), float(v), now, step or 0) for k, v in values.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    metrics = [
+        Metric(metric_key(k), float(v), now, step or 0)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     client(uri).log_batch(run_id, metrics=metrics)
 
 
-def log_model_artifacts(uri: str, run_id: str, model, experiment: dict, metrics: dict, plots: dict | None = None) -> None:
+def log_model_artifacts(
+    uri: str, run_id: str, model, experiment: dict, metrics: dict, plots: dict | None = None
+) -> None:
     """The resolved config (YAML), ``eval.json``, the model and its teacher (safetensors), plots (PNG)."""
     mlflow_client = client(uri)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,18 +21,18 @@ import datetime
 import json
 import shutil
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from sotalign.experiment import Experiment, load_data
-
 from orchestrator import tracking
 from orchestrator.cluster import check_cluster_fit, connect_ray
+from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import RunOptions, load_experiment_file
 from orchestrator.overrides import parse_assignments
+from sotalign.experiments.experiment import Experiment, load_data
 
 STATE_FILE, TEACHER_FILE, FINAL_FILE = "state.pt", "teacher.safetensors", "final.json"
 WORKER_NODES_TAG = "ray.worker_nodes"  # the Ray node id of each rank, comma-separated, rank 0 first
@@ -41,11 +41,26 @@ WORKER_NODES_TAG = "ray.worker_nodes"  # the Ray node id of each rank, comma-sep
 def add_parser(commands) -> None:
     p = commands.add_parser("train", help="train one experiment (YAML) on Ray Train workers, logged to MLflow")
     p.add_argument("config", type=Path, help="experiment file (name, method, seed, data:, align:, run:)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail")
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: run.workers of the file); 0 = train in this process")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray Train workers (default: run.workers of the file); 0 = train in this process",
+    )
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: run.gpus_per_worker)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)",
+    )
     p.set_defaults(run=run)
 
 
@@ -58,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     experiment, options = load_experiment_file(args.config, changes)
     uri = tracking.tracking_uri(args.tracking_uri)
     tracking.ensure_reachable(uri)  # before any data loading or training
-    ids = encoder_ids([experiment])
+    ids = ensure_tables([experiment])
     if options.workers:
         connect_ray()
         check_cluster_fit(uri, options)
@@ -69,44 +84,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def encoder_ids(experiments: list[Experiment]) -> dict[str, str]:
-    """Encoder spec -> stored id for every encoder the experiments read. The bundled benchmarks are
-    embedded first where their tables are missing (a no-op once cached); another dataset must
-    already be in the store (`sotalign embed`), which is checked here, before Ray starts."""
-    from sotalign.bundled import ensure_embedded
-    from sotalign.data.extract import embed_dataset, is_complete, table_dir
-    from sotalign.data.registry import BUNDLED, load_dataset
-    from sotalign.encoders import load_encoder
-
-    ids: dict[str, str] = {}
-    for data in dict.fromkeys((e.data.dataset, e.data.store, e.data.image_encoder, e.data.text_encoder, e.data.pool_split,
-                               e.data.test_split, tuple(e.data.unpaired_sources().items()))
-                              for e in experiments if e.data.dataset != "synthetic"):
-        dataset, store, image_spec, text_spec, pool_split, test_split, sources = data
-        image, text = (load_encoder(spec) for spec in (image_spec, text_spec))
-        ids.update({image_spec: image.id, text_spec: text.id})
-        tables = [(dataset, split, modality) for split in filter(None, (pool_split, test_split)) for modality in ("image", "text")]
-        if dataset == "openmoji":
-            ensure_embedded(store, image, text)
-            tables = []
-        for modality, (name, split) in sources:
-            if name in BUNDLED:
-                embed_dataset(load_dataset(name), split, image if modality == "image" else text, store)
-            else:
-                tables.append((name, split, modality))
-        for name, split, modality in tables:
-            encoder, spec = (image, image_spec) if modality == "image" else (text, text_spec)
-            if not is_complete(table_dir(store, name, split, modality, encoder.id)):
-                raise ValueError(f"no {modality} embeddings of dataset {name!r} split {split!r} in {store}: run "
-                                 f"`sotalign embed --encoder '{spec}' --dataset <your {name} table> --out {store}` first")
-    return ids
-
-
 def mlflow_params(experiment: Experiment) -> dict[str, Any]:
     """Config params: the effective ``AlignConfig`` (method and seed applied) by bare field names,
     the data spec by ``data.<field>``."""
     tree = experiment.to_dict()
-    return {"method": experiment.method, **experiment.config().to_dict(), **{f"data.{k}": v for k, v in tree["data"].items()}}
+    return {
+        "method": experiment.method,
+        **experiment.config().to_dict(),
+        **{f"data.{k}": v for k, v in tree["data"].items()},
+    }
 
 
 def train_experiment(
@@ -142,38 +128,53 @@ def train_experiment(
         name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
         if experiment.config().uses_unpaired:  # how far the unpaired data lies from the pairs (paper eq. 14)
             tracking.log_metrics(uri, run_id, data.distribution_shift(), 0)
-            tracking.log_metrics(uri, run_id, data.plan_diagnostic(experiment.config()), 0)  # the teacher's plan on hidden partners
+            tracking.log_metrics(
+                uri, run_id, data.plan_diagnostic(experiment.config()), 0
+            )  # the teacher's plan on hidden partners
     name = name or f"{experiment.name}-{run_id}"
     if options.workers == 0:
         with tracking.ending_run(uri, run_id):
             return {**train_in_process(experiment, data, uri, run_id, report), "run_id": run_id, "checkpoint": None}
-    loop_config = {"experiment": experiment.to_dict(), "data": ray.put(data), "tracking_uri": uri,
-                   "run_id": run_id, "checkpoint_every": options.checkpoint_every}
+    loop_config = {
+        "experiment": experiment.to_dict(),
+        "data": ray.put(data),
+        "tracking_uri": uri,
+        "run_id": run_id,
+        "checkpoint_every": options.checkpoint_every,
+    }
     use_gpu = options.gpus_per_worker > 0
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=options.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": options.cpus_per_worker, **({"GPU": options.gpus_per_worker} if use_gpu else {})}),
+            num_workers=options.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={
+                "CPU": options.cpus_per_worker,
+                **({"GPU": options.gpus_per_worker} if use_gpu else {}),
+            },
+        ),
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=options.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest + one in case it is torn
-            callbacks=callbacks or []),
+            callbacks=callbacks or [],
+        ),
     )
     with tracking.ending_run(uri, run_id):
         result = trainer.fit()
     return {**result.metrics, "run_id": run_id, "checkpoint": result.checkpoint.path if result.checkpoint else None}
 
 
-def train_in_process(experiment: Experiment, data, uri: str, run_id: str, report: Callable[[dict], None] | None = None) -> dict:
+def train_in_process(
+    experiment: Experiment, data, uri: str, run_id: str, report: Callable[[dict], None] | None = None
+) -> dict:
     """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs."""
     import ray
 
-    from sotalign.trainer import fit
+    from sotalign.two_stage import fit
 
     if ray.is_initialized():  # a sweep's trial actor
         tracking.client(uri).set_tag(run_id, WORKER_NODES_TAG, ray.get_runtime_context().get_node_id())
@@ -183,8 +184,15 @@ def train_in_process(experiment: Experiment, data, uri: str, run_id: str, report
         if report is not None and "val/mean_recall_at_1" in record:
             report(dict(record))
 
-    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, experiment.config(),
-                validation=data.validation, callback=on_record)
+    model = fit(
+        data.paired_images,
+        data.paired_texts,
+        data.unpaired_images,
+        data.unpaired_texts,
+        experiment.config(),
+        validation=data.validation,
+        callback=on_record,
+    )
     final = _final_metrics(model, data, 0)
     _log_final(uri, run_id, model, experiment, final)
     if report is not None:
@@ -197,8 +205,14 @@ def _log_final(uri: str, run_id: str, model, experiment: Experiment, final: dict
     from orchestrator.plots import plot_history  # matplotlib: rank 0 only
 
     tracking.log_metrics(uri, run_id, final, int(final["step"]))
-    tracking.log_model_artifacts(uri, run_id, model, experiment.to_dict(), final,
-                                 plots={"training.png": lambda path: plot_history(model.history, path)})
+    tracking.log_model_artifacts(
+        uri,
+        run_id,
+        model,
+        experiment.to_dict(),
+        final,
+        plots={"training.png": lambda path: plot_history(model.history, path)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,9 +226,9 @@ def train_worker(loop_config: dict) -> None:
     import torch.distributed as dist
 
     from sotalign.distributed import DistributedContext
-    from sotalign.loop import Checkpointing
+    from sotalign.stage2 import Checkpointing
     from sotalign.teachers import Teacher
-    from sotalign.trainer import checked_inputs, fit, fit_stage1
+    from sotalign.two_stage import checked_inputs, fit, fit_stage1
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -243,8 +257,9 @@ def train_worker(loop_config: dict) -> None:
     if teacher is None:  # stage 1 once, on rank 0; the other ranks receive it
         box = [None]
         if rank == 0:
-            a, b, x, y, _ = checked_inputs(data.paired_images, data.paired_texts, data.unpaired_images,
-                                           data.unpaired_texts, None, config)
+            a, b, x, y, _ = checked_inputs(
+                data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, None, config
+            )
             box = [fit_stage1(a, b, x, y, config)]
         if distributed is not None:
             dist.broadcast_object_list(box, src=0)
@@ -252,7 +267,9 @@ def train_worker(loop_config: dict) -> None:
 
     every = loop_config["checkpoint_every"]
     pending: dict[str, str] = {}
-    logged_until = _last_logged_step(uri, run_id) if rank == 0 and resumed_from else 0  # steps logged before the failure
+    logged_until = (
+        _last_logged_step(uri, run_id) if rank == 0 and resumed_from else 0
+    )  # steps logged before the failure
 
     def save(step: int, loop_state: dict) -> None:
         if rank == 0:
@@ -266,14 +283,25 @@ def train_worker(loop_config: dict) -> None:
             tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
         if "val/mean_recall_at_1" in record or (every and step % every == 0):  # collective: same steps on every rank
             folder = pending.pop("folder", None)
-            ray.train.report({**record, "resumed_from_step": resumed_from},
-                             checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+            ray.train.report(
+                {**record, "resumed_from_step": resumed_from},
+                checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None,
+            )
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, config,
-                validation=data.validation, teacher=teacher, callback=on_record, distributed=distributed,
-                checkpointing=Checkpointing(every, save, state))
+    model = fit(
+        data.paired_images,
+        data.paired_texts,
+        data.unpaired_images,
+        data.unpaired_texts,
+        config,
+        validation=data.validation,
+        teacher=teacher,
+        callback=on_record,
+        distributed=distributed,
+        checkpointing=Checkpointing(every, save, state),
+    )
     if rank != 0:
         ray.train.report({})
         return
@@ -296,6 +324,10 @@ def _final_metrics(model, data, resumed_from: int) -> dict[str, float]:
     with torch.no_grad():
         test, val = data.evaluate(model), data.validate(model)
     last = model.history[-1] if model.history else {}
-    return {**test, **{f"val/{k}": v for k, v in val.items()}, "step": float(model.config.steps),
-            "best_step": float(last.get("best_step", last.get("step", 0))), "resumed_from_step": float(resumed_from)}
-
+    return {
+        **test,
+        **{f"val/{k}": v for k, v in val.items()},
+        "step": float(model.config.steps),
+        "best_step": float(last.get("best_step", last.get("step", 0))),
+        "resumed_from_step": float(resumed_from),
+    }

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestrator.tracking import PAIRS_VIEW, ensure_reachable, runs_link, tracking_uri
+from sotalign.checks import InputError
 
 RAY_POLL_S = 2.0  # how often --stop-with-ray looks for the raylet: the server outlives `ray stop` by at most this
 
@@ -29,15 +30,28 @@ def add_parser(commands) -> None:
     p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default loopback)")
-    p.add_argument("--artifacts-destination", default=None,
-                   help="where the server stores the artifacts that clients send it (default: mlartifacts/ beside the sqlite file)")
-    p.add_argument("--stop-with-ray", action="store_true",
-                   help="stop serving when this machine's Ray node stops (`ray stop`, `ray down`): the cluster files' head server")
-    p.add_argument("--allowed-hosts", default=None, metavar="HOST[:PORT],...",
-                   help="Host headers the server accepts besides MLflow's defaults (loopback, private IPs) and, when serving "
-                        "beyond loopback, this machine's own addresses: e.g. mlflow.mylab.org")
-    p.add_argument("--background", action="store_true",
-                   help="return once the server answers, leaving it running in its own session (a cluster's head commands)")
+    p.add_argument(
+        "--artifacts-destination",
+        default=None,
+        help="where the server stores the artifacts that clients send it (default: mlartifacts/ beside the sqlite file)",
+    )
+    p.add_argument(
+        "--stop-with-ray",
+        action="store_true",
+        help="stop serving when this machine's Ray node stops (`ray stop`, `ray down`): the cluster files' head server",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="HOST[:PORT],...",
+        help="Host headers the server accepts besides MLflow's defaults (loopback, private IPs) and, when serving "
+        "beyond loopback, this machine's own addresses: e.g. mlflow.mylab.org",
+    )
+    p.add_argument(
+        "--background",
+        action="store_true",
+        help="return once the server answers, leaving it running in its own session (a cluster's head commands)",
+    )
     p.set_defaults(run=run)
 
 
@@ -45,14 +59,14 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ValueError(f"mlflow server exited with code {process.returncode} (port in use?)")
+            raise InputError(f"mlflow server exited with code {process.returncode} (port in use?)")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise ValueError(f"mlflow server did not answer {url}/health within {timeout:.0f} s")
+    raise InputError(f"mlflow server did not answer {url}/health within {timeout:.0f} s")
 
 
 def _ray_node_running() -> bool:
@@ -75,8 +89,12 @@ def _allowed_hosts(host: str, extra: str | None) -> str:
 
     hosts = get_default_allowed_hosts()
     if host not in ("127.0.0.1", "localhost", "::1"):
-        own = {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for a in addresses
-               if a.family in (socket.AF_INET, socket.AF_INET6)}
+        own = {
+            a.address.split("%")[0]
+            for addresses in psutil.net_if_addrs().values()
+            for a in addresses
+            if a.family in (socket.AF_INET, socket.AF_INET6)
+        }
         hosts += [f"{a}:*" if ":" not in a else f"[[]{a}]:*" for a in sorted(own)]
     hosts += [h.strip() for h in (extra or "").split(",") if h.strip()]
     return ",".join(dict.fromkeys(hosts))
@@ -101,20 +119,48 @@ def run(args: argparse.Namespace) -> int:
         _print_links(store.rstrip("/"), store)
         return 0
     if args.stop_with_ray and not _ray_node_running():
-        raise ValueError("--stop-with-ray: no Ray node of this user runs on this machine (start it first: `ray start`)")
+        raise InputError("--stop-with-ray: no Ray node of this user runs on this machine (start it first: `ray start`)")
     server = f"http://{args.host}:{args.port}"
     artifacts = args.artifacts_destination or str(Path(store.removeprefix("sqlite:///")).parent / "mlartifacts")
     if args.background:  # the same command in the foreground of a new session; ready when it answers
-        command = [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", store, "--artifacts-destination", artifacts,
-                   "--host", args.host, "--port", str(args.port), *(["--stop-with-ray"] if args.stop_with_ray else []),
-                   *(["--allowed-hosts", args.allowed_hosts] if args.allowed_hosts else [])]
+        command = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "ui",
+            "--tracking-uri",
+            store,
+            "--artifacts-destination",
+            artifacts,
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            *(["--stop-with-ray"] if args.stop_with_ray else []),
+            *(["--allowed-hosts", args.allowed_hosts] if args.allowed_hosts else []),
+        ]
         serving = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_healthy(server, serving)
         print(f"MLflow server at {server} (pid {serving.pid}) serving {store} in the background")
         return 0
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--artifacts-destination", artifacts,
-               "--host", args.host, "--port", str(args.port), "--workers", "1",
-               "--allowed-hosts", _allowed_hosts(args.host, args.allowed_hosts)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+        "--allowed-hosts",
+        _allowed_hosts(args.host, args.allowed_hosts),
+    ]
     # MLflow's background job runner (5-7 processes) serves features this project does not use and
     # slows the server's start-up several-fold on a small machine
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

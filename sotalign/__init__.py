@@ -7,7 +7,7 @@ modules ``ot`` (Sinkhorn, KLOT), ``teachers``, ``losses``, ``heads``, ``evaluati
 
 from sotalign.config import AlignConfig
 from sotalign.model import AlignedModel
-from sotalign.trainer import fit
+from sotalign.two_stage import fit
 
 __all__ = ["AlignConfig", "AlignedModel", "fit"]
 __version__ = "0.1.0"

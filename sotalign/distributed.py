@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sotalign.checks import InputError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -25,9 +27,9 @@ class DistributedContext:
     world_size: int
 
     @classmethod
-    def from_process_group(cls) -> "DistributedContext":
+    def from_process_group(cls) -> DistributedContext:
         if not dist.is_available() or not dist.is_initialized():
-            raise ValueError("torch.distributed has no initialised process group")
+            raise InputError("torch.distributed has no initialised process group")
         return cls(dist.get_rank(), dist.get_world_size())
 
     def shard(self, rows: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sotalign.checks import as_embeddings, check_same_dim
+from sotalign.checks import InputError, as_embeddings, check_same_dim
 from sotalign.ot import sinkhorn
 
 
@@ -45,25 +45,32 @@ def retrieval(
     n_img, n_txt = images.shape[0], texts.shape[0]
     if text_to_image is None:
         if n_img != n_txt:
-            raise ValueError(f"{n_img} images and {n_txt} texts: pass text_to_image to say which caption is whose")
+            raise InputError(f"{n_img} images and {n_txt} texts: pass text_to_image to say which caption is whose")
         t2i = torch.arange(n_txt, device=images.device)
     else:
         t2i = torch.as_tensor(text_to_image, device=images.device).long()
         if t2i.shape != (n_txt,) or (t2i.numel() and (t2i.min() < 0 or t2i.max() >= n_img)):
-            raise ValueError(f"text_to_image must hold {n_txt} image indices in [0, {n_img})")
+            raise InputError(f"text_to_image must hold {n_txt} image indices in [0, {n_img})")
     if image_groups is None:
         image_group = torch.arange(n_img, device=images.device)
     else:
         image_group = torch.as_tensor(image_groups, device=images.device)
         if image_group.shape != (n_img,) or image_group.is_floating_point():
-            raise ValueError(f"image_groups must hold one integer group per image ({n_img}), got shape {tuple(image_group.shape)}")
+            raise InputError(
+                f"image_groups must hold one integer group per image ({n_img}), got shape {tuple(image_group.shape)}"
+            )
         image_group = torch.unique(image_group, return_inverse=True)[1]
     text_group = image_group[t2i]
     if torch.bincount(text_group, minlength=int(image_group.max()) + 1)[image_group].min() == 0:
-        raise ValueError("every image needs at least one caption in text_to_image" if image_groups is None
-                         else "every image group needs at least one caption in text_to_image")
+        raise InputError(
+            "every image needs at least one caption in text_to_image"
+            if image_groups is None
+            else "every image group needs at least one caption in text_to_image"
+        )
 
-    def ranks(queries: torch.Tensor, candidates: torch.Tensor, query_group: torch.Tensor, candidate_group: torch.Tensor):
+    def ranks(
+        queries: torch.Tensor, candidates: torch.Tensor, query_group: torch.Tensor, candidate_group: torch.Tensor
+    ):
         out = torch.empty(len(queries), dtype=torch.long, device=images.device)
         for start in range(0, len(queries), chunk_size):
             sims = queries[start : start + chunk_size] @ candidates.T
@@ -89,7 +96,9 @@ def class_embeddings(class_text_emb) -> torch.Tensor:
     if emb.ndim == 2:
         return F.normalize(emb, dim=-1)
     if emb.ndim != 3:
-        raise ValueError(f"class text embeddings must be (classes, dim) or (classes, templates, dim), got {tuple(emb.shape)}")
+        raise InputError(
+            f"class text embeddings must be (classes, dim) or (classes, templates, dim), got {tuple(emb.shape)}"
+        )
     return F.normalize(F.normalize(emb, dim=-1).mean(1), dim=-1)
 
 
@@ -101,9 +110,9 @@ def zero_shot(image_emb, labels, class_text_emb, *, ks: Sequence[int] = (1, 5)) 
     check_same_dim(images, classes, "image embeddings", "class text embeddings")
     labels = torch.as_tensor(labels, device=images.device).long()
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"need one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
+        raise InputError(f"need one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
     if labels.min() < 0 or labels.max() >= classes.shape[0]:
-        raise ValueError(f"labels must lie in [0, {classes.shape[0]}) (one class text per class)")
+        raise InputError(f"labels must lie in [0, {classes.shape[0]}) (one class text per class)")
     scores = images @ classes.T
     correct = scores.gather(1, labels[:, None])
     ranks = (scores > correct).sum(1)
@@ -120,9 +129,9 @@ def mutual_knn(a, b, k: int = 10, *, chunk_size: int = 1024) -> float:
     b = F.normalize(as_embeddings(b, "b").float(), dim=1).to(a.device)
     n = a.shape[0]
     if b.shape[0] != n:
-        raise ValueError(f"a and b must describe the same {n} samples, got {b.shape[0]} rows in b")
+        raise InputError(f"a and b must describe the same {n} samples, got {b.shape[0]} rows in b")
     if not 1 <= k < n:
-        raise ValueError(f"k must be in [1, {n - 1}] for {n} samples, got {k}")
+        raise InputError(f"k must be in [1, {n - 1}] for {n} samples, got {k}")
     shared = 0.0
     for start in range(0, n, chunk_size):
         rows = torch.arange(start, min(start + chunk_size, n), device=a.device)
@@ -161,14 +170,17 @@ def plan_accuracy(
     check_same_dim(images, texts, "image embeddings", "text embeddings")
     image_labels, text_labels = np.asarray(image_labels), np.asarray(text_labels)
     if image_labels.shape != (len(images),) or text_labels.shape != (len(texts),):
-        raise ValueError(f"need one label per image and per text: {len(images)} images with labels of shape "
-                         f"{image_labels.shape}, {len(texts)} texts with labels of shape {text_labels.shape}")
-    ids = torch.as_tensor(np.unique(np.concatenate([image_labels, text_labels]), return_inverse=True)[1].reshape(-1),
-                          device=images.device)
+        raise InputError(
+            f"need one label per image and per text: {len(images)} images with labels of shape "
+            f"{image_labels.shape}, {len(texts)} texts with labels of shape {text_labels.shape}"
+        )
+    ids = torch.as_tensor(
+        np.unique(np.concatenate([image_labels, text_labels]), return_inverse=True)[1].reshape(-1), device=images.device
+    )
     partner = ids[: len(images), None] == ids[None, len(images) :]
     has_partner = partner.any(1)
     if not has_partner.any():
-        raise ValueError("no image of the batch has a partner text (no image label equals a text label)")
+        raise InputError("no image of the batch has a partner text (no image label equals a text label)")
     log_plan = sinkhorn(images @ texts.T, epsilon, n_iter).log_plan
     plan = log_plan.exp()
     argmax_hit = partner.gather(1, log_plan.argmax(1, keepdim=True)).squeeze(1)

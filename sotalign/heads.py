@@ -4,7 +4,7 @@
 3.6). ``mlp`` is a residual MLP: a linear map plus a GELU MLP whose output layer starts at
 zero, so that at initialisation it *is* the linear map (and can start from the teacher).
 ``relative`` is not trained: ASIF's sparse similarities to anchor embeddings
-(``sotalign.baselines.training_free``).
+(``sotalign.training_free``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from sotalign.checks import check_choice
+from sotalign.checks import InputError, check_choice
 
 HEAD_KINDS = ("linear", "mlp")
 HEAD_INITS = ("random", "teacher")
@@ -56,8 +56,15 @@ class RelativeHead(nn.Module):
         return torch.zeros_like(sims).scatter_(-1, top.indices, top.values.clamp_min(0).pow(self.power))
 
 
-def build_head(kind: str, in_dim: int, out_dim: int, hidden_dim: int | None = None, bias: bool = True,
-               top_k: int = 800, power: float = 8.0) -> nn.Module:
+def build_head(
+    kind: str,
+    in_dim: int,
+    out_dim: int,
+    hidden_dim: int | None = None,
+    bias: bool = True,
+    top_k: int = 800,
+    power: float = 8.0,
+) -> nn.Module:
     """A head by name; ``hidden_dim`` (MLP only) defaults to ``out_dim``; ``top_k`` and ``power``
     are the relative head's (ASIF's defaults)."""
     check_choice(kind, (*HEAD_KINDS, "relative"), "head kind")
@@ -82,7 +89,7 @@ def init_from_projection(head: nn.Module, projection: torch.Tensor) -> None:
     linear: nn.Linear = head.linear
     in_dim, d = projection.shape
     if in_dim != linear.in_features or d > linear.out_features:
-        raise ValueError(
+        raise InputError(
             f"cannot initialise a {linear.in_features}->{linear.out_features} head from a "
             f"{in_dim}->{d} teacher projection (teacher dim must be <= head dim)"
         )

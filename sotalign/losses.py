@@ -24,7 +24,9 @@ from sotalign.ot_blockwise import TeacherPlanCache, klot_blockwise
 Terms = dict[str, torch.Tensor]
 
 
-def siglip_loss(affinity: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, positives: int | None = None) -> torch.Tensor:
+def siglip_loss(
+    affinity: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, positives: int | None = None
+) -> torch.Tensor:
     """-(1/n) sum_ij log sigmoid(z_ij (scale * K_ij + bias)), z = +1 for the n positives, -1 elsewhere.
 
     The positives are the first ``positives`` diagonal entries (default: one per row); every
@@ -84,7 +86,14 @@ def klot_divergence(
     ``teacher_cache`` solves the teacher's plan once while the unpaired batch stays the same.
     """
     value, diagnostics = klot_blockwise(
-        student_images, student_texts, teacher_images, teacher_texts, eps_student, eps_teacher, n_iter, mass,
+        student_images,
+        student_texts,
+        teacher_images,
+        teacher_texts,
+        eps_student,
+        eps_teacher,
+        n_iter,
+        mass,
         teacher_cache=teacher_cache,
     )
     return {"klot": value, **diagnostics}

@@ -21,22 +21,47 @@ class MethodInfo:
 
 
 METHODS: dict[str, MethodInfo] = {
-    "sotalign": MethodInfo("teacher + SigLIP on pairs + alpha * divergence (klot/ginfonce/cka) on unpaired data (paper Alg. 1)",
-                           uses_unpaired=True),
+    "sotalign": MethodInfo(
+        "teacher + SigLIP on pairs + alpha * divergence (klot/ginfonce/cka) on unpaired data (paper Alg. 1)",
+        uses_unpaired=True,
+    ),
     "sail": MethodInfo("SigLIP on the pairs only (SAIL, the supervised baseline)", preset={"divergence": "none"}),
-    "semi_sail": MethodInfo("SAIL with the unpaired images and texts as extra SigLIP negatives", uses_unpaired=True,
-                            preset={"divergence": "none"}),
-    "structure": MethodInfo("SigLIP + the STRUCTURE regulariser on the pairs (supervised)", preset={"divergence": "none"}),
-    "semi_structure": MethodInfo("SigLIP + the STRUCTURE regulariser on pairs and unpaired data", uses_unpaired=True,
-                                 preset={"divergence": "none"}),
-    "nnclr": MethodInfo("SigLIP + unimodal nearest neighbours as extra positives (NNCLR as in DeCLIP)", uses_unpaired=True,
-                        preset={"divergence": "none"}),
-    "sclip": MethodInfo("SigLIP + S-CLIP caption-level pseudo-labels from OT to the paired samples", uses_unpaired=True,
-                        preset={"divergence": "none"}),
-    "teacher": MethodInfo("the stage-1 linear teacher alone (paper Table 1, 'None' row)", trains=False,
-                          preset={"steps": 0, "divergence": "none"}),
-    "asif": MethodInfo("ASIF: relative representations against the pairs (training-free)", trains=False,
-                       preset={"steps": 0, "divergence": "none"}),
-    "csa": MethodInfo("CSA: ridge CCA with a correlation-weighted similarity (training-free)", trains=False,
-                      preset={"steps": 0, "divergence": "none", "teacher": "cca"}),
+    "semi_sail": MethodInfo(
+        "SAIL with the unpaired images and texts as extra SigLIP negatives",
+        uses_unpaired=True,
+        preset={"divergence": "none"},
+    ),
+    "structure": MethodInfo(
+        "SigLIP + the STRUCTURE regulariser on the pairs (supervised)", preset={"divergence": "none"}
+    ),
+    "semi_structure": MethodInfo(
+        "SigLIP + the STRUCTURE regulariser on pairs and unpaired data",
+        uses_unpaired=True,
+        preset={"divergence": "none"},
+    ),
+    "nnclr": MethodInfo(
+        "SigLIP + unimodal nearest neighbours as extra positives (NNCLR as in DeCLIP)",
+        uses_unpaired=True,
+        preset={"divergence": "none"},
+    ),
+    "sclip": MethodInfo(
+        "SigLIP + S-CLIP caption-level pseudo-labels from OT to the paired samples",
+        uses_unpaired=True,
+        preset={"divergence": "none"},
+    ),
+    "teacher": MethodInfo(
+        "the stage-1 linear teacher alone (paper Table 1, 'None' row)",
+        trains=False,
+        preset={"steps": 0, "divergence": "none"},
+    ),
+    "asif": MethodInfo(
+        "ASIF: relative representations against the pairs (training-free)",
+        trains=False,
+        preset={"steps": 0, "divergence": "none"},
+    ),
+    "csa": MethodInfo(
+        "CSA: ridge CCA with a correlation-weighted similarity (training-free)",
+        trains=False,
+        preset={"steps": 0, "divergence": "none", "teacher": "cca"},
+    ),
 }

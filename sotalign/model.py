@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sotalign.checks import InputError
 from sotalign.config import AlignConfig
 from sotalign.heads import LinearHead, build_head
 from sotalign.io import atomic_path
@@ -43,12 +44,16 @@ class AlignedModel(nn.Module):
         self.history: list[dict[str, float]] = []
         self.image_prep, self.text_prep = image_prep, text_prep
         relative = {"top_k": config.asif_k, "power": config.asif_p}
-        self.image_head = build_head(spec["head"], spec["image_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"], **relative)
-        self.text_head = build_head(spec["head"], spec["text_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"], **relative)
+        self.image_head = build_head(
+            spec["head"], spec["image_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"], **relative
+        )
+        self.text_head = build_head(
+            spec["head"], spec["text_dim"], spec["head_dim"], spec["mlp_hidden"], spec["bias"], **relative
+        )
         self.siglip = SigLIPLoss(config.siglip_init_scale, config.siglip_init_bias)
 
     @classmethod
-    def from_teacher(cls, teacher: Teacher, config: AlignConfig, weights: torch.Tensor | None = None) -> "AlignedModel":
+    def from_teacher(cls, teacher: Teacher, config: AlignConfig, weights: torch.Tensor | None = None) -> AlignedModel:
         """The teacher itself as a model (what ``steps=0`` returns); ``weights`` scale its d'
         directions (CSA's correlation weighting)."""
         spec = {
@@ -98,14 +103,14 @@ class AlignedModel(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "AlignedModel":
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> AlignedModel:
         directory = Path(directory)
         meta_path = directory / "model.json"
         if not meta_path.is_file():
-            raise ValueError(f"{directory} holds no saved model (missing model.json)")
+            raise InputError(f"{directory} holds no saved model (missing model.json)")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+            raise InputError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
         spec, (norm_img, norm_txt) = meta["spec"], meta["normalize"]
         teacher_path = directory / "teacher.safetensors"
         teacher = Teacher.load(teacher_path) if teacher_path.is_file() else None
@@ -119,7 +124,7 @@ class AlignedModel(nn.Module):
         try:
             state = load_file(str(directory / "model.safetensors"))
         except Exception as error:  # missing or broken weights file
-            raise ValueError(f"{directory / 'model.safetensors'} is not a readable safetensors file: {error}") from None
+            raise InputError(f"{directory / 'model.safetensors'} is not a readable safetensors file: {error}") from None
         model.load_state_dict(state)
         model.history = meta.get("history", [])
         return model.to(map_location).eval()

@@ -13,9 +13,12 @@ from torch import nn
 
 from sotalign.checks import check_choice
 
+OPTIMIZERS = ("lion", "adamw")  # paper App. A.1: Lion; AdamW for comparison
+SCHEDULES = ("cosine", "constant")  # paper App. A.1: cosine annealing
+
 
 def build_optimizer(modules: list[nn.Module], name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    check_choice(name, ("lion", "adamw"), "optimizer")
+    check_choice(name, OPTIMIZERS, "optimizer")
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
@@ -30,7 +33,7 @@ def build_optimizer(modules: list[nn.Module], name: str, lr: float, weight_decay
 
 def build_schedule(optimizer: torch.optim.Optimizer, kind: str, steps: int, warmup_steps: int = 0):
     """Linear warm-up, then cosine annealing to 0 over ``steps`` (or a constant LR)."""
-    check_choice(kind, ("cosine", "constant"), "schedule")
+    check_choice(kind, SCHEDULES, "schedule")
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from sotalign.checks import check_choice, check_positive
+from sotalign.checks import InputError, check_choice, check_positive
 
 Mass = Literal["unit", "rows"]
 MASSES = ("unit", "rows")
@@ -120,7 +120,7 @@ def _half_step_ops(logits: torch.Tensor, solver: str):
     if dtype is not None:
         return _matvec_ops(logits, dtype)
     if solver == "matvec":
-        raise ValueError(f"the matvec Sinkhorn would underflow here (range(K/eps) = {need:.0f}); use 'logsumexp'")
+        raise InputError(f"the matvec Sinkhorn would underflow here (range(K/eps) = {need:.0f}); use 'logsumexp'")
     return _logsumexp_ops(logits)
 
 
@@ -128,11 +128,19 @@ def check_iterations(epsilon: float, n_iter: int) -> None:
     """A Sinkhorn solve needs epsilon > 0 and at least one iteration."""
     check_positive(epsilon, "epsilon")
     if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        raise InputError(f"n_iter must be >= 1, got {n_iter}")
 
 
-def potentials(lse_rows, lse_cols, shape: tuple[int, int], like: torch.Tensor, n_iter: int, tol: float | None,
-               symmetric: bool, check_every: int):
+def potentials(
+    lse_rows,
+    lse_cols,
+    shape: tuple[int, int],
+    like: torch.Tensor,
+    n_iter: int,
+    tol: float | None,
+    symmetric: bool,
+    check_every: int,
+):
     """The Sinkhorn iteration on given half-steps: potentials (u, v) and the iterations run.
 
     ``lse_rows(v)_i = log sum_j exp(L_ij + v_j)`` over the n x m logits L and ``lse_cols(u)`` its
@@ -174,10 +182,12 @@ def sinkhorn(
     instead of one per half-step) and is chosen whenever its float range is safe.
     """
     if K.ndim != 2 or min(K.shape) == 0:
-        raise ValueError(f"sinkhorn expects a non-empty 2-D affinity matrix, got shape {tuple(K.shape)}")
+        raise InputError(f"sinkhorn expects a non-empty 2-D affinity matrix, got shape {tuple(K.shape)}")
     check_iterations(epsilon, n_iter)
     logits = K.to(solver_dtype(K)) / epsilon
-    u, v, iterations = potentials(*_half_step_ops(logits, solver), logits.shape, logits, n_iter, tol, symmetric, check_every)
+    u, v, iterations = potentials(
+        *_half_step_ops(logits, solver), logits.shape, logits, n_iter, tol, symmetric, check_every
+    )
     log_plan = logits + u[:, None] + v[None, :]
     return SinkhornResult(log_plan, iterations, _marginal_error(log_plan.detach()))
 
@@ -206,7 +216,9 @@ class _ExplicitGradient(torch.autograd.Function):
         return (None, *grads, *(None for _ in grads))
 
 
-def with_gradients(value: torch.Tensor, inputs: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def with_gradients(
+    value: torch.Tensor, inputs: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     """``value`` (computed without autograd), differentiable w.r.t. ``inputs`` with gradients ``grads``."""
     return _ExplicitGradient.apply(value, *inputs, *(g.to(x.dtype) for x, g in zip(inputs, grads, strict=True)))
 
@@ -238,7 +250,7 @@ def klot(
     holds Sinkhorn marginal errors (0-d tensors) and iteration counts under ``sinkhorn/``.
     """
     if K_student.shape != K_teacher.shape or K_student.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"K_student and K_teacher must be n x m matrices of the same shape, "
             f"got {tuple(K_student.shape)} and {tuple(K_teacher.shape)}"
         )

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import torch
 
-from sotalign.checks import check_positive
+from sotalign.checks import InputError, check_positive
 from sotalign.ot import check_iterations, kernel_ops, mass_scale, matvec_dtype, potentials, solver_dtype, with_gradients
 
-BLOCK_BYTES = 1 << 24  # 16 MiB of float32 logits per row block (128 rows at m = 32k): still large matmuls, small temporaries
+BLOCK_BYTES = (
+    1 << 24
+)  # 16 MiB of float32 logits per row block (128 rows at m = 32k): still large matmuls, small temporaries
 
 
 def rows_per_block(m: int, block_rows: int | None = None) -> int:
     """Rows per block: ``block_rows`` if given, else as many as fit in ``BLOCK_BYTES`` of float32."""
     if block_rows is not None and block_rows < 1:
-        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        raise InputError(f"block_rows must be >= 1, got {block_rows}")
     return block_rows or max(1, BLOCK_BYTES // (4 * m))
 
 
@@ -77,8 +79,17 @@ def _logits(x: torch.Tensor, y: torch.Tensor, epsilon: float) -> torch.Tensor:
     return (x @ y.T).div_(epsilon)
 
 
-def sinkhorn_potentials(x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter: int, *, tol: float | None = None,
-                        symmetric: bool = True, check_every: int = 10, block_rows: int | None = None):
+def sinkhorn_potentials(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilon: float,
+    n_iter: int,
+    *,
+    tol: float | None = None,
+    symmetric: bool = True,
+    check_every: int = 10,
+    block_rows: int | None = None,
+):
     """Potentials (u, v) and iterations of ``sinkhorn(x @ y.T, epsilon, ...)``, one n x m matrix at a time.
 
     The plan is exp(x_i . y_j / epsilon + u_i + v_j); nothing n x m outlives the call.
@@ -95,7 +106,7 @@ def sinkhorn_potentials(x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter
 class TeacherPlanCache:
     """The teacher's Sinkhorn potentials for the last teacher embeddings seen, reused when they recur.
 
-    When an unpaired batch covers the whole pool (``sotalign.loop`` then takes it in the pool's
+    When an unpaired batch covers the whole pool (``sotalign.stage2`` then takes it in the pool's
     order, as at the paper's sizes: every unpaired sample in every step), the teacher's affinity,
     and so its plan, is the same at every step: one solve then serves the whole run. Keyed on the
     embeddings themselves (an exact comparison), so it is never stale.
@@ -115,7 +126,9 @@ class TeacherPlanCache:
 
     def _same(self, key: tuple) -> bool:
         (x, y, *rest), (kx, ky, *krest) = key, self._key
-        return rest == krest and x.shape == kx.shape and y.shape == ky.shape and torch.equal(x, kx) and torch.equal(y, ky)
+        return (
+            rest == krest and x.shape == kx.shape and y.shape == ky.shape and torch.equal(x, kx) and torch.equal(y, ky)
+        )
 
 
 def _log_plan(x: torch.Tensor, y: torch.Tensor, epsilon: float, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -144,9 +157,11 @@ def klot_blockwise(
     A ``teacher_cache`` skips the teacher's solve when its embeddings are those of the last call.
     """
     if student_images.ndim != 2 or student_texts.ndim != 2 or student_images.shape[1] != student_texts.shape[1]:
-        raise ValueError(f"student embeddings must be n x d and m x d, got {tuple(student_images.shape)} and {tuple(student_texts.shape)}")
+        raise InputError(
+            f"student embeddings must be n x d and m x d, got {tuple(student_images.shape)} and {tuple(student_texts.shape)}"
+        )
     if teacher_images.shape[0] != student_images.shape[0] or teacher_texts.shape[0] != student_texts.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"teacher and student embeddings must have the same rows, got {teacher_images.shape[0]} x {teacher_texts.shape[0]} "
             f"(teacher) and {student_images.shape[0]} x {student_texts.shape[0]} (student)"
         )
@@ -188,4 +203,3 @@ def klot_blockwise(
         "sinkhorn/student_iters": iters_s,
         "sinkhorn/teacher_iters": iters_t,
     }
-

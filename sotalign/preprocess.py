@@ -22,7 +22,7 @@ class Preprocessing(nn.Module):
         self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.detach().clone().float())
 
     @classmethod
-    def fit(cls, x: torch.Tensor, normalize: bool = True, center: bool = True) -> "Preprocessing":
+    def fit(cls, x: torch.Tensor, normalize: bool = True, center: bool = True) -> Preprocessing:
         """Estimate the mean of (normalised) ``x``; ``center=False`` keeps a zero mean."""
         prep = cls(x.shape[1], normalize)
         if center:

@@ -7,7 +7,10 @@
   total variance (1), which is also what the third-party port does and what measured
   better on real data (findings.md: mean R@1 8.0 vs 6.4 at 150 pairs).
   ``cov_normalize=False`` gives the paper's literal A^T A.
-* ``contrastive``: linear maps trained with SigLIP on the pairs, i.e. SAIL (paper eq. 8).
+* ``contrastive``: linear maps trained with SigLIP on the pairs, i.e. SAIL (paper eq. 8). It is
+  trained by the stage-2 loop, so it is fitted where the config is, by the two-stage driver
+  (``sotalign.two_stage.fit_contrastive_teacher``); this module holds the closed forms and the
+  ``Teacher`` type that all three return.
 
 Closed forms run in float64. Inputs are preprocessed (L2-normalised, then centred; see
 ``sotalign.preprocess``) and that preprocessing is stored with the teacher.
@@ -21,17 +24,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from sotalign.checks import as_embeddings, check_choice, check_pairs
+from sotalign.checks import InputError, as_embeddings, check_choice, check_pairs
 from sotalign.io import atomic_path
 from sotalign.preprocess import Preprocessing
 
-TEACHER_KINDS = ("procrustes", "cca", "contrastive")
-_COMMON_OPTIONS = {"normalize", "center", "image_mean", "text_mean"}
-_KIND_OPTIONS = {
-    "procrustes": set(),
-    "cca": {"reg", "cov_normalize"},
-    "contrastive": {"steps", "lr", "optimizer", "weight_decay", "batch_pairs", "seed", "device"},
-}
+CLOSED_FORMS = ("procrustes", "cca")
+TEACHER_KINDS = (*CLOSED_FORMS, "contrastive")
 
 
 class Teacher:
@@ -83,16 +81,16 @@ class Teacher:
             save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Teacher":
+    def load(cls, path: str | Path) -> Teacher:
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
         except Exception as error:  # safetensors raises its own error types for a broken file
-            raise ValueError(f"{path} is not a readable safetensors file: {error}") from None
+            raise InputError(f"{path} is not a readable safetensors file: {error}") from None
         if meta.get("format") != "sotalign-teacher/1":
-            raise ValueError(f"{path} is not a sotalign teacher file (metadata format {meta.get('format')!r})")
+            raise InputError(f"{path} is not a sotalign teacher file (metadata format {meta.get('format')!r})")
         t = load_file(str(path))
         norm_img, norm_txt = json.loads(meta["normalize"])
         return cls(
@@ -109,9 +107,7 @@ def _inv_sqrt(cov: torch.Tensor, reg: float, name: str) -> torch.Tensor:
     """(cov + reg I)^-1/2 by eigendecomposition; refuses a singular matrix when reg == 0."""
     evals, evecs = torch.linalg.eigh(cov + reg * torch.eye(cov.shape[0], dtype=cov.dtype))
     if evals.min() <= 1e-12 * evals.max().clamp_min(1e-300):
-        raise ValueError(
-            f"the {name} covariance is singular (fewer pairs than dimensions?); use a ridge reg > 0"
-        )
+        raise InputError(f"the {name} covariance is singular (fewer pairs than dimensions?); use a ridge reg > 0")
     return (evecs * evals.rsqrt()) @ evecs.T
 
 
@@ -128,67 +124,64 @@ def _cca(a: torch.Tensor, b: torch.Tensor, dim: int, reg: float, cov_normalize: 
     return sxx_isqrt @ u[:, :dim], syy_isqrt @ vh[:dim].T, s[:dim]
 
 
-def _contrastive(a: torch.Tensor, b: torch.Tensor, dim: int, options: dict):
-    """SAIL: bias-free linear maps trained with SigLIP on the (preprocessed) pairs."""
-    from sotalign.config import AlignConfig
-    from sotalign.heads import LinearHead
-    from sotalign.device import resolve_device
-    from sotalign.loop import train_heads
-    from sotalign.objectives import Stage2Inputs
-    from sotalign.losses import SigLIPLoss
-
-    config = AlignConfig(divergence="none", head_dim=dim, **options)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    image_head = LinearHead(a.shape[1], dim, bias=False).to(device)
-    text_head = LinearHead(b.shape[1], dim, bias=False).to(device)
-    siglip = SigLIPLoss(config.siglip_init_scale, config.siglip_init_bias).to(device)
-    inputs = Stage2Inputs(a.float().to(device), b.float().to(device))
-    train_heads(image_head, text_head, siglip, inputs, config)
-    return image_head.linear.weight.detach().T.double().cpu(), text_head.linear.weight.detach().T.double().cpu(), None
-
-
 def default_teacher_dim(d_image: int, d_text: int, n_pairs: int, center: bool = True) -> int:
     """min(d_image, d_text, rank of the centred pairs): directions past it carry no signal."""
     return max(1, min(d_image, d_text, n_pairs - 1 if center else n_pairs))
 
 
-def fit_teacher(kind: str, image_emb, text_emb, dim: int | None = None, **options) -> Teacher:
-    """Fit a ``procrustes``, ``cca`` or ``contrastive`` teacher on paired embeddings.
-
-    Options: ``normalize`` (True), ``center`` (True), ``image_mean``/``text_mean`` (centre
-    with a mean computed elsewhere, e.g. over paired + unpaired data); for ``cca``: ``reg``
-    (0.1, paper App. A.1) and ``cov_normalize`` (True); for ``contrastive``: the stage-2
-    training fields of ``AlignConfig`` (``steps``, ``lr``, ``optimizer``, ...).
-    """
-    check_choice(kind, TEACHER_KINDS, "teacher")
-    unknown = sorted(set(options) - _COMMON_OPTIONS - _KIND_OPTIONS[kind])
-    if unknown:
-        raise ValueError(f"unknown option(s) for the {kind} teacher: {', '.join(unknown)}")
+def prepared_pairs(
+    image_emb, text_emb, dim: int | None, normalize: bool = True, center: bool = True, image_mean=None, text_mean=None
+) -> tuple[torch.Tensor, torch.Tensor, Preprocessing, Preprocessing, int]:
+    """The pairs as every teacher sees them: checked, preprocessed in float64 (L2-normalised, then
+    centred on their own mean or on a mean computed elsewhere, e.g. over paired + unpaired data),
+    with the preprocessing and the checked teacher dim (None = ``default_teacher_dim``)."""
     images = as_embeddings(image_emb, "paired image embeddings").cpu()  # closed forms run on the CPU in float64
     texts = as_embeddings(text_emb, "paired text embeddings").cpu()
     check_pairs(images, texts)
     n, d_image, d_text = images.shape[0], images.shape[1], texts.shape[1]
-    normalize, center = options.get("normalize", True), options.get("center", True)
     limit = min(d_image, d_text, n)
     dim = default_teacher_dim(d_image, d_text, n, center) if dim is None else dim
     if not 1 <= dim <= limit:
-        raise ValueError(
+        raise InputError(
             f"teacher dim {dim} must be between 1 and min(d_image={d_image}, d_text={d_text}, n_pairs={n}) = {limit}"
         )
-
-    image_prep = _preprocessing(images, normalize, center, options.get("image_mean"))
-    text_prep = _preprocessing(texts, normalize, center, options.get("text_mean"))
+    image_prep = _preprocessing(images, normalize, center, image_mean)
+    text_prep = _preprocessing(texts, normalize, center, text_mean)
     with torch.no_grad():
-        a = image_prep(images.double()).double()
-        b = text_prep(texts.double()).double()
+        return image_prep(images.double()).double(), text_prep(texts.double()).double(), image_prep, text_prep, dim
+
+
+def fit_teacher(
+    kind: str,
+    image_emb,
+    text_emb,
+    dim: int | None = None,
+    *,
+    normalize: bool = True,
+    center: bool = True,
+    image_mean=None,
+    text_mean=None,
+    reg: float = 0.1,
+    cov_normalize: bool = True,
+) -> Teacher:
+    """Fit a closed-form ``procrustes`` or ``cca`` teacher on paired embeddings.
+
+    ``image_mean``/``text_mean`` centre with a mean computed elsewhere (e.g. over paired + unpaired
+    data); ``reg`` (paper App. A.1: 0.1) and ``cov_normalize`` apply to ``cca`` only. The
+    ``contrastive`` teacher is trained: ``sotalign.two_stage.fit_contrastive_teacher``.
+    """
+    if kind == "contrastive":
+        raise InputError(
+            "the contrastive teacher is trained, not solved: use sotalign.two_stage.fit_contrastive_teacher"
+        )
+    check_choice(kind, CLOSED_FORMS, "closed-form teacher")
+    a, b, image_prep, text_prep, dim = prepared_pairs(
+        image_emb, text_emb, dim, normalize, center, image_mean, text_mean
+    )
     if kind == "procrustes":
         wx, wy, corr = _procrustes(a, b, dim)
-    elif kind == "cca":
-        wx, wy, corr = _cca(a, b, dim, options.get("reg", 0.1), options.get("cov_normalize", True))
     else:
-        train = {k: v for k, v in options.items() if k in _KIND_OPTIONS["contrastive"]}
-        wx, wy, corr = _contrastive(a, b, dim, train)
+        wx, wy, corr = _cca(a, b, dim, reg, cov_normalize)
     return Teacher(kind, wx, wy, image_prep, text_prep, corr)
 
 
@@ -197,5 +190,5 @@ def _preprocessing(x: torch.Tensor, normalize: bool, center: bool, mean) -> Prep
         return Preprocessing.fit(x, normalize=normalize, center=center)
     mean = torch.as_tensor(mean).cpu()
     if mean.shape != (x.shape[1],):
-        raise ValueError(f"a precomputed mean must have shape ({x.shape[1]},), got {tuple(mean.shape)}")
+        raise InputError(f"a precomputed mean must have shape ({x.shape[1]},), got {tuple(mean.shape)}")
     return Preprocessing(x.shape[1], normalize, mean)

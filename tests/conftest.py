@@ -4,7 +4,23 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "dog", "red", "car", "the", "green", "blue"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "photo",
+    "of",
+    "cat",
+    "dog",
+    "red",
+    "car",
+    "the",
+    "green",
+    "blue",
+]
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +30,13 @@ def tiny_bert_dir(tmp_path_factory):
     (folder / "vocab.txt").write_text("\n".join(VOCAB))
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     return folder

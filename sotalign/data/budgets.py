@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sotalign.checks import InputError
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -43,9 +45,9 @@ def sample_budget(
     """Draw a budget from a pool of ``n_items`` pairs; deterministic in ``budget.seed``."""
     for name in ("n_pairs", "n_unpaired_images", "n_unpaired_texts"):
         if getattr(budget, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(budget, name)}")
+            raise InputError(f"{name} must be >= 0, got {getattr(budget, name)}")
     if budget.n_pairs > n_items:
-        raise ValueError(f"n_pairs = {budget.n_pairs} exceeds the {n_items} items in the pool")
+        raise InputError(f"n_pairs = {budget.n_pairs} exceeds the {n_items} items in the pool")
     rng = np.random.default_rng(budget.seed)
     order = rng.permutation(n_items)
     pairs, rest = np.sort(order[: budget.n_pairs]), order[budget.n_pairs :]
@@ -54,7 +56,7 @@ def sample_budget(
     if same_pool and disjoint_unpaired:
         need = budget.n_unpaired_images + budget.n_unpaired_texts
         if need > len(rest):
-            raise ValueError(
+            raise InputError(
                 f"n_unpaired_images + n_unpaired_texts = {need} exceeds the {len(rest)} items left "
                 f"after {budget.n_pairs} pairs (pool of {n_items}, disjoint unpaired sets)"
             )
@@ -64,9 +66,13 @@ def sample_budget(
 
     def draw(count: int, pool: int | None, what: str) -> np.ndarray:
         candidates = rest if pool is None else np.arange(pool)
-        where = f"{len(rest)} items left after {budget.n_pairs} pairs (pool of {n_items})" if pool is None else f"{pool} items of its pool"
+        where = (
+            f"{len(rest)} items left after {budget.n_pairs} pairs (pool of {n_items})"
+            if pool is None
+            else f"{pool} items of its pool"
+        )
         if count > len(candidates):
-            raise ValueError(f"{what} = {count} exceeds the {where}")
+            raise InputError(f"{what} = {count} exceeds the {where}")
         return rng.permutation(candidates)[:count]
 
     images = draw(budget.n_unpaired_images, unpaired_image_pool, "n_unpaired_images")

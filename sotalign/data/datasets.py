@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from sotalign.checks import InputError
+
 
 @dataclass
 class ImageTextDataset:
@@ -32,7 +34,7 @@ class ImageTextDataset:
     def split_indices(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(image indices, caption indices) of ``split``, in a fixed order."""
         if split not in self.splits:
-            raise ValueError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+            raise InputError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
         images = self.splits[split]
         captions = np.flatnonzero(np.isin(self.caption_image, images))
         return images, captions
@@ -55,7 +57,7 @@ class ClassificationDataset:
 
     def split_indices(self, split: str) -> np.ndarray:
         if split not in self.splits:
-            raise ValueError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+            raise InputError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
         return self.splits[split]
 
 

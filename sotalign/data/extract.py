@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sotalign.checks import InputError
 from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
 from sotalign.data.store import EmbeddingTable, read_embeddings, read_metadata, write_embeddings
 from sotalign.encoders import Encoder
@@ -55,12 +56,12 @@ def check_existing_shard(path: Path, encoder: Encoder, content: str) -> bool:
         return False
     meta = read_metadata(path)
     if meta.get("encoder") != encoder.id or meta.get("dim") != encoder.dim:
-        raise ValueError(
+        raise InputError(
             f"{path} holds embeddings of {meta.get('encoder')!r} (dim {meta.get('dim')}), not of "
             f"{encoder.id!r} (dim {encoder.dim}); refusing to mix encoders in one table"
         )
     if meta.get("fingerprint") != content:
-        raise ValueError(
+        raise InputError(
             f"{path} holds other content than this extraction would write (the dataset changed, or two "
             f"datasets share the name {meta.get('dataset')!r}); delete {path.parent} or use another store"
         )
@@ -96,8 +97,14 @@ def embed_shard(
         chunks.append(encoder.embed([load(i) for i in range(b, min(b + batch_size, stop))]))
         if on_rows is not None:
             on_rows(min(b + batch_size, stop) - b)
-    write_shard(path, encoder, ids[start:stop], torch.cat(chunks), {**metadata, "fingerprint": content},
-                {k: v[start:stop] for k, v in columns.items()})
+    write_shard(
+        path,
+        encoder,
+        ids[start:stop],
+        torch.cat(chunks),
+        {**metadata, "fingerprint": content},
+        {k: v[start:stop] for k, v in columns.items()},
+    )
     return stop - start
 
 
@@ -122,23 +129,54 @@ def embed_rows(
     folder = Path(folder)
     ranges = shard_ranges(len(ids), shard_size)
     n_shards = len(ranges)
-    bar = tqdm(total=len(ids), desc=f"{metadata.get('dataset', '')}/{metadata.get('split', '')} {encoder.modality}",
-               unit=encoder.modality, disable=not progress)
+    bar = tqdm(
+        total=len(ids),
+        desc=f"{metadata.get('dataset', '')}/{metadata.get('split', '')} {encoder.modality}",
+        unit=encoder.modality,
+        disable=not progress,
+    )
     for index in range(n_shards):
-        done = embed_shard(encoder, load, ids, folder, index, metadata=metadata, columns=columns or {}, keys=keys,
-                           batch_size=batch_size, shard_size=shard_size, on_rows=bar.update)
+        done = embed_shard(
+            encoder,
+            load,
+            ids,
+            folder,
+            index,
+            metadata=metadata,
+            columns=columns or {},
+            keys=keys,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            on_rows=bar.update,
+        )
         if not done:
             bar.update(ranges[index][1] - ranges[index][0])
     bar.close()
-    write_manifest(folder, encoder.id, encoder.modality, encoder.dim, len(ids), n_shards, {**metadata, "fingerprint": fingerprint(keys)})
+    write_manifest(
+        folder,
+        encoder.id,
+        encoder.modality,
+        encoder.dim,
+        len(ids),
+        n_shards,
+        {**metadata, "fingerprint": fingerprint(keys)},
+    )
     return folder
 
 
 def write_shard(path: Path, encoder: Encoder, ids, embeddings: torch.Tensor, metadata: dict, columns: dict) -> None:
-    write_embeddings(path, ids, embeddings, metadata={**metadata, "encoder": encoder.id, "modality": encoder.modality}, columns=columns)
+    write_embeddings(
+        path,
+        ids,
+        embeddings,
+        metadata={**metadata, "encoder": encoder.id, "modality": encoder.modality},
+        columns=columns,
+    )
 
 
-def write_manifest(folder: Path, encoder_id: str, modality: str, dim: int, n_rows: int, n_shards: int, metadata: dict) -> None:
+def write_manifest(
+    folder: Path, encoder_id: str, modality: str, dim: int, n_rows: int, n_shards: int, metadata: dict
+) -> None:
     """Mark a table complete: written last, after every shard."""
     manifest = {**metadata, "encoder": encoder_id, "modality": modality, "dim": dim, "n": n_rows, "shards": n_shards}
     with atomic_path(folder / MANIFEST) as tmp:
@@ -153,7 +191,7 @@ def read_table(folder: str | Path) -> EmbeddingTable:
     """All shards of a complete table, concatenated in order."""
     folder = Path(folder)
     if not is_complete(folder):
-        raise ValueError(f"no complete embedding table at {folder} (run `sotalign embed` first, or let it finish)")
+        raise InputError(f"no complete embedding table at {folder} (run `sotalign embed` first, or let it finish)")
     manifest = json.loads((folder / MANIFEST).read_text())
     parts = [read_embeddings(shard_path(folder, i)) for i in range(manifest["shards"])]
     columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
@@ -164,7 +202,7 @@ def read_table(folder: str | Path) -> EmbeddingTable:
         columns=columns,
     )
     if len(table.ids) != manifest["n"]:
-        raise ValueError(f"{folder}: the manifest promises {manifest['n']} rows, the shards hold {len(table.ids)}")
+        raise InputError(f"{folder}: the manifest promises {manifest['n']} rows, the shards hold {len(table.ids)}")
     return table
 
 
@@ -188,7 +226,13 @@ def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, 
             return "classes", prompts.__getitem__, ids, cols, prompts
         rows = dataset.split_indices(split)
         ids = [f"{name}/{dataset.image_ids[i]}" for i in rows]
-        return split, lambda k: dataset.load_image(int(rows[k])), ids, {"label": dataset.labels[rows]}, [dataset.image_ids[i] for i in rows]
+        return (
+            split,
+            lambda k: dataset.load_image(int(rows[k])),
+            ids,
+            {"label": dataset.labels[rows]},
+            [dataset.image_ids[i] for i in rows],
+        )
     images, captions = dataset.split_indices(split)
     concept = dataset.image_concept
     if modality == "image":
@@ -218,8 +262,9 @@ def fingerprint(keys: Sequence[str]) -> str:
     return hashlib.sha1("\x1f".join(keys).encode()).hexdigest()
 
 
-def stored_table(dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str, encoder_id: str,
-                 store: str | Path) -> Path | None:
+def stored_table(
+    dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str, encoder_id: str, store: str | Path
+) -> Path | None:
     """The folder of the complete table of this split, modality and encoder id, if the store holds
     it with the dataset's current content (same fingerprint); else None."""
     table_split, _, _, _, keys = dataset_rows(dataset, split, modality)
@@ -227,7 +272,9 @@ def stored_table(dataset: ImageTextDataset | ClassificationDataset, split: str, 
     if not is_complete(folder):
         return None
     manifest = json.loads((folder / MANIFEST).read_text())
-    return folder if manifest.get("encoder") == encoder_id and manifest.get("fingerprint") == fingerprint(keys) else None
+    return (
+        folder if manifest.get("encoder") == encoder_id and manifest.get("fingerprint") == fingerprint(keys) else None
+    )
 
 
 def embed_dataset(

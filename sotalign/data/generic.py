@@ -20,10 +20,16 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from sotalign.checks import InputError
 from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-FOLDER_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "an image of the {}.", "a close-up photo of a {}."]  # CLIP-style
+FOLDER_TEMPLATES = [
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of the {}.",
+    "a close-up photo of a {}.",
+]  # CLIP-style
 
 
 def _read_rows(path: Path) -> pa.Table:
@@ -40,7 +46,7 @@ def _read_rows(path: Path) -> pa.Table:
         import pyarrow.parquet as pq
 
         return pq.read_table(path)
-    raise ValueError(f"{path}: unsupported table format {suffix!r}; use .csv, .jsonl or .parquet")
+    raise InputError(f"{path}: unsupported table format {suffix!r}; use .csv, .jsonl or .parquet")
 
 
 def _image_problem(path: Path) -> str | None:
@@ -57,7 +63,7 @@ def _image_problem(path: Path) -> str | None:
 def _report(bad: list[tuple[str, str]], where: str, skip_bad: bool) -> None:
     if bad and not skip_bad:
         first = "; ".join(f"{item} ({why})" for item, why in bad[:5])
-        raise ValueError(f"{len(bad)} bad rows in {where}, first: {first}. Fix them or pass --skip-bad to skip them")
+        raise InputError(f"{len(bad)} bad rows in {where}, first: {first}. Fix them or pass --skip-bad to skip them")
 
 
 def load_image_text_table(
@@ -70,7 +76,7 @@ def load_image_text_table(
     table = _read_rows(path)
     for column in (image_column, caption_column):
         if column not in table.column_names:
-            raise ValueError(f"{path} has no column {column!r}; columns: {', '.join(table.column_names)}")
+            raise InputError(f"{path} has no column {column!r}; columns: {', '.join(table.column_names)}")
     images = [str(v) if v is not None else "" for v in table.column(image_column).to_pylist()]
     captions = [str(v).strip() if v is not None else "" for v in table.column(caption_column).to_pylist()]
     splits = table.column("split").to_pylist() if "split" in table.column_names else ["all"] * len(images)
@@ -84,7 +90,7 @@ def load_image_text_table(
         (bad.append((f"row {row}: {image}", why)) if why else keep.append(row))
     _report(bad, str(path), skip_bad)
     if not keep:
-        raise ValueError(f"{path}: no usable rows")
+        raise InputError(f"{path}: no usable rows")
 
     image_ids: list[str] = []
     position: dict[str, int] = {}
@@ -98,7 +104,9 @@ def load_image_text_table(
             conflicts.append(f"row {row}: {images[row]} ({split_of[position[images[row]]]} vs {splits[row]})")
         owner.append(position[images[row]])
     if conflicts:
-        raise ValueError(f"{len(conflicts)} rows put an image in two splits (a test leak), first: {'; '.join(conflicts[:5])}")
+        raise InputError(
+            f"{len(conflicts)} rows put an image in two splits (a test leak), first: {'; '.join(conflicts[:5])}"
+        )
     split_names = sorted(set(split_of.values()))
     return ImageTextDataset(
         name=path.stem,
@@ -115,7 +123,7 @@ def load_image_folder(root: str | Path, skip_bad: bool = False) -> Classificatio
     root = Path(root)
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise ValueError(f"{root} must hold one sub-folder per class (found {len(classes)})")
+        raise InputError(f"{root} must hold one sub-folder per class (found {len(classes)})")
     files, labels, bad = [], [], []
     for label, folder in enumerate(classes):
         for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
@@ -127,7 +135,7 @@ def load_image_folder(root: str | Path, skip_bad: bool = False) -> Classificatio
                 labels.append(label)
     _report(bad, str(root), skip_bad)
     if not files:
-        raise ValueError(f"{root}: no readable images")
+        raise InputError(f"{root}: no readable images")
     return ClassificationDataset(
         name=root.name,
         image_ids=[str(f.relative_to(root)) for f in files],

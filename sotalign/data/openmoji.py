@@ -37,7 +37,11 @@ def _captions(hexcode: str) -> list[str]:
 
     codes = hexcode.split("-")
     char = "".join(chr(int(c, 16)) for c in codes)
-    data = emoji.EMOJI_DATA.get(char) or emoji.EMOJI_DATA.get(char + "\ufe0f") or emoji.EMOJI_DATA.get(char.replace("\ufe0f", ""))
+    data = (
+        emoji.EMOJI_DATA.get(char)
+        or emoji.EMOJI_DATA.get(char + "\ufe0f")
+        or emoji.EMOJI_DATA.get(char.replace("\ufe0f", ""))
+    )
     if data is None:
         if len(codes) != 1:
             return []

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sotalign.checks import InputError
 from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
 
 BUNDLED = ("openmoji", "digits")
-ICONIFY = ("iconify-emoji", "iconify-mono")  # icon sets fetched with npm (sotalign.data.iconify); also iconify:SET[,SET...]
+ICONIFY = (
+    "iconify-emoji",
+    "iconify-mono",
+)  # icon sets fetched with npm (sotalign.data.iconify); also iconify:SET[,SET...]
 
 
 def is_iconify(name: str) -> bool:
@@ -22,7 +26,7 @@ def load_dataset(name: str, **options) -> ImageTextDataset | ClassificationDatas
         from sotalign.data.iconify import load_iconify
 
         if options.get("npm_cache") is None:
-            raise ValueError(f"dataset {name!r} needs npm_cache: a folder to keep its npm-packed icon sets in")
+            raise InputError(f"dataset {name!r} needs npm_cache: a folder to keep its npm-packed icon sets in")
         return load_iconify(name, options["npm_cache"])
     if name == "openmoji":
         from sotalign.data.openmoji import load_openmoji
@@ -41,5 +45,7 @@ def load_dataset(name: str, **options) -> ImageTextDataset | ClassificationDatas
         from sotalign.data.generic import load_image_folder
 
         return load_image_folder(path, skip_bad=options.get("skip_bad", False))
-    raise ValueError(f"unknown dataset {name!r}: neither a bundled one ({', '.join(BUNDLED)}), an Iconify one "
-                     f"({', '.join(ICONIFY)}, iconify:SET[,SET...]) nor an existing table file or image folder")
+    raise InputError(
+        f"unknown dataset {name!r}: neither a bundled one ({', '.join(BUNDLED)}), an Iconify one "
+        f"({', '.join(ICONIFY)}, iconify:SET[,SET...]) nor an existing table file or image folder"
+    )

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from sotalign.checks import InputError
 from sotalign.io import atomic_path
 
 META_KEY = b"sotalign"
@@ -43,20 +44,20 @@ def write_embeddings(
     emb = np.ascontiguousarray(torch.as_tensor(embeddings).detach().cpu().numpy(), dtype=np.dtype(dtype))
     ids = [str(i) for i in ids]
     if emb.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (n, dim), got shape {emb.shape}")
+        raise InputError(f"embeddings must be 2-D (n, dim), got shape {emb.shape}")
     if len(ids) != emb.shape[0]:
-        raise ValueError(f"{len(ids)} ids for {emb.shape[0]} embeddings")
+        raise InputError(f"{len(ids)} ids for {emb.shape[0]} embeddings")
     if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique within a table")
+        raise InputError("ids must be unique within a table")
     if not np.isfinite(emb).all():
-        raise ValueError("embeddings contain NaN/inf; refusing to store them")
+        raise InputError("embeddings contain NaN/inf; refusing to store them")
     n, dim = emb.shape
     flat = pa.array(emb.reshape(-1), type=pa.from_numpy_dtype(emb.dtype))
     arrays = {"id": pa.array(ids, pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
     for name, values in (columns or {}).items():
         values = np.asarray(values)
         if len(values) != n:
-            raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
+            raise InputError(f"column {name!r} has {len(values)} values for {n} rows")
         arrays[name] = pa.array(values)
     meta = {**(metadata or {}), "dim": dim, "n": n, "dtype": dtype}
     table = pa.table(arrays).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
@@ -69,7 +70,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     schema = pq.read_schema(path)
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
-        raise ValueError(f"{path} is not a sotalign embedding table (no '{META_KEY.decode()}' metadata)")
+        raise InputError(f"{path} is not a sotalign embedding table (no '{META_KEY.decode()}' metadata)")
     return json.loads(raw)
 
 
@@ -77,7 +78,7 @@ def read_embeddings(path: str | Path) -> EmbeddingTable:
     """Read a table back (embeddings as float32 tensors)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no embedding table at {path}")
+        raise InputError(f"no embedding table at {path}")
     meta = read_metadata(path)
     table = pq.read_table(path)
     emb_col = table.column("embedding").combine_chunks()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sotalign.checks import InputError
 from sotalign.data.store import EmbeddingTable
 
 
@@ -26,7 +27,9 @@ class RetrievalView:
     first_captions: torch.Tensor  # (n_images, d_text): caption #0 of each image
     captions: torch.Tensor  # (n_captions, d_text)
     caption_image: np.ndarray  # (n_captions,) row in ``images``
-    image_group: np.ndarray | None = None  # (n_images,) concept index (captions describe concepts); None = one image each
+    image_group: np.ndarray | None = (
+        None  # (n_images,) concept index (captions describe concepts); None = one image each
+    )
     group_names: np.ndarray | None = None  # (n_groups,) each group's concept name, with image_group
 
 
@@ -41,10 +44,10 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
     position = {image_id: i for i, image_id in enumerate(images.ids)}
     owners = captions.columns.get("image_id")
     if owners is None:
-        raise ValueError("the caption table has no image_id column (is it a class-prompt table?)")
+        raise InputError("the caption table has no image_id column (is it a class-prompt table?)")
     missing = [o for o in owners if o not in position]
     if missing:
-        raise ValueError(f"{len(missing)} captions belong to images not in the image table (first: {missing[:3]})")
+        raise InputError(f"{len(missing)} captions belong to images not in the image table (first: {missing[:3]})")
     caption_image = np.asarray([position[o] for o in owners])
     concepts = images.columns.get("concept")
     names = group = None
@@ -56,8 +59,10 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
     for row in range(len(caption_image) - 1, -1, -1):
         first[key[caption_image[row]]] = row
     if (first[key] < 0).any():
-        raise ValueError(f"{int((first[key] < 0).sum())} images have no caption")
-    return RetrievalView(images.embeddings, captions.embeddings[first[key]], captions.embeddings, caption_image, group, names)
+        raise InputError(f"{int((first[key] < 0).sum())} images have no caption")
+    return RetrievalView(
+        images.embeddings, captions.embeddings[first[key]], captions.embeddings, caption_image, group, names
+    )
 
 
 def pairs_view(images: torch.Tensor, texts: torch.Tensor) -> RetrievalView:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 
+from sotalign.checks import InputError
 from sotalign.encoders.base import Encoder, parse_spec
 from sotalign.encoders.packaged import EFFICIENTNETS, TEXT_PACKAGES
 
@@ -26,7 +27,7 @@ def _typed(options: dict) -> dict:
             value = _BOOL[value.lower()]
         elif isinstance(value, str) and key in ("max_length", "image_size"):
             if not value.isdigit():
-                raise ValueError(f"encoder option {key} must be an integer, got {value!r}")
+                raise InputError(f"encoder option {key} must be an integer, got {value!r}")
             value = int(value)
         out[key] = value
     return out
@@ -39,7 +40,7 @@ def spec_modality(spec: str) -> str:
         return "image"
     if kind == "hf" or (kind == "packaged" and name in TEXT_PACKAGES):
         return "text"
-    raise ValueError(f"unknown encoder {spec!r}; kinds: timm (images), hf (texts), packaged ({', '.join(PACKAGED)})")
+    raise InputError(f"unknown encoder {spec!r}; kinds: timm (images), hf (texts), packaged ({', '.join(PACKAGED)})")
 
 
 def _constructor(spec: str, options: dict) -> tuple[type[Encoder], dict]:
@@ -65,8 +66,8 @@ def _constructor(spec: str, options: dict) -> tuple[type[Encoder], dict]:
             from sotalign.encoders.packaged import packaged_text_path
 
             return HFTextEncoder, {"name": packaged_text_path(name), "spec_name": f"packaged/{name}", **merged}
-        raise ValueError(f"unknown packaged encoder {name!r}; available: {', '.join(PACKAGED)}")
-    raise ValueError(f"unknown encoder kind {kind!r} in {spec!r}; expected timm, hf or packaged")
+        raise InputError(f"unknown packaged encoder {name!r}; available: {', '.join(PACKAGED)}")
+    raise InputError(f"unknown encoder kind {kind!r} in {spec!r}; expected timm, hf or packaged")
 
 
 def load_encoder(spec: str, **options) -> Encoder:
@@ -75,7 +76,7 @@ def load_encoder(spec: str, **options) -> Encoder:
     try:
         return cls(**arguments)
     except TypeError as error:  # an option the encoder does not take
-        raise ValueError(f"bad option for encoder {spec!r}: {error}") from None
+        raise InputError(f"bad option for encoder {spec!r}: {error}") from None
 
 
 def encoder_id(spec: str, **options) -> str:
@@ -89,9 +90,17 @@ def encoder_id(spec: str, **options) -> str:
     try:
         bound = inspect.signature(cls).bind(**arguments)
     except TypeError as error:  # an option the encoder does not take
-        raise ValueError(f"bad option for encoder {spec!r}: {error}") from None
+        raise InputError(f"bad option for encoder {spec!r}: {error}") from None
     bound.apply_defaults()
     return cls.make_id(**bound.arguments)
 
 
-__all__ = ["DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "Encoder", "encoder_id", "load_encoder", "parse_spec", "spec_modality"]
+__all__ = [
+    "DEFAULT_IMAGE_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
+    "Encoder",
+    "encoder_id",
+    "load_encoder",
+    "parse_spec",
+    "spec_modality",
+]

@@ -11,7 +11,10 @@ fp16/bf16 on GPU, fp32 on CPU), so that the embedding store can refuse to mix en
 from __future__ import annotations
 
 import abc
+
 import torch
+
+from sotalign.checks import InputError
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -19,12 +22,14 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     head, _, query = spec.partition("?")
     kind, sep, name = head.partition(":")
     if not sep or not kind or not name:
-        raise ValueError(f"encoder spec {spec!r} must look like 'kind:name[?option=value&...]' (kinds: timm, hf, packaged)")
+        raise InputError(
+            f"encoder spec {spec!r} must look like 'kind:name[?option=value&...]' (kinds: timm, hf, packaged)"
+        )
     options = {}
     for item in filter(None, query.split("&")):  # literal: 'cls+mean_patch' keeps its '+'
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"encoder option {item!r} in {spec!r} must be key=value")
+            raise InputError(f"encoder option {item!r} in {spec!r} must be key=value")
         options[key] = value
     return kind, name, options
 
@@ -38,7 +43,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """fp16/bf16 autocast on GPU only; CPU always runs float32."""
     table = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
     if precision not in table:
-        raise ValueError(f"unknown precision {precision!r}; expected one of fp32, fp16, bf16")
+        raise InputError(f"unknown precision {precision!r}; expected one of fp32, fp16, bf16")
     return table[precision] if device.type == "cuda" else None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from sotalign.checks import InputError
 from sotalign.device import resolve_device
 from sotalign.encoders.base import Encoder, autocast_dtype, canonical_id
 
@@ -29,12 +30,14 @@ class HFTextEncoder(Encoder):
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r} for hf:{name}; expected one of {', '.join(POOLINGS)}")
+            raise InputError(f"unknown pooling {pooling!r} for hf:{name}; expected one of {', '.join(POOLINGS)}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name)
             model = AutoModel.from_pretrained(name)
         except OSError as error:
-            raise ValueError(f"transformers cannot load {name!r} (no hub access? use a local directory): {error}") from None
+            raise InputError(
+                f"transformers cannot load {name!r} (no hub access? use a local directory): {error}"
+            ) from None
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.pooling, self.max_length = pooling, int(max_length)
@@ -43,14 +46,20 @@ class HFTextEncoder(Encoder):
         self.id = self.make_id(name, pooling, max_length, device, precision, spec_name)
 
     @staticmethod
-    def make_id(name: str, pooling: str, max_length: int, device: str | None, precision: str, spec_name: str | None) -> str:
+    def make_id(
+        name: str, pooling: str, max_length: int, device: str | None, precision: str, spec_name: str | None
+    ) -> str:
         """The id of the encoder the constructor builds from these arguments (no weights loaded)."""
         effective = precision if autocast_dtype(precision, resolve_device(device)) else "fp32"
-        return canonical_id("hf", spec_name or name, {"pooling": pooling, "max_length": int(max_length), "precision": effective})
+        return canonical_id(
+            "hf", spec_name or name, {"pooling": pooling, "max_length": int(max_length), "precision": effective}
+        )
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:
-        tokens = self.tokenizer(list(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             hidden = self.model(**tokens).last_hidden_state

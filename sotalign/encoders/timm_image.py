@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from sotalign.checks import InputError
 from sotalign.device import resolve_device
 from sotalign.encoders.base import Encoder, autocast_dtype, canonical_id
 
@@ -34,18 +35,19 @@ class TimmImageEncoder(Encoder):
         from timm.data import create_transform, resolve_data_config
 
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r} for timm:{name}; expected one of {', '.join(POOLINGS)}")
+            raise InputError(f"unknown pooling {pooling!r} for timm:{name}; expected one of {', '.join(POOLINGS)}")
         if pretrained_file and not Path(pretrained_file).is_file():
-            raise ValueError(f"pretrained_file {pretrained_file!r} does not exist")
+            raise InputError(f"pretrained_file {pretrained_file!r} does not exist")
         overlay = {"file": pretrained_file} if pretrained_file else None
         try:
-            model = timm.create_model(name, pretrained=pretrained or bool(pretrained_file), num_classes=0,
-                                      pretrained_cfg_overlay=overlay)
+            model = timm.create_model(
+                name, pretrained=pretrained or bool(pretrained_file), num_classes=0, pretrained_cfg_overlay=overlay
+            )
         except RuntimeError as error:  # timm's message for unknown models is a RuntimeError
-            raise ValueError(f"timm cannot build {name!r}: {error}") from None
+            raise InputError(f"timm cannot build {name!r}: {error}") from None
         self.num_prefix_tokens = getattr(model, "num_prefix_tokens", 0)
         if pooling in TOKEN_POOLINGS and not self.num_prefix_tokens:
-            raise ValueError(f"timm:{name} has no [CLS]/prefix token; use pooling=pooled")
+            raise InputError(f"timm:{name} has no [CLS]/prefix token; use pooling=pooled")
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.pooling = pooling
@@ -56,11 +58,20 @@ class TimmImageEncoder(Encoder):
         self.id = self.make_id(name, pooling, pretrained_file, pretrained, device, precision)
 
     @staticmethod
-    def make_id(name: str, pooling: str, pretrained_file: str | None, pretrained: bool, device: str | None, precision: str) -> str:
+    def make_id(
+        name: str, pooling: str, pretrained_file: str | None, pretrained: bool, device: str | None, precision: str
+    ) -> str:
         """The id of the encoder the constructor builds from these arguments (no weights loaded)."""
         effective = precision if autocast_dtype(precision, resolve_device(device)) else "fp32"
-        return canonical_id("timm", name, {"pooling": pooling, "weights": pretrained_file or ("hub" if pretrained else "random"),
-                                           "precision": effective})
+        return canonical_id(
+            "timm",
+            name,
+            {
+                "pooling": pooling,
+                "weights": pretrained_file or ("hub" if pretrained else "random"),
+                "precision": effective,
+            },
+        )
 
     @torch.inference_mode()
     def embed(self, batch: list) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The ``sotalign`` command: demo end to end (tiny), overrides, and exit code 2 on bad input."""
+"""The ``sotalign`` command: demo end to end (tiny), overrides, exit code 2 on bad input and 1 (with the
+traceback) on a bug."""
 
 import json
 import subprocess
@@ -12,20 +13,27 @@ from orchestrator.cli import main
 from orchestrator.experiment_file import split_tree
 from orchestrator.overrides import parse_assignments, with_changes
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_overrides_are_typed_and_validated():
-    changes = parse_assignments(["eps_teacher=0.05", "teacher=procrustes", "teacher_dim=null", "select_best=false",
-                                 "data.n_pairs=40", "method=sail"])
+    changes = parse_assignments(
+        [
+            "eps_teacher=0.05",
+            "teacher=procrustes",
+            "teacher_dim=null",
+            "select_best=false",
+            "data.n_pairs=40",
+            "method=sail",
+        ]
+    )
     experiment, _ = split_tree(with_changes({}, changes))
     config = experiment.config()
     assert config.eps_teacher == 0.05 and config.teacher == "procrustes" and config.teacher_dim is None
     assert config.select_best is False and experiment.data.n_pairs == 40 and config.divergence == "none"
     with pytest.raises(ValueError, match="key=value"):
         parse_assignments(["alpha"])
-    with pytest.raises(ValueError, match="unknown AlignConfig field.*epsilon"):
+    with pytest.raises(ValueError, match="unknown AlignConfig key.*epsilon"):
         split_tree(with_changes({}, {"epsilon": 0.1}))
     with pytest.raises(ValueError, match="unknown teacher 'pca'"):
         split_tree(with_changes({}, {"teacher": "pca"}))
@@ -34,28 +42,56 @@ def test_overrides_are_typed_and_validated():
 
 
 def test_synthetic_demo_writes_results(tmp_path, capsys):
-    code = main(["demo", "--synthetic", "--seeds", "2", "--set", "steps=20", "--set", "head_dim=16",
-                 "--set", "batch_unpaired=64", "--out", str(tmp_path)])
+    code = main(
+        [
+            "demo",
+            "--synthetic",
+            "--seeds",
+            "2",
+            "--set",
+            "steps=20",
+            "--set",
+            "head_dim=16",
+            "--set",
+            "batch_unpaired=64",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| sotalign |" in out and "| sail |" in out and "| teacher |" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["head_dim"] == 16
-    assert {(r["method"], r["seed"]) for r in results["rows"]} == {(m, s) for m in ("teacher", "sail", "sotalign") for s in (0, 1)}
+    assert {(r["method"], r["seed"]) for r in results["rows"]} == {
+        (m, s) for m in ("teacher", "sail", "sotalign") for s in (0, 1)
+    }
 
 
 def test_bundled_demo_runs_a_sweep_and_prints_the_comparison(ray_cluster, tmp_path, capsys):
     # demo.yaml's shape at test size: one encoder pair at 32 px, SAIL vs SOTAlign, 5 steps
-    space = {"name": "demo", "base": {"file": str(ROOT / "search_spaces/experiments/openmoji.yaml"),
-                                      "data": {"store": str(tmp_path / "store"), "n_pairs": 40,
-                                               "image_encoder": "packaged:efficientnet-lite0?image_size=32"},
-                                      "align": {"steps": 5, "head_dim": 16, "eval_every": 5},
-                                      "run": {"storage_path": str(tmp_path / "ray")}},
-             "max_concurrent": 2, "sampler": {"type": "grid"},
-             "parameters": {"method": {"type": "categorical", "choices": ["sail", "sotalign"]}}}
+    space = {
+        "name": "demo",
+        "base": {
+            "file": str(ROOT / "search_spaces/experiments/openmoji.yaml"),
+            "data": {
+                "store": str(tmp_path / "store"),
+                "n_pairs": 40,
+                "image_encoder": "packaged:efficientnet-lite0?image_size=32",
+            },
+            "align": {"steps": 5, "head_dim": 16, "eval_every": 5},
+            "run": {"storage_path": str(tmp_path / "ray")},
+        },
+        "max_concurrent": 2,
+        "sampler": {"type": "grid"},
+        "parameters": {"method": {"type": "categorical", "choices": ["sail", "sotalign"]}},
+    }
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(space))
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["demo", "--space", str(tmp_path / "demo.yaml"), "--tracking-uri", db, "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(["demo", "--space", str(tmp_path / "demo.yaml"), "--tracking-uri", db, "--out", str(tmp_path / "out")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| sail |" in out and "| sotalign |" in out and "digits top-1" in out and "sotalign ui" in out
     assert (tmp_path / "out" / "results.md").read_text().count("\n") == 4
@@ -77,11 +113,34 @@ def test_bad_demo_input_exits_2(tmp_path, capsys):
 def test_bad_input_exits_2_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "demo", "--set", "teacher=pca", "--out", str(tmp_path)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: unknown teacher 'pca'; expected one of 'procrustes', 'cca', 'contrastive'"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown teacher 'pca'; expected one of 'procrustes', 'cca', 'contrastive'"
+    ]
     assert not (tmp_path / "results.json").exists()
+
+
+def test_an_internal_error_exits_1_with_its_traceback(tmp_path):
+    """A ValueError raised inside training is a bug, not bad input: no one-line ``error:``, exit 1, the
+    traceback kept (only ``InputError`` means the user gave something wrong)."""
+    code = (
+        "import sys\n"
+        "import sotalign.stage2\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise ValueError('a deliberate bug inside training')\n"
+        "sotalign.stage2.build_optimizer = broken\n"
+        "from orchestrator.cli import main\n"
+        f"sys.exit(main(['demo', '--synthetic', '--out', {str(tmp_path)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback (most recent call last):" in lines and "in train_heads" in proc.stderr
+    assert lines[-1] == "ValueError: a deliberate bug inside training"
+    assert not any(line.startswith("error:") for line in lines)
 
 
 def test_embed_reports_bad_rows_or_skips_them(tmp_path, capsys):
@@ -89,8 +148,17 @@ def test_embed_reports_bad_rows_or_skips_them(tmp_path, capsys):
 
     Image.new("RGB", (16, 16), "red").save(tmp_path / "a.png")
     (tmp_path / "pairs.csv").write_text("image,caption\na.png,a red square\nmissing.png,a ghost\n")
-    args = ["embed", "--encoder", "packaged:efficientnet-lite0?image_size=32", "--dataset", str(tmp_path / "pairs.csv"),
-            "--out", str(tmp_path / "store"), "--device", "cpu"]
+    args = [
+        "embed",
+        "--encoder",
+        "packaged:efficientnet-lite0?image_size=32",
+        "--dataset",
+        str(tmp_path / "pairs.csv"),
+        "--out",
+        str(tmp_path / "store"),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 2
     assert "1 bad rows" in capsys.readouterr().err and not (tmp_path / "store").exists()
     assert main(args + ["--skip-bad"]) == 0

@@ -79,7 +79,9 @@ def test_the_project_copy_has_what_uv_sync_and_the_cli_need_and_no_venv():
     mounts = load("cluster.yaml")["file_mounts"]
     remote = {r.removeprefix("~/sotalign/") for r in mounts}
     build = {"pyproject.toml", "uv.lock", "README.md", ".python-version"}  # uv sync --frozen + hatchling's readme
-    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+    packages = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    )
     assert build | packages | {"search_spaces"} <= remote
     for local in mounts.values():  # `ray up` hashes each mount whole: never a folder that holds a venv
         source = (ROOT / local).resolve()

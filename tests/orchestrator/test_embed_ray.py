@@ -11,8 +11,16 @@ SPEC = "packaged:efficientnet-lite0?image_size=32"
 
 
 def test_ray_store_equals_local_store(ray_cluster, tmp_path):
-    local = read_table(embed_dataset(load_dataset("digits"), "test", load_encoder(SPEC, device="cpu"), tmp_path / "local",
-                                     shard_size=200, progress=False))
+    local = read_table(
+        embed_dataset(
+            load_dataset("digits"),
+            "test",
+            load_encoder(SPEC, device="cpu"),
+            tmp_path / "local",
+            shard_size=200,
+            progress=False,
+        )
+    )
     folder = embed_with_ray("digits", "test", SPEC, tmp_path / "ray", actors=2, device="cpu", shard_size=200)
     distributed = read_table(folder)
     assert distributed.metadata["shards"] == 4 and len(list(folder.glob("part-*.parquet"))) == 4
@@ -21,7 +29,9 @@ def test_ray_store_equals_local_store(ray_cluster, tmp_path):
     # than the 2-thread local run: measured max |diff| 1.7e-5 on values up to 5.4)
     assert torch.allclose(distributed.embeddings, local.embeddings, rtol=1e-5, atol=1e-4)
     assert (distributed.columns["label"] == local.columns["label"]).all()
-    assert folder.relative_to(tmp_path / "ray") == next((tmp_path / "local").glob("digits/test/image/*")).relative_to(tmp_path / "local")
+    assert folder.relative_to(tmp_path / "ray") == next((tmp_path / "local").glob("digits/test/image/*")).relative_to(
+        tmp_path / "local"
+    )
     # a second run finds every shard on disk and rewrites nothing
     mtimes = {p: p.stat().st_mtime_ns for p in folder.glob("part-*.parquet")}
     embed_with_ray("digits", "test", SPEC, tmp_path / "ray", actors=2, device="cpu", shard_size=200)

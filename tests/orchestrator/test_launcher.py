@@ -32,7 +32,9 @@ SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if Path(p).e
 UV = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
 SYSTEM_PYTHON = "/usr/bin/python3"  # what the user's login shell finds: the cluster file's `python3 -m pip`
 PORTS = {"6379": "26379", "5000": "25000"}  # the cluster file's Ray and MLflow ports -> the test's own
-EXTRA_PORTS = "--dashboard-port=28265 --ray-client-server-port=20001 --dashboard-agent-listen-port=25236"  # not Ray's defaults
+EXTRA_PORTS = (
+    "--dashboard-port=28265 --ray-client-server-port=20001 --dashboard-agent-listen-port=25236"  # not Ray's defaults
+)
 RAY = str(Path(sys.executable).parent / "ray")
 LONG_S = 900  # a generous bound for one launcher command on a busy 2-core machine; none should come near it
 
@@ -40,8 +42,17 @@ LONG_S = 900  # a generous bound for one launcher command on a busy 2-core machi
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root: it creates the SSH user and starts sshd"
-    missing = [name for name, path in (("sshd", SSHD), ("rsync", shutil.which("rsync")), ("useradd", shutil.which("useradd")),
-                                       ("uv", UV), (SYSTEM_PYTHON, shutil.which(SYSTEM_PYTHON))) if not path]
+    missing = [
+        name
+        for name, path in (
+            ("sshd", SSHD),
+            ("rsync", shutil.which("rsync")),
+            ("useradd", shutil.which("useradd")),
+            ("uv", UV),
+            (SYSTEM_PYTHON, shutil.which(SYSTEM_PYTHON)),
+        )
+        if not path
+    ]
     if missing:
         return f"missing {', '.join(missing)} (`make system` installs openssh-server and rsync as root)"
     with socket.socket() as probe:
@@ -57,7 +68,9 @@ def run(command: list[str], user: str | None = None, timeout: float = LONG_S, ch
     """Run a command (as ``user`` through su when given); output with CRLF turned into LF."""
     if user:
         command = ["su", "-", user, "-s", "/bin/bash", "-c", " ".join(command)]
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kwargs)
+    done = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kwargs
+    )
     out = done.stdout.replace("\r\n", "\n")
     if check:
         assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{out[-6000:]}"
@@ -66,7 +79,9 @@ def run(command: list[str], user: str | None = None, timeout: float = LONG_S, ch
 
 def user_processes() -> list[psutil.Process]:
     uid = pwd.getpwnam(USER).pw_uid
-    return [p for p in psutil.process_iter(["uids", "name", "cmdline"]) if p.info["uids"] and p.info["uids"].real == uid]
+    return [
+        p for p in psutil.process_iter(["uids", "name", "cmdline"]) if p.info["uids"] and p.info["uids"].real == uid
+    ]
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -112,8 +127,11 @@ def provision_environment(home: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         run(["rsync", "-a", "--exclude", "__pycache__", f"{source}/" if source.is_dir() else str(source), str(target)])
     run(["chown", "-R", f"{USER}:{USER}", str(project)])  # before the venv: its files stay the cache's
-    run([UV, "sync", "--frozen", "--no-dev", "--python", SYSTEM_PYTHON], cwd=project,
-        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": ""})
+    run(
+        [UV, "sync", "--frozen", "--no-dev", "--python", SYSTEM_PYTHON],
+        cwd=project,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": ""},
+    )
     run(["chown", f"{USER}:{USER}", str(project / ".venv")])  # the user's uv takes its lock file there
 
 
@@ -123,10 +141,22 @@ def sshd(ssh_user):
     Path("/run/sshd").mkdir(exist_ok=True)
     run(["ssh-keygen", "-A"])
     config = ssh_user["folder"] / "sshd_config"
-    config.write_text("\n".join([
-        "ListenAddress 127.0.0.1", "Port 22", f"AllowUsers {USER}", "PubkeyAuthentication yes",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-        f"PidFile {ssh_user['folder'] / 'sshd.pid'}", "Subsystem sftp internal-sftp", ""]))
+    config.write_text(
+        "\n".join(
+            [
+                "ListenAddress 127.0.0.1",
+                "Port 22",
+                f"AllowUsers {USER}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                f"PidFile {ssh_user['folder'] / 'sshd.pid'}",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
+    )
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
 
     def listening() -> bool:
@@ -163,8 +193,11 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
 
     folder = ssh_user["folder"]
     cluster = str(launcher_copy(ssh_user["key"], folder))
-    launcher = {**os.environ, "RAY_TMPDIR": str(folder / "launcher"),  # the launcher's cluster state, apart from the suite's
-                "AUTOSCALER_NODE_START_WAIT_S": "300"}  # how long `ray up` retries SSH (Ray's default: 900 s)
+    launcher = {
+        **os.environ,
+        "RAY_TMPDIR": str(folder / "launcher"),  # the launcher's cluster state, apart from the suite's
+        "AUTOSCALER_NODE_START_WAIT_S": "300",
+    }  # how long `ray up` retries SSH (Ray's default: 900 s)
     ray = lambda *args, **kw: run([RAY, *args], cwd=ROOT, env=launcher, **kw)  # noqa: E731
     try:
         ray("up", "-y", "--no-config-cache", cluster)
@@ -185,8 +218,13 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
         assert len(parent) == 1 and len(children) == 2, [r.data.tags for r in runs]
         assert all(c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for c in children)
         assert {c.data.tags["method"] for c in children} == {"sail", "sotalign"}
-        assert all(c.info.status == "FINISHED" and c.data.tags["sweep"] == "smoke" and c.data.tags["encoder_pair"]
-                   and "mean_recall_at_1" in c.data.metrics for c in children)
+        assert all(
+            c.info.status == "FINISHED"
+            and c.data.tags["sweep"] == "smoke"
+            and c.data.tags["encoder_pair"]
+            and "mean_recall_at_1" in c.data.metrics
+            for c in children
+        )
         assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"config.yaml", "eval.json", "model"}
         assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} >= {"results.md", "best_config.yaml"}
         stored = ssh_user["home"] / "mlflow" / "artifacts"  # proxied to the head's disk by the server
@@ -198,7 +236,9 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
         assert f":{PORTS['5000']}/#/experiments/{experiment.experiment_id}/runs" in out, out[-3000:]
 
         ray("down", "-y", cluster)
-        wait_until(lambda: not [p for p in user_processes() if p.info["name"] in ("raylet", "gcs_server")], 60, "Ray to stop")
+        wait_until(
+            lambda: not [p for p in user_processes() if p.info["name"] in ("raylet", "gcs_server")], 60, "Ray to stop"
+        )
         wait_until(lambda: not mlflow_servers(), 60, "the MLflow server to stop with Ray")
     finally:
         run([RAY, "down", "-y", cluster], cwd=ROOT, env=launcher, check=False)

@@ -35,10 +35,21 @@ from orchestrator.experiment_file import split_tree
 
 RAY = str(Path(sys.executable).parent / "ray")
 TREE = {  # adamw: Lion's sign update would turn float round-off into different steps
-    "name": "multinode", "method": "sotalign", "seed": 5,
+    "name": "multinode",
+    "method": "sotalign",
+    "seed": 5,
     "data": {"dataset": "synthetic", "n_pairs": 48, "n_unpaired": 600, "n_val": 80},
-    "align": {"head_dim": 24, "steps": 60, "batch_unpaired": 97, "optimizer": "adamw", "lr": 3e-3,
-              "eps_teacher": 0.05, "alpha": 10.0, "log_every": 10, "eval_every": 20},
+    "align": {
+        "head_dim": 24,
+        "steps": 60,
+        "batch_unpaired": 97,
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "eps_teacher": 0.05,
+        "alpha": 10.0,
+        "log_every": 10,
+        "eval_every": 20,
+    },
     "run": {"workers": 2, "checkpoint_every": 30},
 }
 NODE_START_S = 300  # a node joins in ~10 s on an idle 2-core machine; generous for a busy one
@@ -52,10 +63,13 @@ class LocalNodes:
     def __init__(self, folder: Path, free_port) -> None:
         self.folder, self.free_port = folder, free_port
         self.port, self.dashboard = free_port(), free_port()
-        self.env = {**os.environ, **LOCAL_TRAIN_SETTINGS,
-                    "RAY_AUTH_MODE": "disabled",  # as the cluster files: `ray start --address` sends no token (docs/stack.md)
-                    "RAY_health_check_period_ms": "1000",  # the GCS declares a lost node dead in ~3 s, not Ray's ~15 s
-                    "RAY_health_check_failure_threshold": "3"}
+        self.env = {
+            **os.environ,
+            **LOCAL_TRAIN_SETTINGS,
+            "RAY_AUTH_MODE": "disabled",  # as the cluster files: `ray start --address` sends no token (docs/stack.md)
+            "RAY_health_check_period_ms": "1000",  # the GCS declares a lost node dead in ~3 s, not Ray's ~15 s
+            "RAY_health_check_failure_threshold": "3",
+        }
         self.processes: dict[str, subprocess.Popen] = {}
         self.lost: set[str] = set()
 
@@ -65,16 +79,31 @@ class LocalNodes:
 
     def start(self, name: str, *flags: str, wrap: tuple[str, ...] = ()) -> None:
         index = len(self.processes)
-        ports = [f"--dashboard-agent-listen-port={self.free_port()}",
-                 f"--min-worker-port={31000 + 200 * index}", f"--max-worker-port={31199 + 200 * index}"]
+        ports = [
+            f"--dashboard-agent-listen-port={self.free_port()}",
+            f"--min-worker-port={31000 + 200 * index}",
+            f"--max-worker-port={31199 + 200 * index}",
+        ]
         log = open(self.folder / f"{name}.log", "w")
-        self.processes[name] = subprocess.Popen([*wrap, RAY, "start", "--block", *flags, *ports], env=self.env,
-                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            [*wrap, RAY, "start", "--block", *flags, *ports],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start_head(self) -> None:
-        self.start("head", "--head", f"--port={self.port}", "--num-cpus=0", "--resources={\"TRAIN_DRIVER_RESOURCE\":4}",
-                   f"--temp-dir={self.folder / 'ray'}", f"--dashboard-port={self.dashboard}",
-                   f"--ray-client-server-port={self.free_port()}")
+        self.start(
+            "head",
+            "--head",
+            f"--port={self.port}",
+            "--num-cpus=0",
+            '--resources={"TRAIN_DRIVER_RESOURCE":4}',
+            f"--temp-dir={self.folder / 'ray'}",
+            f"--dashboard-port={self.dashboard}",
+            f"--ray-client-server-port={self.free_port()}",
+        )
         self.wait_for(1)
 
     def add(self, name: str, wrap: tuple[str, ...] = ()) -> None:
@@ -84,7 +113,9 @@ class LocalNodes:
     def nodes(self) -> list[dict]:
         """The State API's node list (the head's dashboard), [] while it does not answer."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.dashboard}/api/v0/nodes?limit=100", timeout=10) as answer:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.dashboard}/api/v0/nodes?limit=100", timeout=10
+            ) as answer:
                 return json.load(answer)["data"]["result"]["result"]
         except OSError:
             return []
@@ -96,8 +127,10 @@ class LocalNodes:
         deadline = time.monotonic() + NODE_START_S
         while len(self.alive()) != count:
             dead = [name for name, p in self.processes.items() if p.poll() is not None and name not in self.lost]
-            assert not dead and time.monotonic() < deadline, \
-                f"{count} nodes not alive (exited: {dead}): " + (self.folder / f"{(dead or ['head'])[0]}.log").read_text()[-3000:]
+            assert not dead and time.monotonic() < deadline, (
+                f"{count} nodes not alive (exited: {dead}): "
+                + (self.folder / f"{(dead or ['head'])[0]}.log").read_text()[-3000:]
+            )
             time.sleep(1)
 
     def node_id(self, name: str) -> str:
@@ -132,12 +165,22 @@ def cluster(tmp_path_factory, free_port):
     nodes = LocalNodes(folder, free_port)
     unshared = folder / "unshared"  # node_c mounts an empty tmpfs here: it sees nothing the others write there
     unshared.mkdir()
-    private = ("unshare", "--mount", "--propagation", "private", "sh", "-c", f'mount -t tmpfs tmpfs "{unshared}" && exec "$0" "$@"')
+    private = (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount -t tmpfs tmpfs "{unshared}" && exec "$0" "$@"',
+    )
     try:
         nodes.start_head()
         for count, name in enumerate(("node_a", "node_b", "node_c"), start=2):
             nodes.add(name, wrap=private if name == "node_c" and PRIVATE_VIEW else ())
-            nodes.wait_for(count)  # one at a time: a raylet that has not registered within 30 s aborts (Ray's own limit)
+            nodes.wait_for(
+                count
+            )  # one at a time: a raylet that has not registered within 30 s aborts (Ray's own limit)
         yield nodes
     finally:
         nodes.stop()
@@ -148,8 +191,20 @@ def server(tmp_path_factory, free_port):
     """A real MLflow server over HTTP (what the cluster files start on the head)."""
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}",
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "ui",
+            "--tracking-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -166,9 +221,14 @@ def server(tmp_path_factory, free_port):
 
 def cli(cluster: LocalNodes, folder: Path, *args: str) -> subprocess.Popen:
     """``sotalign ARGS`` as a driver of the multi-node cluster (a user's shell on the head)."""
-    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=folder,
-                            env={**cluster.env, "RAY_ADDRESS": cluster.address},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=folder,
+        env={**cluster.env, "RAY_ADDRESS": cluster.address},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finished(process: subprocess.Popen, timeout: float = RUN_S) -> str:
@@ -178,7 +238,11 @@ def finished(process: subprocess.Popen, timeout: float = RUN_S) -> str:
 
 
 def experiment_file(folder: Path, **align) -> Path:
-    tree = {**TREE, "align": {**TREE["align"], **align}, "run": {**TREE["run"], "storage_path": str(folder / "checkpoints")}}
+    tree = {
+        **TREE,
+        "align": {**TREE["align"], **align},
+        "run": {**TREE["run"], "storage_path": str(folder / "checkpoints")},
+    }
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
@@ -190,7 +254,14 @@ def run_of(output: str, uri: str):
 
 
 def test_unshared_storage_and_a_sqlite_store_are_refused_before_training(cluster, server, tmp_path):
-    sqlite = cli(cluster, tmp_path, "train", str(experiment_file(tmp_path)), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sqlite = cli(
+        cluster,
+        tmp_path,
+        "train",
+        str(experiment_file(tmp_path)),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     out, _ = sqlite.communicate(timeout=RUN_S)
     assert sqlite.returncode == 2 and "is a file on this node" in out and "4 nodes" in out, out[-3000:]
     assert not (tmp_path / "checkpoints").exists()
@@ -198,8 +269,16 @@ def test_unshared_storage_and_a_sqlite_store_are_refused_before_training(cluster
         pytest.skip("a node with its own view of the disk needs root and unshare (mount namespace)")
 
     storage = cluster.folder / "unshared" / "checkpoints"
-    refused = cli(cluster, tmp_path, "train", str(experiment_file(tmp_path)), "--tracking-uri", server,
-                  "--set", f"run.storage_path={storage}")
+    refused = cli(
+        cluster,
+        tmp_path,
+        "train",
+        str(experiment_file(tmp_path)),
+        "--tracking-uri",
+        server,
+        "--set",
+        f"run.storage_path={storage}",
+    )
     out, _ = refused.communicate(timeout=RUN_S)
     assert refused.returncode == 2 and "is not shared: 1 of the cluster's 4 nodes" in out, out[-3000:]
     assert cluster.node_id("node_c")[:8] in out  # the node that cannot see it is named
@@ -210,7 +289,11 @@ def test_unshared_storage_and_a_sqlite_store_are_refused_before_training(cluster
 def test_a_sweep_runs_its_trials_on_different_nodes_into_one_server(cluster, server, tmp_path):
     space = yaml.safe_load((Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml").read_text())
     space.update(name="spread", max_concurrent=2)  # two trials, each on the one CPU of a worker node
-    space["base"] = {**space["base"], "name": "multinode-sweep", "run": {"workers": 0, "storage_path": str(tmp_path / "ray")}}
+    space["base"] = {
+        **space["base"],
+        "name": "multinode-sweep",
+        "run": {"workers": 0, "storage_path": str(tmp_path / "ray")},
+    }
     (tmp_path / "spread.yaml").write_text(yaml.safe_dump(space))
     out = finished(cli(cluster, tmp_path, "sweep", str(tmp_path / "spread.yaml"), "--tracking-uri", server))
     client = MlflowClient(server)
@@ -219,7 +302,9 @@ def test_a_sweep_runs_its_trials_on_different_nodes_into_one_server(cluster, ser
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert len(parent) == 1 and len(children) == 2 and all(r.info.status == "FINISHED" for r in runs), out[-3000:]
-    nodes = {r.data.tags["ray.worker_nodes"] for r in children}  # the head offers no CPU: each trial took a worker node's
+    nodes = {
+        r.data.tags["ray.worker_nodes"] for r in children
+    }  # the head offers no CPU: each trial took a worker node's
     assert len(nodes) == 2 and nodes <= {cluster.node_id(name) for name in ("node_a", "node_b", "node_c")}
     assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"config.yaml", "eval.json", "model"}
     folder = tmp_path / "ray" / "sweeps" / "spread"  # on the driver's disk: the Optuna study and Tune's state
@@ -230,7 +315,9 @@ def test_a_sweep_runs_its_trials_on_different_nodes_into_one_server(cluster, ser
     assert tune.Tuner.can_restore(str(folder / "tune"))
 
 
-def test_two_workers_on_two_nodes_survive_losing_one_and_equal_one_process(cluster, server, tmp_path, uninterrupted, same_model):
+def test_two_workers_on_two_nodes_survive_losing_one_and_equal_one_process(
+    cluster, server, tmp_path, uninterrupted, same_model
+):
     path = experiment_file(tmp_path, steps=200, log_every=40, eval_every=40)
     tree = yaml.safe_load(path.read_text())
     tree["run"] = {**tree["run"], "checkpoint_every": 40, "max_failures": 2}
@@ -238,13 +325,19 @@ def test_two_workers_on_two_nodes_survive_losing_one_and_equal_one_process(clust
     driver = cli(cluster, tmp_path, "train", str(path), "--tracking-uri", server)
     deadline = time.monotonic() + RUN_S
     while len(list((tmp_path / "checkpoints").glob("*/checkpoint_*"))) < 2:  # the first one is surely registered
-        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0][-3000:] if driver.poll() is not None else "no checkpoint"
+        assert driver.poll() is None and time.monotonic() < deadline, (
+            driver.communicate()[0][-3000:] if driver.poll() is not None else "no checkpoint"
+        )
         time.sleep(0.1)
     client = MlflowClient(server)
-    run = client.search_runs([client.get_experiment_by_name("multinode").experiment_id], "attributes.status = 'RUNNING'")[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name("multinode").experiment_id], "attributes.status = 'RUNNING'"
+    )[0]
     before = run.data.tags["ray.worker_nodes"].split(",")
     assert len(before) == 2 and len(set(before)) == 2  # two ranks, two machines
-    lost = next(name for name in ("node_a", "node_b", "node_c") if cluster.node_id(name) == before[0])  # rank 0's machine
+    lost = next(
+        name for name in ("node_a", "node_b", "node_c") if cluster.node_id(name) == before[0]
+    )  # rank 0's machine
     lost_id = cluster.node_id(lost)
     cluster.lose(lost)
     out = finished(driver)
@@ -257,4 +350,6 @@ def test_two_workers_on_two_nodes_survive_losing_one_and_equal_one_process(clust
     for key in ("mean_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_10"):
         assert run.data.metrics[key] == pytest.approx(expected[key], abs=1e-6), (key, out[-2000:])
     same_model(client.download_artifacts(run.info.run_id, "model", str(tmp_path / "artifacts")), model)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/total")] == list(range(40, 201, 40))  # none twice
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/total")] == list(
+        range(40, 201, 40)
+    )  # none twice

@@ -9,10 +9,14 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli import main
 from orchestrator.report import _param_value, build_report, varied
 
-EXPERIMENT = {"name": "tiny-report", "method": "sotalign", "seed": 0,
-              "data": {"dataset": "synthetic", "n_pairs": 24, "n_unpaired": 200, "n_val": 30},
-              "align": {"steps": 10, "head_dim": 8, "batch_unpaired": 64, "eval_every": 5, "log_every": 5, "alpha": 10.0},
-              "run": {"workers": 0}}
+EXPERIMENT = {
+    "name": "tiny-report",
+    "method": "sotalign",
+    "seed": 0,
+    "data": {"dataset": "synthetic", "n_pairs": 24, "n_unpaired": 200, "n_val": 30},
+    "align": {"steps": 10, "head_dim": 8, "batch_unpaired": 64, "eval_every": 5, "log_every": 5, "alpha": 10.0},
+    "run": {"workers": 0},
+}
 
 
 def train(tmp_path, *overrides):
@@ -36,12 +40,26 @@ def test_in_process_runs_then_a_methods_report(tmp_path, capsys, monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name("tiny-report").experiment_id])
     assert len(runs) == 6 and all(r.info.status == "FINISHED" and "mean_recall_at_1" in r.data.metrics for r in runs)
     sotalign = next(r for r in runs if r.data.params["method"] == "sotalign")
-    assert {"ssw/images", "ssw/texts", "ssw/total", "loss/klot"} <= set(sotalign.data.metrics)  # shift logged before training
+    assert {"ssw/images", "ssw/texts", "ssw/total", "loss/klot"} <= set(
+        sotalign.data.metrics
+    )  # shift logged before training
     assert {a.path for a in client.list_artifacts(sotalign.info.run_id)} >= {"config.yaml", "eval.json", "model"}
 
     out = tmp_path / "report"
-    assert main(["report", "--experiment", "tiny-report", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--experiment",
+                "tiny-report",
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = (out / "report.md").read_text()
     assert "paper Tables 4/5" in text and (out / "methods.png").stat().st_size > 1000
     table = [line for line in text.splitlines() if line.startswith("| sotalign |")][0]
@@ -53,20 +71,35 @@ def test_in_process_runs_then_a_methods_report(tmp_path, capsys, monkeypatch):
 
 
 def row(seed, value, **params):
-    return {"method": "sotalign", "teacher": "cca", "divergence": "klot", "seed": seed, "mean_recall_at_1": value, **params}
+    return {
+        "method": "sotalign",
+        "teacher": "cca",
+        "divergence": "klot",
+        "seed": seed,
+        "mean_recall_at_1": value,
+        **params,
+    }
 
 
 def test_layouts_follow_what_the_runs_vary_and_average_repeats_within_a_seed():
-    rows = [row(s, 10.0 + s + (t == "cca"), teacher=t, divergence=d, method="sotalign" if d != "none" else "teacher")
-            for s in (0, 1) for t in ("procrustes", "cca") for d in ("none", "klot")]
+    rows = [
+        row(s, 10.0 + s + (t == "cca"), teacher=t, divergence=d, method="sotalign" if d != "none" else "teacher")
+        for s in (0, 1)
+        for t in ("procrustes", "cca")
+        for d in ("none", "klot")
+    ]
     rows += [dict(r) for r in rows if r["method"] == "teacher"]  # the grid repeats teacher-alone cells
     report = build_report("t1", rows)
     assert "paper Table 1" in report.sections[0][0] and "teacher_by_divergence.png" in report.figures
     grid = report.sections[0][1]
     assert "| klot | 10.5 ± 0.7 | 11.5 ± 0.7 |" in grid  # seeds 0/1 -> 10, 11 (procrustes); repeats count once
     assert "30.3" in report.sections[1][1]  # the paper's CCA + KLOT
-    budget = [row(s, 5.0 + n / 100 + (m == "sotalign"), method=m, **{"data.n_pairs": n}) for s in (0, 1, 2)
-              for n in (100, 400) for m in ("sail", "sotalign")]
+    budget = [
+        row(s, 5.0 + n / 100 + (m == "sotalign"), method=m, **{"data.n_pairs": n})
+        for s in (0, 1, 2)
+        for n in (100, 400)
+        for m in ("sail", "sotalign")
+    ]
     for r in budget:
         if r["method"] == "sail":
             r["divergence"] = "none"
@@ -82,7 +115,9 @@ def test_layouts_follow_what_the_runs_vary_and_average_repeats_within_a_seed():
 
 def test_a_param_logged_as_none_equals_one_a_run_never_logged():
     assert _param_value("None") is None and _param_value("") is None
-    assert _param_value("0.05") == 0.05 and _param_value("digits:pool") == "digits:pool" and _param_value("true") is True
+    assert (
+        _param_value("0.05") == 0.05 and _param_value("digits:pool") == "digits:pool" and _param_value("true") is True
+    )
     methods = [row(s, 9.0, method=m) for s in (0, 1) for m in ("sail", "sotalign")]
     methods[0]["data.unpaired_images_from"] = _param_value("None")  # a run of a later version logs the default
     assert varied(methods) == ["method"]
@@ -90,7 +125,7 @@ def test_a_param_logged_as_none_equals_one_a_run_never_logged():
 
 @pytest.mark.parametrize("bad", ["digits", "digits:", ":pool", "a:b:c"])
 def test_unpaired_source_must_name_dataset_and_split(bad):
-    from sotalign.experiment import DataSpec
+    from sotalign.experiments.experiment import DataSpec
 
     with pytest.raises(ValueError, match="DATASET:SPLIT"):
         DataSpec(unpaired_images_from=bad)
@@ -99,7 +134,7 @@ def test_unpaired_source_must_name_dataset_and_split(bad):
 def test_ssw_is_zero_for_one_set_scale_free_and_grows_with_shift():
     import torch
 
-    from sotalign.distances import spherical_sliced_wasserstein as ssw
+    from sotalign.experiments.distances import spherical_sliced_wasserstein as ssw
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(200, 16, generator=g), torch.randn(200, 16, generator=g)
@@ -117,9 +152,18 @@ def test_a_grid_of_both_budgets_gets_one_curve_per_value_of_the_other(tmp_path):
     holds the other one fixed, and SOTAlign's gain is over SAIL and over its teacher."""
     from orchestrator.report import write_report
 
-    rows = [row(s, 5.0 + n / 500 + 2 * (m == "sotalign") + (u or 8000) / 1000 + s, method=m,
-                **{"data.n_pairs": n, "data.n_unpaired": u}) for s in (0, 1) for n in (250, 1000) for u in (1000, None)
-            for m in ("teacher", "sail", "sotalign")]
+    rows = [
+        row(
+            s,
+            5.0 + n / 500 + 2 * (m == "sotalign") + (u or 8000) / 1000 + s,
+            method=m,
+            **{"data.n_pairs": n, "data.n_unpaired": u},
+        )
+        for s in (0, 1)
+        for n in (250, 1000)
+        for u in (1000, None)
+        for m in ("teacher", "sail", "sotalign")
+    ]
     for r in rows:
         r["divergence"] = "klot" if r["method"] == "sotalign" else "none"
     report = build_report("iconify-fig4", rows)
@@ -130,5 +174,9 @@ def test_a_grid_of_both_budgets_gets_one_curve_per_value_of_the_other(tmp_path):
     assert by_unpaired.index("| 1000 |") < by_unpaired.index("| all |")  # the whole pool last
     assert "| all | +2.0 | +2.0 |" in sections["SOTAlign minus sail and teacher, n_pairs = 250"]
     write_report(report, tmp_path)
-    assert {p.name for p in tmp_path.glob("*.png")} == {"n_pairs_curve_n_unpaired_1000.png", "n_pairs_curve_n_unpaired_all.png",
-                                                       "n_unpaired_curve_n_pairs_250.png", "n_unpaired_curve_n_pairs_1000.png"}
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "n_pairs_curve_n_unpaired_1000.png",
+        "n_pairs_curve_n_unpaired_all.png",
+        "n_unpaired_curve_n_pairs_250.png",
+        "n_unpaired_curve_n_pairs_1000.png",
+    }

@@ -26,22 +26,35 @@ ROOT = Path(__file__).resolve().parents[2]
 ICONIFY_EMOJI_POOL = 12779  # pool images of iconify-emoji (README, measured): too large a set to fetch in tests
 SPACE = {
     "name": "tiny",
-    "base": {"name": "synthetic", "data": {"dataset": "synthetic", "n_pairs": 32, "n_unpaired": 300, "n_val": 60},
-             "align": {"head_dim": 16, "steps": 40, "batch_unpaired": 64, "lr": 1e-3, "log_every": 20, "eval_every": 20},
-             "run": {"workers": 1, "checkpoint_every": 20}},
+    "base": {
+        "name": "synthetic",
+        "data": {"dataset": "synthetic", "n_pairs": 32, "n_unpaired": 300, "n_val": 60},
+        "align": {"head_dim": 16, "steps": 40, "batch_unpaired": 64, "lr": 1e-3, "log_every": 20, "eval_every": 20},
+        "run": {"workers": 1, "checkpoint_every": 20},
+    },
     "metric": "val/mean_recall_at_1",
     "num_samples": 3,
     "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 2},
-    "parameters": {"teacher": {"type": "categorical", "choices": ["cca", "procrustes"]},
-                   "teacher_reg": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "when": {"teacher": "cca"}},
-                   "eps_student": {"type": "float", "low": 0.03, "high": 0.2, "log": True}},
+    "parameters": {
+        "teacher": {"type": "categorical", "choices": ["cca", "procrustes"]},
+        "teacher_reg": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "when": {"teacher": "cca"}},
+        "eps_student": {"type": "float", "low": 0.03, "high": 0.2, "log": True},
+    },
 }
 
 
 def sweep(tmp_path, ray_address, *extra):
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    command = [sys.executable, "-m", "orchestrator.cli", "sweep", str(tmp_path / "tiny.yaml"),
-               "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "sweep",
+        str(tmp_path / "tiny.yaml"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        *extra,
+    ]
     return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -59,8 +72,11 @@ def worker_groups():
     """Ids of the cluster's placement groups that are not removed, except Tune trial drivers'."""
     from ray.util.placement_group import placement_group_table
 
-    return {i for i, g in placement_group_table().items()
-            if g["state"] != "REMOVED" and not any("TRAIN_DRIVER_RESOURCE" in b for b in g["bundles"].values())}
+    return {
+        i
+        for i, g in placement_group_table().items()
+        if g["state"] != "REMOVED" and not any("TRAIN_DRIVER_RESOURCE" in b for b in g["bundles"].values())
+    }
 
 
 def children(client, parent):
@@ -77,7 +93,9 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
     deadline = time.monotonic() + 900  # bounds a failure only: the loop ends on the event
     # kill the driver once one trial is complete in the study and in Tune's saved experiment state
     while True:
-        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() is not None else "timeout"
+        assert first.poll() is None and time.monotonic() < deadline, (
+            first.stdout.read() if first.poll() is not None else "timeout"
+        )
         done = completed_trials(folder / "optuna.db") >= 1
         states = list((folder / "tune").glob("experiment_state*.json"))
         if done and states and '\\"TERMINATED\\"' in states[0].read_text():
@@ -101,11 +119,19 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     again = next(r for r in runs if r.data.tags["trial_id"] == kept.data.tags["trial_id"])
     assert again.info.run_id == kept.info.run_id and again.info.end_time == kept.info.end_time  # not re-run
-    assert all(r.data.tags["encoder_pair"] and r.data.tags["sweep"] == "tiny" and "mean_recall_at_1" in r.data.metrics for r in runs)
+    assert all(
+        r.data.tags["encoder_pair"] and r.data.tags["sweep"] == "tiny" and "mean_recall_at_1" in r.data.metrics
+        for r in runs
+    )
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"config.yaml", "eval.json", "model"}
     top = client.get_run(parent)
     assert top.info.status == "FINISHED" and "best/val/mean_recall_at_1" in top.data.metrics
-    assert {a.path for a in client.list_artifacts(parent)} == {"results.md", "results.csv", "best_config.yaml", "metric_vs_params.png"}
+    assert {a.path for a in client.list_artifacts(parent)} == {
+        "results.md",
+        "results.csv",
+        "best_config.yaml",
+        "metric_vs_params.png",
+    }
     table = (folder / "results.md").read_text()
     assert table.count("| done |") == 3 and "teacher_reg" in table
     best = yaml.safe_load((folder / "best_config.yaml").read_text())
@@ -116,11 +142,19 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
 def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
     # its own driver process, as a user's sweep; Ray Train occasionally leaks the stopped trial's
     # placement group (README "Known limits"), which the sweep must free
-    space = {**SPACE, "name": "tiny", "num_samples": 2, "sampler": {"type": "grid", "seed": 1},  # seed 1: the good lr first
-             "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
-             "base": {**SPACE["base"], "align": {**SPACE["base"]["align"], "eval_every": 10},
-                      "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")}},
-             "parameters": {"lr": {"type": "categorical", "choices": [1e-2, 1e-9]}}}
+    space = {
+        **SPACE,
+        "name": "tiny",
+        "num_samples": 2,
+        "sampler": {"type": "grid", "seed": 1},  # seed 1: the good lr first
+        "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
+        "base": {
+            **SPACE["base"],
+            "align": {**SPACE["base"]["align"], "eval_every": 10},
+            "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")},
+        },
+        "parameters": {"lr": {"type": "categorical", "choices": [1e-2, 1e-9]}},
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
     before = worker_groups()
     out, _ = sweep(tmp_path, ray_cluster).communicate(timeout=900)
@@ -202,24 +236,47 @@ def test_every_shipped_search_space_compiles(path):
         assert all(name in trial.params for name in [p.name for p in space.parameters if not p.when])
         data = experiment.data
         if data.dataset == "iconify-emoji":  # its own validation split; the budget within the emoji pool
-            assert data.val_split == "validation" and data.n_pairs + (data.n_unpaired or 0) <= ICONIFY_EMOJI_POOL, trial.params
+            assert data.val_split == "validation" and data.n_pairs + (data.n_unpaired or 0) <= ICONIFY_EMOJI_POOL, (
+                trial.params
+            )
         elif data.dataset == "openmoji":
             assert data.n_pairs + data.n_val + (data.n_unpaired or 0) <= pool, trial.params
         else:  # smoke.yaml: no store, no encoders
             assert data.dataset == "synthetic", trial.params
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s.update(sampler={"type": "anneal"}), "tiny.yaml:22: sampler.type: sampler type must be one of"),
-    (lambda s: s["parameters"]["eps_student"].update(low=0.5), "tiny.yaml:41: parameters.eps_student.high: high must be greater than low"),
-    (lambda s: s["parameters"]["teacher"].update(type="choice"), "tiny.yaml:27: parameters.teacher.type: type must be one of"),
-    (lambda s: s["parameters"].update(epsilon={"type": "float", "low": 0.1, "high": 1}), "tiny.yaml:43: parameters.epsilon: does not fit the experiment: unknown AlignConfig field(s): epsilon"),
-    (lambda s: s.update(schedular={}), "tiny.yaml:43: schedular: unknown key"),
-    (lambda s: s["base"]["align"].update(teacher="ridge"), "tiny.yaml:2: base: unknown teacher 'ridge'"),
-    (lambda s: s["parameters"]["teacher_reg"].update(when={"teachr": "cca"}), "'teachr' is neither a parameter nor a key"),
-    (lambda s: s["parameters"]["teacher_reg"].update(when={"teacher": "CCA"}), "teacher takes ['cca', 'procrustes'], not all of ['CCA']"),
-    (lambda s: s["parameters"]["eps_student"].update(high=-1.0, low=-2.0, log=False), "eps_student: does not fit the experiment: eps_student must be > 0"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.update(sampler={"type": "anneal"}), "tiny.yaml:22: sampler.type: sampler type must be one of"),
+        (
+            lambda s: s["parameters"]["eps_student"].update(low=0.5),
+            "tiny.yaml:41: parameters.eps_student.high: high must be greater than low",
+        ),
+        (
+            lambda s: s["parameters"]["teacher"].update(type="choice"),
+            "tiny.yaml:27: parameters.teacher.type: type must be one of",
+        ),
+        (
+            lambda s: s["parameters"].update(epsilon={"type": "float", "low": 0.1, "high": 1}),
+            "tiny.yaml:43: parameters.epsilon: does not fit the experiment: unknown AlignConfig key(s): epsilon",
+        ),
+        (lambda s: s.update(schedular={}), "tiny.yaml:43: schedular: unknown key"),
+        (lambda s: s["base"]["align"].update(teacher="ridge"), "tiny.yaml:2: base: unknown teacher 'ridge'"),
+        (
+            lambda s: s["parameters"]["teacher_reg"].update(when={"teachr": "cca"}),
+            "'teachr' is neither a parameter nor a key",
+        ),
+        (
+            lambda s: s["parameters"]["teacher_reg"].update(when={"teacher": "CCA"}),
+            "teacher takes ['cca', 'procrustes'], not all of ['CCA']",
+        ),
+        (
+            lambda s: s["parameters"]["eps_student"].update(high=-1.0, low=-2.0, log=False),
+            "eps_student: does not fit the experiment: eps_student must be > 0",
+        ),
+    ],
+)
 def test_bad_search_spaces_name_the_line_and_key(tmp_path, edit, message):
     space = json.loads(json.dumps(SPACE))
     edit(space)
@@ -242,14 +299,17 @@ def grid_cells(space):
     return cells
 
 
-@pytest.mark.parametrize("path", sorted([*(ROOT / "search_spaces").glob("paper_*.yaml"), *(ROOT / "search_spaces").glob("iconify_*.yaml")]),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(ROOT / "search_spaces").glob("paper_*.yaml"), *(ROOT / "search_spaces").glob("iconify_*.yaml")]),
+    ids=lambda p: p.name,
+)
 def test_every_paper_experiment_runs_at_a_tiny_budget(path):
     """Each distinct cell (seed 0) trains on a tiny synthetic budget with the cell's method and settings
     (the Iconify spaces' data path: tests/sotalign/test_iconify.py, on a tiny store)."""
     from sotalign.data.synthetic import make_synthetic
     from sotalign.evaluation import retrieval
-    from sotalign.trainer import fit
+    from sotalign.two_stage import fit
 
     space = load_search_space(path)
     assert space.sampler["type"] == "grid" and "seed" in [p.name for p in space.parameters]
@@ -259,17 +319,33 @@ def test_every_paper_experiment_runs_at_a_tiny_budget(path):
     for cell in cells:
         experiment, options = split_tree(space.experiment_tree(cell))
         assert options.workers == 0 and experiment.name == space.name  # in-process trials, own MLflow experiment
-        config = experiment.config().replace(steps=min(experiment.config().steps, 3), head_dim=16, batch_unpaired=16,
-                                             teacher_steps=3, eval_every=3)
-        model = fit(bench.paired_images, bench.paired_texts, bench.unpaired_images, bench.unpaired_texts, config,
-                    validation=(bench.val_images, bench.val_texts))
-        assert 0 <= retrieval(model.encode_image(bench.test_images), model.encode_text(bench.test_texts))["mean_recall_at_1"] <= 100
+        config = experiment.config().replace(
+            steps=min(experiment.config().steps, 3), head_dim=16, batch_unpaired=16, teacher_steps=3, eval_every=3
+        )
+        model = fit(
+            bench.paired_images,
+            bench.paired_texts,
+            bench.unpaired_images,
+            bench.unpaired_texts,
+            config,
+            validation=(bench.val_images, bench.val_texts),
+        )
+        assert (
+            0
+            <= retrieval(model.encode_image(bench.test_images), model.encode_text(bench.test_texts))["mean_recall_at_1"]
+            <= 100
+        )
 
 
 def test_in_process_trials_report_to_tune_and_mlflow(ray_cluster, tmp_path):
-    space = {**SPACE, "name": "inproc", "num_samples": 2, "sampler": {"type": "grid"},
-             "base": {**SPACE["base"], "run": {"workers": 0, "storage_path": str(tmp_path / "ray")}},
-             "parameters": {"method": {"type": "categorical", "choices": ["sail", "nnclr"]}}}
+    space = {
+        **SPACE,
+        "name": "inproc",
+        "num_samples": 2,
+        "sampler": {"type": "grid"},
+        "base": {**SPACE["base"], "run": {"workers": 0, "storage_path": str(tmp_path / "ray")}},
+        "parameters": {"method": {"type": "categorical", "choices": ["sail", "nnclr"]}},
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
     out, _ = sweep(tmp_path, ray_cluster).communicate(timeout=900)
     assert "best val/mean_recall_at_1" in out, out[-3000:]

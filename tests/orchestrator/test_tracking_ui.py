@@ -37,8 +37,13 @@ def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch, free_port)
     with mlflow.start_run(tags={"encoder_pair": "a + b"}):
         mlflow.log_metric("mean_recall_at_1", 12.5)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     try:
         lines = []
         deadline = time.monotonic() + 300
@@ -48,8 +53,12 @@ def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch, free_port)
         link = next(line.split(": ", 1)[1].strip() for line in lines if line.strip().startswith("openmoji:"))
         assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/") and link.endswith("/runs")
         exp_id = link.split("/experiments/")[1].split("/")[0]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", method="POST",
-                                         data=json.dumps({"experiment_ids": [exp_id]}).encode(), headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            method="POST",
+            data=json.dumps({"experiment_ids": [exp_id]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         runs = json.load(urllib.request.urlopen(request, timeout=10))["runs"]
         assert len(runs) == 1 and {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}["encoder_pair"] == "a + b"
     finally:
@@ -76,8 +85,19 @@ def test_compare_groups_runs_by_tag(tmp_path, monkeypatch, capsys):
                 mlflow.log_metric("mean_recall_at_1", score)
     with mlflow.start_run(tags={"encoder_pair": "other", "n_pairs": "100"}):
         mlflow.log_metric("mean_recall_at_1", 99.0)
-    code = main(["compare", "--experiment", "openmoji", "--tracking-uri", db, "--filter", "tags.n_pairs = '300'",
-                 "--out", str(tmp_path / "c.png")])
+    code = main(
+        [
+            "compare",
+            "--experiment",
+            "openmoji",
+            "--tracking-uri",
+            db,
+            "--filter",
+            "tags.n_pairs = '300'",
+            "--out",
+            str(tmp_path / "c.png"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     lines = [line for line in out.splitlines() if line.startswith("| lite")]

@@ -17,10 +17,21 @@ from orchestrator.experiment_file import load_experiment_file, split_tree
 from orchestrator.train import train_experiment
 
 TREE = {  # adamw: Lion's sign update would turn float round-off into different steps
-    "name": "synthetic", "method": "sotalign", "seed": 3,
+    "name": "synthetic",
+    "method": "sotalign",
+    "seed": 3,
     "data": {"dataset": "synthetic", "n_pairs": 48, "n_unpaired": 600, "n_val": 80},
-    "align": {"head_dim": 24, "steps": 60, "batch_unpaired": 97, "optimizer": "adamw", "lr": 3e-3,
-              "eps_teacher": 0.05, "alpha": 10.0, "log_every": 10, "eval_every": 20},
+    "align": {
+        "head_dim": 24,
+        "steps": 60,
+        "batch_unpaired": 97,
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "eps_teacher": 0.05,
+        "alpha": 10.0,
+        "log_every": 10,
+        "eval_every": 20,
+    },
     "run": {"workers": 2, "checkpoint_every": 30},  # not a multiple of eval_every: must not change the chosen model
 }
 
@@ -30,9 +41,13 @@ def experiment_for(tmp_path, **align):
     return split_tree(tree)
 
 
-def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(ray_cluster, tmp_path, capsys, uninterrupted, same_model):
+def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(
+    ray_cluster, tmp_path, capsys, uninterrupted, same_model
+):
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({**TREE, "run": {**TREE["run"], "workers": 1, "storage_path": str(tmp_path / "ray")}}))
+    path.write_text(
+        yaml.safe_dump({**TREE, "run": {**TREE["run"], "workers": 1, "storage_path": str(tmp_path / "ray")}})
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["train", str(path), "--workers", "2", "--tracking-uri", uri]) == 0  # the flag beats run.workers
     run_id = capsys.readouterr().out.split("MLflow run ")[1].split()[0]
@@ -48,11 +63,21 @@ def test_two_workers_equal_one_process_and_log_a_complete_mlflow_run(ray_cluster
     tags = run.data.tags
     assert tags["method"] == "sotalign" and tags["teacher"] == "cca" and tags["dataset"] == "synthetic"
     assert tags["n_pairs"] == "48" and tags["n_unpaired"] == "600" and " + " in tags["encoder_pair"]
-    assert run.data.params["alpha"] == "10.0" and run.data.params["data.n_pairs"] == "48" and run.data.params["seed"] == "3"
+    assert (
+        run.data.params["alpha"] == "10.0"
+        and run.data.params["data.n_pairs"] == "48"
+        and run.data.params["seed"] == "3"
+    )
     assert [m.step for m in client.get_metric_history(run_id, "loss/klot")] == [10, 20, 30, 40, 50, 60]
     assert "sinkhorn/teacher_marginal_err" in run.data.metrics and "val/mean_recall_at_1" in run.data.metrics
     files = {a.path for folder in ("", "model", "plots") for a in client.list_artifacts(run_id, folder)}
-    assert {"config.yaml", "eval.json", "model/model.safetensors", "model/teacher.safetensors", "plots/training.png"} <= files
+    assert {
+        "config.yaml",
+        "eval.json",
+        "model/model.safetensors",
+        "model/teacher.safetensors",
+        "plots/training.png",
+    } <= files
     config = yaml.safe_load((tmp_path / "artifacts" / "config.yaml").read_text())
     assert config["align"]["batch_unpaired"] == 97 and config["data"]["dataset"] == "synthetic"
 
@@ -88,12 +113,14 @@ def test_a_killed_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path, unin
 def test_experiment_files_and_bad_input(tmp_path, capsys):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(TREE))
-    experiment, options = load_experiment_file(path, {"alpha": 3, "data.n_pairs": 20, "run.workers": 1, "method": "sail"})
+    experiment, options = load_experiment_file(
+        path, {"alpha": 3, "data.n_pairs": 20, "run.workers": 1, "method": "sail"}
+    )
     assert experiment.align.alpha == 3 and experiment.data.n_pairs == 20 and options.workers == 1
     assert experiment.config().divergence == "none" and os.path.isabs(options.storage_path)
     for text, message in [
         ("data: {dataset: synthetic, n_pairs: [1,\n", "exp.yaml:2: malformed YAML"),
-        ("align: {epsilon: 0.1}\n", "unknown AlignConfig field(s): epsilon"),
+        ("align: {epsilon: 0.1}\n", "unknown AlignConfig key(s): epsilon"),
         ("data: {dataset: coco}\n", "no image embeddings of dataset 'coco'"),
         ("method: ridge\n", "unknown method 'ridge'"),
         ("run: {workers: -1}\n", "run needs workers >= 0"),

@@ -24,8 +24,10 @@ import threading
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PAIRS = {"lite0-minilm": ("packaged:efficientnet-lite0 + packaged:all-minilm-l6-v2", 31.5),
-         "lite2-minilm": ("packaged:efficientnet-lite2 + packaged:all-minilm-l6-v2", 42.25)}
+PAIRS = {
+    "lite0-minilm": ("packaged:efficientnet-lite0 + packaged:all-minilm-l6-v2", 31.5),
+    "lite2-minilm": ("packaged:efficientnet-lite2 + packaged:all-minilm-l6-v2", 42.25),
+}
 
 
 def free_port():
@@ -55,28 +57,52 @@ def store_sweep(db):
 def render(url, screenshot, expected):
     """Visible text of the page once chromium ran its scripts; two retries with more virtual time if a string is missing."""
     for attempt in range(3):
-        command = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-                   f"--user-data-dir={screenshot.with_suffix('.profile')}", "--window-size=1600,900",
-                   f"--virtual-time-budget={15000 * (attempt + 1)}", f"--screenshot={screenshot}", "--dump-dom", url]
+        command = [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={screenshot.with_suffix('.profile')}",
+            "--window-size=1600,900",
+            f"--virtual-time-budget={15000 * (attempt + 1)}",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            url,
+        ]
         dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
-        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))).split())
+        text = " ".join(
+            html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S))).split()
+        )
         missing = [s for s in expected if s not in text]
         if not missing:
             break
     assert not missing, f"{url} did not render {missing}; page text: {text[:3000]}"
     png = screenshot.read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000, f"{screenshot}: not a rendered PNG ({len(png)} bytes)"
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000, (
+        f"{screenshot}: not a rendered PNG ({len(png)} bytes)"
+    )
     print(f"screenshot: {screenshot}")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (`make system` installs Debian's chromium as root)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary on PATH (`make system` installs Debian's chromium as root)"
+)
 def test_ui_renders_the_sweep_with_its_encoder_pairs(tmp_path):
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp, children = store_sweep(db)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    watchdog = threading.Timer(300, proc.terminate)  # its mlflow server can take minutes to start on a loaded 2-core machine
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    watchdog = threading.Timer(
+        300, proc.terminate
+    )  # its mlflow server can take minutes to start on a loaded 2-core machine
     watchdog.start()
     try:
         lines = [proc.stdout.readline()]
@@ -86,11 +112,26 @@ def test_ui_renders_the_sweep_with_its_encoder_pairs(tmp_path):
         assert f"  openmoji: {runs_link}\n" in lines and "serving" in lines[-1], f"`sotalign ui` printed {lines}"
 
         pairs, scores = [pair for pair, _ in PAIRS.values()], [str(score) for _, score in PAIRS.values()]
-        render(f"{runs_link}/{children['lite0-minilm']}", tmp_path / "run.png",
-               ["lite0-minilm", "Parent run sweep-openmoji", "Tags", "encoder_pair", pairs[0], "teacher", "linear", scores[0]])
+        render(
+            f"{runs_link}/{children['lite0-minilm']}",
+            tmp_path / "run.png",
+            [
+                "lite0-minilm",
+                "Parent run sweep-openmoji",
+                "Tags",
+                "encoder_pair",
+                pairs[0],
+                "teacher",
+                "linear",
+                scores[0],
+            ],
+        )
         grouped = next(line.split(": ", 1)[1].strip() for line in lines if "openmoji by encoder pair:" in line)
-        render(grouped, tmp_path / "runs.png",
-               ["Group by: encoder_pair", *(f"Group: {pair}" for pair in pairs), *PAIRS, *scores])
+        render(
+            grouped,
+            tmp_path / "runs.png",
+            ["Group by: encoder_pair", *(f"Group: {pair}" for pair in pairs), *PAIRS, *scores],
+        )
     finally:
         watchdog.cancel()
         proc.send_signal(signal.SIGTERM)

@@ -17,7 +17,10 @@ def test_pairs_and_unpaired_are_disjoint_and_unaligned():
 
 def test_deterministic_per_seed():
     a, b, c = (sample_budget(500, Budget(50, 100, 80, seed=s)) for s in (1, 1, 2))
-    assert all(np.array_equal(x, y) for x, y in zip((a.pairs, a.unpaired_images, a.unpaired_texts), (b.pairs, b.unpaired_images, b.unpaired_texts)))
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip((a.pairs, a.unpaired_images, a.unpaired_texts), (b.pairs, b.unpaired_images, b.unpaired_texts))
+    )
     assert not np.array_equal(a.pairs, c.pairs)
 
 

@@ -18,9 +18,9 @@ from sotalign.config import AlignConfig
 from sotalign.data.synthetic import make_synthetic
 from sotalign.distributed import DistributedContext
 from sotalign.heads import LinearHead
-from sotalign.loop import train_heads
 from sotalign.losses import SigLIPLoss
-from sotalign.objectives import Batch, BatchRows, Stage2Inputs, build_objective
+from sotalign.objectives import BatchRows, Stage2Inputs, Step, build_objective
+from sotalign.stage2 import train_heads
 from sotalign.teachers import fit_teacher
 
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks talk over loopback
@@ -34,9 +34,12 @@ def build():
     data = make_synthetic(n_pairs=15, n_unpaired=120, n_val=10, n_test=10, image_dim=12, text_dim=10, seed=1)
     teacher = fit_teacher("cca", data.paired_images, data.paired_texts, dim=6)
     inputs = Stage2Inputs(
-        teacher.image_prep(data.paired_images), teacher.text_prep(data.paired_texts),
-        teacher.image_prep(data.unpaired_images), teacher.text_prep(data.unpaired_texts),
-        F.normalize(teacher.project_images(data.unpaired_images), dim=1), F.normalize(teacher.project_texts(data.unpaired_texts), dim=1),
+        teacher.image_prep(data.paired_images),
+        teacher.text_prep(data.paired_texts),
+        teacher.image_prep(data.unpaired_images),
+        teacher.text_prep(data.unpaired_texts),
+        F.normalize(teacher.project_images(data.unpaired_images), dim=1),
+        F.normalize(teacher.project_texts(data.unpaired_texts), dim=1),
     )
     torch.manual_seed(0)
     modules = [LinearHead(12, 16), LinearHead(10, 16), SigLIPLoss()]
@@ -47,7 +50,7 @@ def one_step(distributed=None, scope="global", method="sotalign"):
     """Loss, its method-specific term and the reduced gradients of one step on ROWS."""
     inputs, modules = build()
     config = CONFIG.replace(ot_scope=scope, method=method)
-    batch = Batch(*modules, inputs, ROWS, 1, torch.Generator().manual_seed(0), distributed)
+    batch = Step(*modules, inputs, ROWS, 1, torch.Generator().manual_seed(0), distributed)
     total, terms = build_objective(config, inputs)(batch)
     total.backward()
     if distributed is not None:
@@ -117,4 +120,3 @@ def test_shard_splits_global_rows_in_rank_order():
     assert parts == [[0, 1, 2], [3, 4], [5, 6]]
     with pytest.raises(ValueError, match="process group"):
         DistributedContext.from_process_group()
-

@@ -26,7 +26,11 @@ def tiny_vit(tmp_path_factory):
 
 
 def test_spec_parsing():
-    assert parse_spec("timm:vit_b?pooling=cls&pretrained_file=/w.pt") == ("timm", "vit_b", {"pooling": "cls", "pretrained_file": "/w.pt"})
+    assert parse_spec("timm:vit_b?pooling=cls&pretrained_file=/w.pt") == (
+        "timm",
+        "vit_b",
+        {"pooling": "cls", "pretrained_file": "/w.pt"},
+    )
     assert parse_spec("hf:/models/x") == ("hf", "/models/x", {})
     with pytest.raises(ValueError, match="kind:name"):
         parse_spec("vit_b")
@@ -87,11 +91,19 @@ def test_hf_text_poolings(tiny_bert_dir, pooling):
 def test_encoder_ids_are_known_without_loading_weights(tiny_vit, tiny_bert_dir):
     """encoder_id(spec) is the id of the encoder load_encoder(spec) builds (the name of its tables in the store)."""
     _, path = tiny_vit
-    specs = [f"timm:vit_tiny_patch16_224?pretrained_file={path}&pooling=cls", f"hf:{tiny_bert_dir}?pooling=cls&max_length=16",
-             f"hf:{tiny_bert_dir}", DEFAULT_TEXT_ENCODER, f"{DEFAULT_IMAGE_ENCODER}?image_size=64"]
+    specs = [
+        f"timm:vit_tiny_patch16_224?pretrained_file={path}&pooling=cls",
+        f"hf:{tiny_bert_dir}?pooling=cls&max_length=16",
+        f"hf:{tiny_bert_dir}",
+        DEFAULT_TEXT_ENCODER,
+        f"{DEFAULT_IMAGE_ENCODER}?image_size=64",
+    ]
     for spec in specs:
         assert encoder_id(spec, device="cpu") == load_encoder(spec, device="cpu").id, spec
-    assert encoder_id("hf:/nonexistent/model/dir", device="cpu") == "hf:/nonexistent/model/dir?max_length=77&pooling=mean&precision=fp32"
+    assert (
+        encoder_id("hf:/nonexistent/model/dir", device="cpu")
+        == "hf:/nonexistent/model/dir?max_length=77&pooling=mean&precision=fp32"
+    )
     assert "precision=fp16" in encoder_id("hf:/nonexistent/model/dir", device="cuda")  # autocast on GPU: another table
     with pytest.raises(ValueError, match="bad option for encoder"):
         encoder_id("packaged:efficientnet-lite0?colour=blue")

@@ -110,9 +110,13 @@ def test_retrieval_with_image_groups_matches_brute_force():
     assert 0 < ours["t2i_recall_at_1"] < 100 and 0 < ours["i2t_recall_at_1"] < 100
     # one group per image is the ungrouped definition
     own = torch.tensor(img[:20] + rng.normal(size=(20, 8)))
-    assert retrieval(torch.tensor(img[:20]), own, image_groups=np.arange(20) * 2) == retrieval(torch.tensor(img[:20]), own)
+    assert retrieval(torch.tensor(img[:20]), own, image_groups=np.arange(20) * 2) == retrieval(
+        torch.tensor(img[:20]), own
+    )
     with pytest.raises(ValueError, match="every image group needs at least one caption"):  # a captionless concept
-        retrieval(torch.tensor(np.vstack([img, img[:1]])), torch.tensor(txt), t2i, image_groups=np.append(image_group, -1))
+        retrieval(
+            torch.tensor(np.vstack([img, img[:1]])), torch.tensor(txt), t2i, image_groups=np.append(image_group, -1)
+        )
     with pytest.raises(ValueError, match="one integer group per image"):
         retrieval(torch.tensor(img), torch.tensor(txt), t2i, image_groups=image_group[:-1])
 
@@ -132,8 +136,13 @@ def test_plan_accuracy_on_a_planted_case():
     assert wrong["plan_argmax_on_partners"] == 0.0
     # labels of any type; an image without a partner in the batch does not count for the argmax
     names = np.asarray(["cat", "dog", "owl", "fox"])
-    extra = plan_accuracy(torch.cat([images, torch.ones(1, 4)]), texts, np.append(names[image_labels], "emu"),
-                          names[text_labels], epsilon=0.05)
+    extra = plan_accuracy(
+        torch.cat([images, torch.ones(1, 4)]),
+        texts,
+        np.append(names[image_labels], "emu"),
+        names[text_labels],
+        epsilon=0.05,
+    )
     assert extra["plan_argmax_on_partners"] == 100.0 and extra["plan_mass_on_partners"] > 90
     with pytest.raises(ValueError, match="no image of the batch has a partner"):
         plan_accuracy(images, texts, image_labels, text_labels + 10)

@@ -33,8 +33,14 @@ def toy_dataset(n=20):
         for k in range(1 + i % 2):  # one or two captions per image
             captions.append(["a red car", "the green dog", "a blue cat"][(i + k) % 3])
             owner.append(i)
-    return ImageTextDataset("toy", ids, captions, np.asarray(owner), fixed_split(ids, 6, "toy"),
-                            lambda i: Image.new("RGB", (40, 40), colours[i]))
+    return ImageTextDataset(
+        "toy",
+        ids,
+        captions,
+        np.asarray(owner),
+        fixed_split(ids, 6, "toy"),
+        lambda i: Image.new("RGB", (40, 40), colours[i]),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,10 @@ def test_split_column_and_custom_columns(images):
 def test_bad_rows_are_listed_or_skipped(images):
     rows = ROWS + [("missing.png", "ghost"), ("broken.png", "broken"), ("c.png", "  ")]
     path = write("csv", images, rows)
-    with pytest.raises(ValueError, match=r"3 bad rows in .*row 4: missing.png \(missing file\); row 5: broken.png \(unreadable image\); row 6: c.png \(empty caption\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"3 bad rows in .*row 4: missing.png \(missing file\); row 5: broken.png \(unreadable image\); row 6: c.png \(empty caption\)",
+    ):
         load_image_text_table(path)
     d = load_image_text_table(path, skip_bad=True)
     assert len(d.captions) == 4 and len(d.skipped) == 3
@@ -78,5 +81,9 @@ def test_image_folder_and_embedding_it(images, tmp_path_factory):
     d = load_image_folder(root, skip_bad=True)
     assert d.class_names == ["blue thing", "red thing"] and d.labels.tolist() == [0, 0, 1, 1]
     store = tmp_path_factory.mktemp("store")
-    table = read_table(embed_dataset(d, "all", load_encoder("packaged:efficientnet-lite0?image_size=32", device="cpu"), store, progress=False))
+    table = read_table(
+        embed_dataset(
+            d, "all", load_encoder("packaged:efficientnet-lite0?image_size=32", device="cpu"), store, progress=False
+        )
+    )
     assert table.embeddings.shape == (4, 1280) and table.columns["label"].tolist() == [0, 0, 1, 1]

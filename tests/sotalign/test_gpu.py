@@ -16,10 +16,26 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_trains_on_the_gpu_and_beats_chance(method):
     bench = make_synthetic(n_pairs=64, n_unpaired=1000, n_val=100, n_test=300, seed=0)
-    config = AlignConfig(method=method, alpha=10.0, eps_teacher=0.05, lr=1e-3, head_dim=64, steps=120,
-                         batch_unpaired=256, eval_every=60, nnclr_k=3, device="cuda").with_method_preset()
-    model = fit(bench.paired_images, bench.paired_texts, bench.unpaired_images, bench.unpaired_texts, config,
-                validation=(bench.val_images, bench.val_texts))
+    config = AlignConfig(
+        method=method,
+        alpha=10.0,
+        eps_teacher=0.05,
+        lr=1e-3,
+        head_dim=64,
+        steps=120,
+        batch_unpaired=256,
+        eval_every=60,
+        nnclr_k=3,
+        device="cuda",
+    ).with_method_preset()
+    model = fit(
+        bench.paired_images,
+        bench.paired_texts,
+        bench.unpaired_images,
+        bench.unpaired_texts,
+        config,
+        validation=(bench.val_images, bench.val_texts),
+    )
     assert model.device.type == "cuda"
     scores = retrieval(model.encode_image(bench.test_images), model.encode_text(bench.test_texts))
     assert scores["mean_recall_at_1"] > 10 * 100.0 / 300, (method, scores)

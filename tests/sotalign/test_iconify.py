@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
@@ -26,8 +25,8 @@ from sotalign.data.iconify.names import caption, parse_name
 from sotalign.data.views import retrieval_view
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
 from sotalign.evaluation import plan_accuracy
-from sotalign.experiment import Experiment, load_data
-from sotalign.trainer import fit
+from sotalign.experiments.experiment import Experiment, load_data
+from sotalign.two_stage import fit
 
 SMALL_SET = "emojione"  # the smallest pinned set with aliases, skin tones and flags (1834 icons)
 IMAGE = "packaged:efficientnet-lite0?image_size=32"  # seconds on a CPU; the text encoder is the real default (MiniLM)
@@ -51,7 +50,9 @@ def small_set(npm_cache):
 
 def make_set(prefix, names, aliases=None, chars=None, **bodies):
     """An in-memory icon set: one distinct square per name unless ``bodies`` gives one."""
-    icons = {n: {"body": bodies.get(n.replace("-", "_"), f'<rect width="{i + 1}" height="1"/>')} for i, n in enumerate(names)}
+    icons = {
+        n: {"body": bodies.get(n.replace("-", "_"), f'<rect width="{i + 1}" height="1"/>')} for i, n in enumerate(names)
+    }
     return IconSet(prefix, "0", icons, {a: {"parent": p} for a, p in (aliases or {}).items()}, {}, chars or {})
 
 
@@ -76,8 +77,12 @@ def test_render_a_known_icon_in_colour(small_set):
 
 
 def test_render_box_and_current_colour():
-    half = make_set("mono", ["half", "wide"], half='<path fill="currentColor" d="M0 0h8v16H0z"/>',
-                    wide='<path fill="currentColor" d="M0 0h32v16H0z"/>')
+    half = make_set(
+        "mono",
+        ["half", "wide"],
+        half='<path fill="currentColor" d="M0 0h8v16H0z"/>',
+        wide='<path fill="currentColor" d="M0 0h32v16H0z"/>',
+    )
     half.icons["wide"].update(width=32)  # a 32 x 16 box: fitted and centred, white bands above and below
     image = np.asarray(render_icon(half, "half", size=64))
     assert image.shape == (64, 64, 3)
@@ -108,10 +113,16 @@ def test_caption_rules_on_names():
 
 
 def test_synonyms_join_concepts_unless_a_set_tells_them_apart():
-    twemoji = make_set("twemoji", ["people-with-bunny-ears", "women-with-bunny-ears", "elf", "admission-tickets"],
-                       chars={"1f9dd": "elf"})
-    old = make_set("old", ["people-with-bunny-ears", "bear"], aliases={"women-with-bunny-ears": "people-with-bunny-ears",
-                                                                    "bear-face": "bear", "arrow-left": "arrow-right"})
+    twemoji = make_set(
+        "twemoji",
+        ["people-with-bunny-ears", "women-with-bunny-ears", "elf", "admission-tickets"],
+        chars={"1f9dd": "elf"},
+    )
+    old = make_set(
+        "old",
+        ["people-with-bunny-ears", "bear"],
+        aliases={"women-with-bunny-ears": "people-with-bunny-ears", "bear-face": "bear", "arrow-left": "arrow-right"},
+    )
     old.aliases["arrow-left"]["hFlip"] = True  # a mirrored arrow: another image, not a synonym
     fluent = make_set("fluent-emoji-flat", ["person-elf"], chars={"1f9dd-fe0f": "person-elf"})
     fx = make_set("fxemoji", ["admissiontickets", "japanflag"])
@@ -130,7 +141,11 @@ def test_small_set_captions_and_columns(small_set):
     japan = d.image_ids.index("emojione:flag-for-japan")
     assert d.image_concept[japan] == "flag-japan"
     caption_concept = d.image_concept[d.caption_image]
-    assert set(np.asarray(d.captions)[caption_concept == "heavy-division-sign"]) == {"heavy division sign", "divide", "division sign"}
+    assert set(np.asarray(d.captions)[caption_concept == "heavy-division-sign"]) == {
+        "heavy division sign",
+        "divide",
+        "division sign",
+    }
     assert set(d.image_columns["set"]) == {"emojione"} and set(d.image_columns["licence"]) == {"CC-BY-4.0"}
     assert set(caption_concept) == set(d.image_concept)  # every concept has captions, each once
     assert len({(c, t.lower()) for c, t in zip(caption_concept, d.captions)}) == len(d.captions)
@@ -147,7 +162,9 @@ def test_concepts_are_split_whole_and_deterministically(small_set):
         _, captions = d.split_indices(split)
         assert set(d.image_concept[d.caption_image[captions]]) == set(d.image_concept[images])
     assert not set(d.image_concept[d.splits["test"]]) & set(d.image_concept[d.splits["pool"]])
-    assert (d.image_columns["style"][d.splits["test"]] == "copy").sum() == (d.image_columns["style"][d.splits["test"]] == "emojione").sum()
+    assert (d.image_columns["style"][d.splits["test"]] == "copy").sum() == (
+        d.image_columns["style"][d.splits["test"]] == "emojione"
+    ).sum()
     fractions = {s: np.mean([v == s for v in split_of.values()]) for s in ("test", "validation")}
     assert abs(fractions["test"] - TEST_FRACTION) < 0.04 and abs(fractions["validation"] - VALIDATION_FRACTION) < 0.03
     again = build_dataset("t", [copy])  # another selection of sets: the same concepts fall on the same side
@@ -164,7 +181,10 @@ def test_store_tables_carry_concepts_and_group_retrieval(small_set, tmp_path, ti
     text_encoder = load_encoder(f"hf:{tiny_bert_dir}", device="cpu")
     folders = [embed_dataset(d, "all", e, tmp_path, progress=False) for e in (image_encoder, text_encoder)]
     images, texts = (read_table(f) for f in folders)
-    assert set(images.columns) == {"set", "style", "licence", "concept"} and set(texts.columns) == {"image_id", "concept"}
+    assert set(images.columns) == {"set", "style", "licence", "concept"} and set(texts.columns) == {
+        "image_id",
+        "concept",
+    }
     assert images.ids[0] == "tiny/emojione:bear-face" and list(images.columns["licence"]) == ["CC-BY-4.0"] * 12
     view = retrieval_view(images, texts)
     assert len(set(view.image_group)) == 6 and (view.image_group[:6] == view.image_group[6:]).all()
@@ -174,8 +194,17 @@ def test_store_tables_carry_concepts_and_group_retrieval(small_set, tmp_path, ti
     [embed_dataset(d, "all", e, tmp_path, progress=False) for e in (image_encoder, text_encoder)]
     assert [p.stat().st_mtime_ns for f in folders for p in f.iterdir()] == mtimes  # nothing recomputed
     # a test set of single images held out of the pool would leak its concepts' other styles
-    spec = {"dataset": "tiny", "store": str(tmp_path), "image_encoder": "img", "text_encoder": "txt", "pool_split": "all",
-            "test_split": None, "n_test": 2, "n_pairs": 2, "n_val": 2}
+    spec = {
+        "dataset": "tiny",
+        "store": str(tmp_path),
+        "image_encoder": "img",
+        "text_encoder": "txt",
+        "pool_split": "all",
+        "test_split": None,
+        "n_test": 2,
+        "n_pairs": 2,
+        "n_val": 2,
+    }
     with pytest.raises(ValueError, match="held-out concepts would leak into training"):
         load_data(Experiment.from_dict({"data": spec}), {"img": image_encoder.id, "txt": text_encoder.id})
 
@@ -185,14 +214,27 @@ def test_embed_cli_uses_the_store_cache_and_reruns_nothing(npm_cache, tmp_path, 
     (store / "_npm").mkdir(parents=True)
     shutil.copy(next(npm_cache.glob(f"{SMALL_SET}@*.tgz")), store / "_npm")
     monkeypatch.setenv("PATH", "")  # cached in the store: no npm needed
-    args = ["embed", "--dataset", f"iconify:{SMALL_SET}", "--split", "validation", "--out", str(store),
-            "--encoder", f"hf:{tiny_bert_dir}", "--device", "cpu"]
+    args = [
+        "embed",
+        "--dataset",
+        f"iconify:{SMALL_SET}",
+        "--split",
+        "validation",
+        "--out",
+        str(store),
+        "--encoder",
+        f"hf:{tiny_bert_dir}",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "iconify-emojione/validation text:" in first
     folder = next(store.glob("iconify-emojione/validation/text/*"))
     mtimes = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
-    monkeypatch.setattr("orchestrator.embed.load_encoder", lambda *a, **k: pytest.fail("a complete table's encoder was loaded"))
+    monkeypatch.setattr(
+        "orchestrator.embed.load_encoder", lambda *a, **k: pytest.fail("a complete table's encoder was loaded")
+    )
     assert main(args) == 0 and capsys.readouterr().out == first
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
 
@@ -221,14 +263,25 @@ def tiny_store(small_set, tmp_path_factory):
     and a copy), split by concept as the real datasets are; ``tiny-mono``: the same concepts in a third
     style, alone (its pool a source of unpaired images with concepts). Embedded at 32 px + MiniLM."""
     images, _ = collect_images([small_set])
-    chosen = {c for split, n in (("pool", 24), ("validation", 3), ("test", 4))
-              for c in sorted({i.concept for i in images if concept_split(i.concept) == split})[:n]}
-    subset = dataclasses.replace(small_set, icons={i.name: small_set.icons[i.name] for i in images if i.concept in chosen})
+    chosen = {
+        c
+        for split, n in (("pool", 24), ("validation", 3), ("test", 4))
+        for c in sorted({i.concept for i in images if concept_split(i.concept) == split})[:n]
+    }
+    subset = dataclasses.replace(
+        small_set, icons={i.name: small_set.icons[i.name] for i in images if i.concept in chosen}
+    )
     tiny = build_dataset("tiny", [subset, dataclasses.replace(subset, prefix="copy")])
     mono = build_dataset("tiny-mono", [dataclasses.replace(subset, prefix="mono")])
-    assert set(tiny.splits) == {"pool", "validation", "test"} and len(set(tiny.image_concept[tiny.splits["validation"]])) == 3
+    assert (
+        set(tiny.splits) == {"pool", "validation", "test"}
+        and len(set(tiny.image_concept[tiny.splits["validation"]])) == 3
+    )
     root = tmp_path_factory.mktemp("iconify-store")
-    encoders = {IMAGE: load_encoder(IMAGE, device="cpu"), DEFAULT_TEXT_ENCODER: load_encoder(DEFAULT_TEXT_ENCODER, device="cpu")}
+    encoders = {
+        IMAGE: load_encoder(IMAGE, device="cpu"),
+        DEFAULT_TEXT_ENCODER: load_encoder(DEFAULT_TEXT_ENCODER, device="cpu"),
+    }
     for dataset, splits in ((tiny, tiny.splits), (mono, ["pool"])):
         for split in splits:
             for encoder in encoders.values():
@@ -237,10 +290,27 @@ def tiny_store(small_set, tmp_path_factory):
 
 
 def tiny_experiment(root, **data):
-    return Experiment.from_dict({
-        "data": {"dataset": "tiny", "store": str(root), "image_encoder": IMAGE, "text_encoder": DEFAULT_TEXT_ENCODER,
-                 "n_pairs": 8, "val_split": "validation", **data},
-        "align": {"steps": 4, "eval_every": 2, "log_every": 2, "head_dim": 8, "batch_unpaired": 256, "select_best": False}})
+    return Experiment.from_dict(
+        {
+            "data": {
+                "dataset": "tiny",
+                "store": str(root),
+                "image_encoder": IMAGE,
+                "text_encoder": DEFAULT_TEXT_ENCODER,
+                "n_pairs": 8,
+                "val_split": "validation",
+                **data,
+            },
+            "align": {
+                "steps": 4,
+                "eval_every": 2,
+                "log_every": 2,
+                "head_dim": 8,
+                "batch_unpaired": 256,
+                "select_best": False,
+            },
+        }
+    )
 
 
 def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_concepts(tiny_store):
@@ -254,15 +324,28 @@ def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_
     pool_images, pool_captions = tiny.split_indices("pool")
     paired = Counter(tiny.image_concept[pool_images]) - Counter(data.unpaired_image_labels)
     assert sum(paired.values()) == 8 and data.n_unpaired == len(pool_images) - 8
-    assert Counter(data.unpaired_text_labels) == Counter(tiny.image_concept[tiny.caption_image[pool_captions]]) - Counter(set(paired))
+    assert Counter(data.unpaired_text_labels) == Counter(
+        tiny.image_concept[tiny.caption_image[pool_captions]]
+    ) - Counter(set(paired))
     # model selection on the split, scored like the test: any image (caption) of the concept is a hit
     config = experiment.config()
-    model = fit(data.paired_images, data.paired_texts, data.unpaired_images, data.unpaired_texts, config,
-                validation=data.validation)
+    model = fit(
+        data.paired_images,
+        data.paired_texts,
+        data.unpaired_images,
+        data.unpaired_texts,
+        config,
+        validation=data.validation,
+    )
     assert model.history[-1]["val/mean_recall_at_1"] == pytest.approx(data.validate(model)["mean_recall_at_1"])
     # the teacher's plan on the unpaired data (the batch of 256 holds all of it), partners by concept
-    reference = plan_accuracy(model.teacher.project_images(data.unpaired_images), model.teacher.project_texts(data.unpaired_texts),
-                              data.unpaired_image_labels, data.unpaired_text_labels, epsilon=config.eps_teacher)
+    reference = plan_accuracy(
+        model.teacher.project_images(data.unpaired_images),
+        model.teacher.project_texts(data.unpaired_texts),
+        data.unpaired_image_labels,
+        data.unpaired_text_labels,
+        epsilon=config.eps_teacher,
+    )
     diagnostic = data.plan_diagnostic(config)
     for key, value in reference.items():
         assert diagnostic[f"diagnostic/{key}"] == pytest.approx(value, abs=1e-4), key
@@ -277,7 +360,9 @@ def test_unpaired_images_of_another_iconify_dataset_pair_by_concept_name(tiny_st
     data = load_data(tiny_experiment(root, unpaired_images_from="tiny-mono:pool", n_unpaired=12), ids)
     assert len(data.unpaired_images) == 12 and len(data.unpaired_texts) == 12
     assert set(data.unpaired_image_labels) <= set(tiny.image_concept[tiny.splits["pool"]])  # mono's concepts, by name
-    diagnostic = data.plan_diagnostic(tiny_experiment(root).config())  # emoji captions and mono images of one concept are partners
+    diagnostic = data.plan_diagnostic(
+        tiny_experiment(root).config()
+    )  # emoji captions and mono images of one concept are partners
     chance = (data.unpaired_image_labels[:, None] == data.unpaired_text_labels[None, :]).mean()
     assert 0 < chance and diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 * chance)
 
@@ -288,12 +373,26 @@ def test_train_the_shipped_iconify_experiment_on_a_tiny_store(tiny_store, tmp_pa
     root, _, _ = tiny_store
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    changes = {"data.dataset": "tiny", "data.store": str(root), "data.image_encoder": IMAGE, "data.n_pairs": 8, "steps": 4,
-               "eval_every": 2, "log_every": 2, "head_dim": 8}
+    changes = {
+        "data.dataset": "tiny",
+        "data.store": str(root),
+        "data.image_encoder": IMAGE,
+        "data.n_pairs": 8,
+        "steps": 4,
+        "eval_every": 2,
+        "log_every": 2,
+        "head_dim": 8,
+    }
     args = ["train", str(ROOT / "search_spaces/experiments/iconify.yaml"), "--tracking-uri", uri]
     assert main(args + [item for key, value in changes.items() for item in ("--set", f"{key}={value}")]) == 0
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("iconify").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "tiny"
-    assert {"diagnostic/plan_mass_on_partners", "diagnostic/plan_argmax_on_partners", "diagnostic/chance_mass_on_partners",
-            "ssw/total", "val/mean_recall_at_1", "mean_recall_at_1"} <= set(run.data.metrics)
+    assert {
+        "diagnostic/plan_mass_on_partners",
+        "diagnostic/plan_argmax_on_partners",
+        "diagnostic/chance_mass_on_partners",
+        "ssw/total",
+        "val/mean_recall_at_1",
+        "mean_recall_at_1",
+    } <= set(run.data.metrics)

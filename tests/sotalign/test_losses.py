@@ -36,7 +36,9 @@ def test_siglip_extra_columns_are_negatives():
     K = unit(4, 3, 2) @ unit(7, 3, 3).T
     s, b = torch.tensor(10.0, dtype=torch.float64), torch.tensor(-5.0, dtype=torch.float64)
     naive = -sum(
-        math.log(torch.sigmoid((1.0 if i == j else -1.0) * (10.0 * K[i, j] - 5.0)).item()) for i in range(4) for j in range(7)
+        math.log(torch.sigmoid((1.0 if i == j else -1.0) * (10.0 * K[i, j] - 5.0)).item())
+        for i in range(4)
+        for j in range(7)
     )
     assert abs(siglip_loss(K, s, b).item() - naive / 4) < 1e-10
 
@@ -95,8 +97,16 @@ def test_cka_gradient_flows_to_student():
 
 def test_klot_divergence_reports_named_terms():
     si = unit(8, 4, 20, torch.float32).requires_grad_()
-    terms = klot_divergence(si, unit(8, 4, 21, torch.float32), unit(8, 3, 22, torch.float32), unit(8, 3, 23, torch.float32),
-                            eps_student=0.05, eps_teacher=0.01, n_iter=100, mass="unit")
+    terms = klot_divergence(
+        si,
+        unit(8, 4, 21, torch.float32),
+        unit(8, 3, 22, torch.float32),
+        unit(8, 3, 23, torch.float32),
+        eps_student=0.05,
+        eps_teacher=0.01,
+        n_iter=100,
+        mass="unit",
+    )
     assert {"klot", "sinkhorn/teacher_marginal_err", "sinkhorn/student_iters"} <= set(terms)
     terms["klot"].backward()
     assert si.grad.abs().sum() > 0

@@ -22,7 +22,9 @@ def cosine_affinity(n, m, dim=16, seed=0, dtype=torch.float64):
 def test_sinkhorn_matches_pot_log_domain(solver, n, m, eps):
     K = cosine_affinity(n, m, seed=n + m)
     ours = sinkhorn(K, eps, n_iter=20000, tol=1e-13, solver=solver)
-    ref = pot.sinkhorn(np.full(n, 1 / n), np.full(m, 1 / m), -K.numpy(), eps, method="sinkhorn_log", numItermax=20000, stopThr=1e-14)
+    ref = pot.sinkhorn(
+        np.full(n, 1 / n), np.full(m, 1 / m), -K.numpy(), eps, method="sinkhorn_log", numItermax=20000, stopThr=1e-14
+    )
     assert np.abs(ours.plan.numpy() - ref).max() < 1e-6 / (n * m) ** 0.5
     assert np.abs(ours.plan.numpy() - ref).sum() < 1e-6
 
@@ -173,7 +175,12 @@ def test_klot_explicit_gradient_is_plan_difference_over_student_epsilon():
 def test_klot_diagnostics_and_errors():
     K = cosine_affinity(8, 8)
     value, diag = klot(K, K, return_diagnostics=True)
-    assert set(diag) == {"sinkhorn/student_marginal_err", "sinkhorn/teacher_marginal_err", "sinkhorn/student_iters", "sinkhorn/teacher_iters"}
+    assert set(diag) == {
+        "sinkhorn/student_marginal_err",
+        "sinkhorn/teacher_marginal_err",
+        "sinkhorn/student_iters",
+        "sinkhorn/teacher_iters",
+    }
     assert diag["sinkhorn/teacher_iters"] == 100
     with pytest.raises(ValueError, match="same shape"):
         klot(K, K[:4])

@@ -15,7 +15,9 @@ EPSILONS = [0.05, 0.01, 0.001]
 
 def _embeddings(n: int, m: int, d: int = 16, seed: int = 0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1), F.normalize(torch.randn(m, d, generator=g, dtype=dtype), dim=1)
+    return F.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1), F.normalize(
+        torch.randn(m, d, generator=g, dtype=dtype), dim=1
+    )
 
 
 def test_the_three_epsilons_take_the_three_paths():
@@ -102,7 +104,9 @@ def test_teacher_cache_solves_once_per_distinct_teacher_batch():
     xt, yt = _embeddings(16, 24, seed=8)
     cache = TeacherPlanCache()
     first, _ = klot_blockwise(xs, ys, xt, yt, teacher_cache=cache)
-    again, _ = klot_blockwise(xs * 0.9 + 0.1, ys, xt.clone(), yt.clone(), teacher_cache=cache)  # same teacher rows, new student
+    again, _ = klot_blockwise(
+        xs * 0.9 + 0.1, ys, xt.clone(), yt.clone(), teacher_cache=cache
+    )  # same teacher rows, new student
     assert cache.solves == 1
     torch.testing.assert_close(again, klot_blockwise(xs * 0.9 + 0.1, ys, xt, yt)[0], rtol=0, atol=0)
     klot_blockwise(xs, ys, xt.flip(0), yt, teacher_cache=cache)  # another batch: solved anew

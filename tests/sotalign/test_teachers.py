@@ -6,15 +6,22 @@ import torch
 from scipy.linalg import subspace_angles
 from sklearn.cross_decomposition import CCA as SklearnCCA
 
+from sotalign import AlignConfig
+from sotalign.checks import InputError
 from sotalign.evaluation import retrieval
 from sotalign.teachers import Teacher, fit_teacher
+from sotalign.two_stage import fit_contrastive_teacher
 
 
 def correlated_views(n=600, dx=7, dy=5, latent=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, latent, generator=g, dtype=torch.float64)
-    a = z @ torch.randn(latent, dx, generator=g, dtype=torch.float64) + 0.7 * torch.randn(n, dx, generator=g, dtype=torch.float64)
-    b = z @ torch.randn(latent, dy, generator=g, dtype=torch.float64) + 0.7 * torch.randn(n, dy, generator=g, dtype=torch.float64)
+    a = z @ torch.randn(latent, dx, generator=g, dtype=torch.float64) + 0.7 * torch.randn(
+        n, dx, generator=g, dtype=torch.float64
+    )
+    b = z @ torch.randn(latent, dy, generator=g, dtype=torch.float64) + 0.7 * torch.randn(
+        n, dy, generator=g, dtype=torch.float64
+    )
     return a + 3.0, b - 1.0  # offsets: centring must remove them
 
 
@@ -87,7 +94,8 @@ def test_preprocessing_is_normalise_then_centre_and_stored(tmp_path):
 
 def test_contrastive_teacher_aligns_its_pairs():
     a, b = correlated_views(n=64, dx=12, dy=10, latent=6, seed=5)
-    t = fit_teacher("contrastive", a.float(), b.float(), dim=8, steps=300, lr=1e-2, optimizer="adamw", seed=0)
+    config = AlignConfig(teacher="contrastive", teacher_steps=300, teacher_lr=1e-2, optimizer="adamw", seed=0)
+    t = fit_contrastive_teacher(a.float(), b.float(), config, dim=8)
     assert t.kind == "contrastive" and t.correlations is None
     score = retrieval(t.project_images(a.float()), t.project_texts(b.float()))["mean_recall_at_1"]
     assert score > 10 * 100 / 64  # chance is 1/64
@@ -95,13 +103,15 @@ def test_contrastive_teacher_aligns_its_pairs():
 
 def test_teacher_errors_name_the_problem(tmp_path):
     a, b = correlated_views(n=20)
-    with pytest.raises(ValueError, match="unknown teacher 'ridge'"):
+    with pytest.raises(InputError, match="unknown closed-form teacher 'ridge'"):
         fit_teacher("ridge", a, b)
+    with pytest.raises(InputError, match="trained, not solved: use sotalign.two_stage.fit_contrastive_teacher"):
+        fit_teacher("contrastive", a, b)
     with pytest.raises(ValueError, match=r"teacher dim 6 .*d_text=5"):
         fit_teacher("cca", a, b, dim=6)
     with pytest.raises(ValueError, match="n_pairs=4"):
         fit_teacher("procrustes", a[:4], b[:4], dim=5)
-    with pytest.raises(ValueError, match="unknown option.*lambda"):
+    with pytest.raises(TypeError, match="lambda"):
         fit_teacher("cca", a, b, **{"lambda": 0.1})
     with pytest.raises(ValueError, match="same number of rows"):
         fit_teacher("cca", a, b[:10])

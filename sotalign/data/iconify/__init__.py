@@ -9,5 +9,17 @@ from sotalign.data.iconify.dataset import DATASETS, EMOJI_SETS, MONO_SETS, build
 from sotalign.data.iconify.fetch import IconSet, load_set, pack_set, read_set
 from sotalign.data.iconify.render import IMAGE_SIZE, render_icon
 
-__all__ = ["DATASETS", "EMOJI_SETS", "IMAGE_SIZE", "MONO_SETS", "IconSet", "build_dataset", "concept_split", "load_iconify",
-           "load_set", "pack_set", "read_set", "render_icon"]
+__all__ = [
+    "DATASETS",
+    "EMOJI_SETS",
+    "IMAGE_SIZE",
+    "MONO_SETS",
+    "IconSet",
+    "build_dataset",
+    "concept_split",
+    "load_iconify",
+    "load_set",
+    "pack_set",
+    "read_set",
+    "render_icon",
+]

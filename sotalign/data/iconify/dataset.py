@@ -24,13 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
+from sotalign.checks import InputError
 from sotalign.data.datasets import ImageTextDataset
 from sotalign.data.iconify.fetch import IconSet, check_set_name, load_set
 from sotalign.data.iconify.names import RUN_TOGETHER, Synonyms, captions_of, parse_name, unsquash
 from sotalign.data.iconify.render import render_icon
 
-EMOJI_SETS = ("twemoji", "noto", "noto-v1", "fluent-emoji", "fluent-emoji-flat", "fluent-emoji-high-contrast",
-              "emojione", "emojione-v1", "openmoji", "fxemoji", "streamline-emojis")  # the issue's emoji styles
+EMOJI_SETS = (
+    "twemoji",
+    "noto",
+    "noto-v1",
+    "fluent-emoji",
+    "fluent-emoji-flat",
+    "fluent-emoji-high-contrast",
+    "emojione",
+    "emojione-v1",
+    "openmoji",
+    "fxemoji",
+    "streamline-emojis",
+)  # the issue's emoji styles
 MONO_SETS = ("mdi", "material-symbols", "tabler", "ph", "lucide", "carbon")  # the issue's monochrome sets
 DATASETS = {"iconify-emoji": EMOJI_SETS, "iconify-mono": MONO_SETS}
 TEST_FRACTION = 0.15  # our choice: ~400 test concepts of the emoji sets, as many as openmoji's 400 test items
@@ -50,12 +62,12 @@ def resolve(name: str) -> tuple[str, tuple[str, ...]]:
     if name in DATASETS:
         return name, DATASETS[name]
     if not name.startswith("iconify:"):
-        raise ValueError(f"unknown Iconify dataset {name!r}: expected {', '.join(DATASETS)} or iconify:SET[,SET...]")
+        raise InputError(f"unknown Iconify dataset {name!r}: expected {', '.join(DATASETS)} or iconify:SET[,SET...]")
     sets = tuple(s.strip() for s in name.removeprefix("iconify:").split(","))
     for prefix in sets:
         check_set_name(prefix)
     if len(set(sets)) != len(sets):
-        raise ValueError(f"{name!r} names an icon set twice")
+        raise InputError(f"{name!r} names an icon set twice")
     return "iconify-" + "+".join(sets), sets
 
 
@@ -100,8 +112,10 @@ def _drawing(icon_set: IconSet, name: str) -> tuple:
 def collect_images(sets: Sequence[IconSet]) -> tuple[list[IconImage], dict[str, list[str]]]:
     """Every kept icon of ``sets`` with its concept (set order, then name order), and each concept's captions."""
     parsed_sets = _parse_sets(sets)
-    drawn = [[n for n in sorted(s.icons) if not s.icons[n].get("hidden") and parsed[n] is not None]
-             for s, parsed in zip(sets, parsed_sets)]
+    drawn = [
+        [n for n in sorted(s.icons) if not s.icons[n].get("hidden") and parsed[n] is not None]
+        for s, parsed in zip(sets, parsed_sets)
+    ]
     spread = Counter(concept for parsed, names in zip(parsed_sets, drawn) for concept in {parsed[n][0] for n in names})
     synonyms, kept = Synonyms(), []
     for icon_set, parsed, names in zip(sets, parsed_sets, drawn):
@@ -127,7 +141,10 @@ def collect_images(sets: Sequence[IconSet]) -> tuple[list[IconImage], dict[str, 
         for other in names[1:]:
             synonyms.link(other, names[0])
     canonical, members = synonyms.concepts(concept for _, _, concept, _ in kept)
-    images = [IconImage(s, name, canonical[concept], s.prefix + (f"-{style}" if style else "")) for s, name, concept, style in kept]
+    images = [
+        IconImage(s, name, canonical[concept], s.prefix + (f"-{style}" if style else ""))
+        for s, name, concept, style in kept
+    ]
     return images, {concept: captions_of(members[concept]) for concept in dict.fromkeys(i.concept for i in images)}
 
 
@@ -139,7 +156,7 @@ def build_dataset(name: str, sets: Sequence[IconSet]) -> ImageTextDataset:
     """
     images, captions = collect_images(sets)
     if not images:
-        raise ValueError(f"the icon sets {', '.join(s.prefix for s in sets)} leave no icon with a usable name")
+        raise InputError(f"the icon sets {', '.join(s.prefix for s in sets)} leave no icon with a usable name")
     first: dict[str, int] = {}
     for i, image in enumerate(images):
         first.setdefault(image.concept, i)
@@ -157,8 +174,11 @@ def build_dataset(name: str, sets: Sequence[IconSet]) -> ImageTextDataset:
         splits=splits,
         load_image=lambda k: render_icon(images[k].icon_set, images[k].name),
         image_concept=np.asarray([i.concept for i in images]),
-        image_columns={"set": np.asarray([i.icon_set.prefix for i in images]), "style": np.asarray([i.style for i in images]),
-                       "licence": np.asarray([i.icon_set.licence for i in images])},
+        image_columns={
+            "set": np.asarray([i.icon_set.prefix for i in images]),
+            "style": np.asarray([i.style for i in images]),
+            "licence": np.asarray([i.icon_set.licence for i in images]),
+        },
     )
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sotalign.checks import InputError
+
 SET_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # Iconify prefixes: lowercase words joined by hyphens
 PINNED_VERSIONS = {  # packed and measured on 2026-11-30 (README, "Iconify icon sets")
     "twemoji": "1.2.5",
@@ -76,7 +78,9 @@ class IconSet:
 
 def check_set_name(prefix: str) -> None:
     if not isinstance(prefix, str) or not SET_NAME.fullmatch(prefix):
-        raise ValueError(f"bad Iconify icon set name {prefix!r}: expected lowercase letters, digits and hyphens (e.g. twemoji)")
+        raise InputError(
+            f"bad Iconify icon set name {prefix!r}: expected lowercase letters, digits and hyphens (e.g. twemoji)"
+        )
 
 
 def pack_set(prefix: str, cache: str | Path) -> Path:
@@ -89,17 +93,26 @@ def pack_set(prefix: str, cache: str | Path) -> Path:
         return tarball
     npm = shutil.which("npm")
     if npm is None:
-        raise ValueError(f"the Iconify set {prefix!r} is not cached in {cache} and npm (Node.js's package manager) "
-                         "is not on PATH: install Node.js and npm to fetch it")
+        raise InputError(
+            f"the Iconify set {prefix!r} is not cached in {cache} and npm (Node.js's package manager) "
+            "is not on PATH: install Node.js and npm to fetch it"
+        )
     cache.mkdir(parents=True, exist_ok=True)
     spec = f"@iconify-json/{prefix}@{wanted}"
     with tempfile.TemporaryDirectory(prefix=".npm-pack-", dir=cache) as tmp:
-        done = subprocess.run([npm, "pack", spec, "--pack-destination", tmp, "--json"], cwd=tmp, capture_output=True,
-                              text=True, timeout=NPM_TIMEOUT_S)
+        done = subprocess.run(
+            [npm, "pack", spec, "--pack-destination", tmp, "--json"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+        )
         if done.returncode != 0:
             if "E404" in done.stderr or "ETARGET" in done.stderr:
-                raise ValueError(f"unknown Iconify icon set {prefix!r}: npm has no package {spec} "
-                                 "(the sets are listed at https://icon-sets.iconify.design)")
+                raise InputError(
+                    f"unknown Iconify icon set {prefix!r}: npm has no package {spec} "
+                    "(the sets are listed at https://icon-sets.iconify.design)"
+                )
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             raise RuntimeError(f"`npm pack {spec}` failed with exit code {done.returncode}: {' / '.join(lines[:3])}")
         packed = Path(tmp) / json.loads(done.stdout)[0]["filename"]
@@ -113,7 +126,7 @@ def _member(archive: tarfile.TarFile, name: str, source: Path) -> Any:
     except KeyError:
         member = None
     if member is None:
-        raise ValueError(f"{source} is not an @iconify-json package: it has no package/{name}; delete it and rerun")
+        raise InputError(f"{source} is not an @iconify-json package: it has no package/{name}; delete it and rerun")
     return json.load(member)
 
 
@@ -127,8 +140,15 @@ def read_set(tarball: str | Path) -> IconSet:
         names = set(archive.getnames())
         chars = _member(archive, "chars.json", tarball) if "package/chars.json" in names else {}
     defaults = {key: icons[key] for key in ("width", "height", "left", "top") if key in icons}
-    return IconSet(prefix=icons["prefix"], version=package.get("version", "unknown"), icons=icons["icons"],
-                   aliases=icons.get("aliases", {}), info=info, chars=chars, **defaults)
+    return IconSet(
+        prefix=icons["prefix"],
+        version=package.get("version", "unknown"),
+        icons=icons["icons"],
+        aliases=icons.get("aliases", {}),
+        info=info,
+        chars=chars,
+        **defaults,
+    )
 
 
 def load_set(prefix: str, cache: str | Path) -> IconSet:

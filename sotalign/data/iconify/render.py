@@ -14,6 +14,7 @@ import io
 
 from PIL import Image
 
+from sotalign.checks import InputError
 from sotalign.data.iconify.fetch import IconSet
 
 IMAGE_SIZE = 128  # as the bundled openmoji benchmark (sotalign/data/openmoji.py)
@@ -23,8 +24,10 @@ def icon_svg(icon_set: IconSet, name: str, size: int = IMAGE_SIZE) -> str:
     """A standalone SVG document of icon ``name`` at ``size`` x ``size`` pixels."""
     icon = icon_set.icons[name]
     box = " ".join(str(icon.get(key, getattr(icon_set, key))) for key in ("left", "top", "width", "height"))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-            f'width="{size}" height="{size}" viewBox="{box}" color="#000000">{icon["body"]}</svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{size}" height="{size}" viewBox="{box}" color="#000000">{icon["body"]}</svg>'
+    )
 
 
 def render_svg(svg: str, what: str = "SVG") -> Image.Image:
@@ -34,7 +37,7 @@ def render_svg(svg: str, what: str = "SVG") -> Image.Image:
     try:
         png = resvg_py.svg_to_bytes(svg_string=svg, background="#ffffff", skip_system_fonts=True)
     except ValueError as error:
-        raise ValueError(f"cannot render {what}: {error}") from error
+        raise InputError(f"cannot render {what}: {error}") from error
     return Image.open(io.BytesIO(bytes(png))).convert("RGB")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from sotalign.config import AlignConfig
 from sotalign.data.synthetic import make_synthetic
 from sotalign.evaluation import retrieval
-from sotalign.trainer import fit
+from sotalign.two_stage import fit
 
 # The synthetic demo's setting: few pairs, many unpaired samples, CPU-sized runs. The teacher
 # is the paper's (ridge-CCA 0.1, full rank); two settings differ from the paper's defaults,

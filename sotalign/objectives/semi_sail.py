@@ -8,13 +8,15 @@ from __future__ import annotations
 import torch
 
 from sotalign.losses import Terms
-from sotalign.objectives import Batch, Objective
+from sotalign.objectives.base import Objective, Step
 
 
 class SemiSAILObjective(Objective):
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        images, texts = batch.paired()
-        extra_images = batch.images(batch.inputs.unpaired_images, batch.rows.images)
-        extra_texts = batch.texts(batch.inputs.unpaired_texts, batch.rows.texts)
-        terms = batch.siglip(torch.cat([images, extra_images]) @ torch.cat([texts, extra_texts]).T, positives=images.shape[0])
+    def __call__(self, step: Step) -> tuple[torch.Tensor, Terms]:
+        images, texts = step.paired()
+        extra_images = step.images(step.inputs.unpaired_images, step.rows.images)
+        extra_texts = step.texts(step.inputs.unpaired_texts, step.rows.texts)
+        terms = step.siglip(
+            torch.cat([images, extra_images]) @ torch.cat([texts, extra_texts]).T, positives=images.shape[0]
+        )
         return terms["siglip"], terms

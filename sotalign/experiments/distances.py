@@ -12,12 +12,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sotalign.checks import InputError
+
 N_PROJECTIONS = 500  # paper App. B.3: N = 500 projections
 SSW_P = 2  # paper App. B.3: p = 2
 
 
-def spherical_sliced_wasserstein(x, y, n_projections: int = N_PROJECTIONS, repeats: int = 1, max_samples: int = 5000,
-                                 seed: int = 0) -> float:
+def spherical_sliced_wasserstein(
+    x, y, n_projections: int = N_PROJECTIONS, repeats: int = 1, max_samples: int = 5000, seed: int = 0
+) -> float:
     """SSW_2 between the empirical distributions of the rows of ``x`` and ``y`` (normalised here;
     all-zero rows have no direction on the sphere and are left out)."""
     import ot
@@ -28,12 +31,14 @@ def spherical_sliced_wasserstein(x, y, n_projections: int = N_PROJECTIONS, repea
         a = torch.as_tensor(data).double()
         a = torch.nn.functional.normalize(a[a.norm(dim=1) > 0], dim=1)
         if len(a) == 0:
-            raise ValueError("SSW needs at least one non-zero embedding per set")
+            raise InputError("SSW needs at least one non-zero embedding per set")
         sets.append(a[torch.from_numpy(rng.choice(len(a), max_samples, replace=False))] if len(a) > max_samples else a)
     if sets[0].shape[1] != sets[1].shape[1]:
-        raise ValueError(f"SSW needs embeddings of one space, got dims {sets[0].shape[1]} and {sets[1].shape[1]}")
-    values = [ot.sliced_wasserstein_sphere(sets[0], sets[1], n_projections=n_projections, p=SSW_P, seed=seed + r)
-              for r in range(repeats)]
+        raise InputError(f"SSW needs embeddings of one space, got dims {sets[0].shape[1]} and {sets[1].shape[1]}")
+    values = [
+        ot.sliced_wasserstein_sphere(sets[0], sets[1], n_projections=n_projections, p=SSW_P, seed=seed + r)
+        for r in range(repeats)
+    ]
     return float(np.mean([float(v) for v in values]))
 
 

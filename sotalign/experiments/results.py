@@ -27,13 +27,21 @@ def seeds_of(rows: list[dict], by: Sequence[str], key: tuple) -> int:
     return len({row.get("seed") for row in rows if tuple(row[k] for k in by) == key})
 
 
-def format_table(rows: list[dict], metrics: Sequence[str], by: Sequence[str] = ("method",), labels: dict | None = None,
-                 digits: dict | None = None) -> str:
+def format_table(
+    rows: list[dict],
+    metrics: Sequence[str],
+    by: Sequence[str] = ("method",),
+    labels: dict | None = None,
+    digits: dict | None = None,
+) -> str:
     """A Markdown table: one line per group, ``mean ± std`` per metric (the value alone for a
     single run); ``labels`` renames columns, ``digits`` sets decimals per metric (default 1)."""
     labels, digits = labels or {}, digits or {}
     stats = {m: summarize(rows, m, by) for m in metrics}
-    lines = ["| " + " | ".join([*by, *(labels.get(m, m) for m in metrics)]) + " |", "|" + "---|" * (len(by) + len(metrics))]
+    lines = [
+        "| " + " | ".join([*by, *(labels.get(m, m) for m in metrics)]) + " |",
+        "|" + "---|" * (len(by) + len(metrics)),
+    ]
     for key in stats[metrics[0]]:
         single = seeds_of(rows, by, key) == 1
         cells = [cell(stats[m].get(key), single, digits.get(m, 1)) for m in metrics]

@@ -1,5 +1,7 @@
-"""``sotalign.fit``: stage 1 (linear teacher on the pairs) then stage 2 (heads trained with
-SigLIP on the pairs plus alpha * divergence to the teacher on unpaired data).
+"""The two-stage driver, ``sotalign.fit``: stage 1 (a linear teacher on the pairs: a closed form
+of ``sotalign.teachers``, or the contrastive one trained here by the stage-2 loop) then stage 2
+(heads trained with SigLIP on the pairs plus alpha * divergence to the teacher on unpaired data,
+``sotalign.stage2``).
 
 ``config.method`` picks the method (``sotalign.methods``): ``sotalign`` with
 ``divergence="none"`` or ``alpha=0`` is the pairs-only SAIL baseline; ``teacher`` (or
@@ -12,18 +14,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sotalign.baselines.training_free import asif_model, csa_model
-from sotalign.checks import as_embeddings, check_pairs, check_same_dim
+from sotalign.checks import InputError, as_embeddings, check_pairs, check_same_dim
 from sotalign.config import AlignConfig
 from sotalign.data.views import RetrievalView, pairs_view
-from sotalign.heads import init_from_projection
 from sotalign.device import resolve_device
 from sotalign.distributed import DistributedContext
-from sotalign.loop import Callback, Checkpointing, train_heads
-from sotalign.objectives import Stage2Inputs
+from sotalign.heads import LinearHead, init_from_projection
+from sotalign.losses import SigLIPLoss
 from sotalign.model import AlignedModel
+from sotalign.objectives import Stage2Inputs
 from sotalign.preprocess import Preprocessing
-from sotalign.teachers import Teacher, default_teacher_dim, fit_teacher
+from sotalign.stage2 import Callback, Checkpointing, train_heads
+from sotalign.teachers import Teacher, default_teacher_dim, fit_teacher, prepared_pairs
+from sotalign.training_free import asif_model, csa_model
 
 
 def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts, validation, config: AlignConfig):
@@ -35,8 +38,12 @@ def checked_inputs(paired_images, paired_texts, unpaired_images, unpaired_texts,
     x = y = val = None
     if config.uses_unpaired and config.trains:
         if unpaired_images is None or unpaired_texts is None:
-            needs = f"divergence {config.divergence!r} with alpha={config.alpha}" if config.method == "sotalign" else f"method {config.method!r}"
-            raise ValueError(f"{needs} needs unpaired images and texts (method 'sail' trains on the pairs alone)")
+            needs = (
+                f"divergence {config.divergence!r} with alpha={config.alpha}"
+                if config.method == "sotalign"
+                else f"method {config.method!r}"
+            )
+            raise InputError(f"{needs} needs unpaired images and texts (method 'sail' trains on the pairs alone)")
     if unpaired_images is not None:
         x = as_embeddings(unpaired_images, "unpaired image embeddings").cpu()
         check_same_dim(a, x, "paired image embeddings", "unpaired image embeddings")
@@ -58,10 +65,14 @@ def _checked_validation(validation) -> RetrievalView:
         captions = as_embeddings(validation.captions, "validation text embeddings").cpu()
         owners = np.asarray(validation.caption_image)
         if owners.shape != (len(captions),) or (owners.size and (owners.min() < 0 or owners.max() >= len(images))):
-            raise ValueError(f"the validation view's caption_image must hold {len(captions)} image indices in [0, {len(images)})")
-        return RetrievalView(images, validation.first_captions, captions, owners, validation.image_group, validation.group_names)
+            raise InputError(
+                f"the validation view's caption_image must hold {len(captions)} image indices in [0, {len(images)})"
+            )
+        return RetrievalView(
+            images, validation.first_captions, captions, owners, validation.image_group, validation.group_names
+        )
     if len(validation) != 2:
-        raise ValueError(f"validation must be (images, texts) pairs or a RetrievalView, got {len(validation)} items")
+        raise InputError(f"validation must be (images, texts) pairs or a RetrievalView, got {len(validation)} items")
     images = as_embeddings(validation[0], "validation image embeddings").cpu()
     texts = as_embeddings(validation[1], "validation text embeddings").cpu()
     check_pairs(images, texts, name="validation")
@@ -82,15 +93,6 @@ def _means(config: AlignConfig, paired: torch.Tensor, unpaired: torch.Tensor | N
     return Preprocessing.fit(both, normalize=config.normalize_inputs).mean
 
 
-def _teacher_options(config: AlignConfig) -> dict:
-    if config.teacher == "cca":
-        return {"reg": config.teacher_reg, "cov_normalize": config.teacher_cov_normalize}
-    if config.teacher == "contrastive":
-        fields = ("optimizer", "weight_decay", "batch_pairs", "seed", "device")
-        return {"steps": config.teacher_steps, "lr": config.teacher_lr or config.lr, **{f: getattr(config, f) for f in fields}}
-    return {}
-
-
 def teacher_dim(config: AlignConfig, d_image: int, d_text: int, n_pairs: int) -> int | None:
     """``config.teacher_dim``; by default (None) the teacher's own default, capped at the head width
     when the heads start from the teacher, since they must hold its projection."""
@@ -99,18 +101,49 @@ def teacher_dim(config: AlignConfig, d_image: int, d_text: int, n_pairs: int) ->
     return min(default_teacher_dim(d_image, d_text, n_pairs, config.center != "none"), config.head_dim)
 
 
-def fit_stage1(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None, config: AlignConfig) -> Teacher:
+def fit_contrastive_teacher(
+    a: torch.Tensor, b: torch.Tensor, config: AlignConfig, dim: int | None = None, image_mean=None, text_mean=None
+) -> Teacher:
+    """The contrastive teacher (SAIL, paper eq. 8): bias-free linear maps trained with SigLIP on the
+    preprocessed pairs by the stage-2 loop, for ``config.teacher_steps`` steps at ``config.teacher_lr``
+    (None: ``config.lr``) with the config's optimiser, pair batch, seed and device."""
+    a, b, image_prep, text_prep, dim = prepared_pairs(
+        a, b, dim, config.normalize_inputs, config.center != "none", image_mean, text_mean
+    )
+    training = config.replace(
+        method="sail", divergence="none", head_dim=dim, steps=config.teacher_steps, lr=config.teacher_lr or config.lr
+    )
+    device = resolve_device(training.device)
+    torch.manual_seed(training.seed)
+    image_head = LinearHead(a.shape[1], dim, bias=False).to(device)
+    text_head = LinearHead(b.shape[1], dim, bias=False).to(device)
+    siglip = SigLIPLoss(training.siglip_init_scale, training.siglip_init_bias).to(device)
+    train_heads(image_head, text_head, siglip, Stage2Inputs(a.float().to(device), b.float().to(device)), training)
+    image_projection = image_head.linear.weight.detach().T.double().cpu()
+    return Teacher(
+        "contrastive", image_projection, text_head.linear.weight.detach().T.double().cpu(), image_prep, text_prep
+    )
+
+
+def fit_stage1(
+    a: torch.Tensor, b: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None, config: AlignConfig
+) -> Teacher:
     """Stage 1: the linear teacher on the pairs (the unpaired data only enters the centring mean)."""
+    dim = teacher_dim(config, a.shape[1], b.shape[1], a.shape[0])
+    image_mean, text_mean = _means(config, a, x), _means(config, b, y)
+    if config.teacher == "contrastive":
+        return fit_contrastive_teacher(a, b, config, dim, image_mean, text_mean)
     return fit_teacher(
         config.teacher,
         a,
         b,
-        dim=teacher_dim(config, a.shape[1], b.shape[1], a.shape[0]),
+        dim=dim,
         normalize=config.normalize_inputs,
         center=config.center != "none",
-        image_mean=_means(config, a, x),
-        text_mean=_means(config, b, y),
-        **_teacher_options(config),
+        image_mean=image_mean,
+        text_mean=text_mean,
+        reg=config.teacher_reg,
+        cov_normalize=config.teacher_cov_normalize,
     )
 
 
@@ -146,7 +179,7 @@ def fit(
     if teacher is None:
         teacher = fit_stage1(a, b, x, y, config)
     elif teacher.image_projection.shape[0] != a.shape[1] or teacher.text_projection.shape[0] != b.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"the given teacher maps {teacher.image_projection.shape[0]}-d images and "
             f"{teacher.text_projection.shape[0]}-d texts, but the data has {a.shape[1]} and {b.shape[1]}"
         )
@@ -183,5 +216,7 @@ def fit(
             inputs.val_images = prep_img(val.images.float().to(device))
             inputs.val_texts = prep_txt(val.captions.float().to(device))
             inputs.val_caption_image, inputs.val_image_groups = val.caption_image, val.image_group
-    model.history = train_heads(model.image_head, model.text_head, model.siglip, inputs, config, callback, distributed, checkpointing)
+    model.history = train_heads(
+        model.image_head, model.text_head, model.siglip, inputs, config, callback, distributed, checkpointing
+    )
     return model.eval()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from sotalign.checks import InputError
 from sotalign.config import AlignConfig
 from sotalign.model import AlignedModel
 from sotalign.preprocess import Preprocessing
@@ -25,8 +26,14 @@ def asif_model(paired_images: torch.Tensor, paired_texts: torch.Tensor, config: 
     center = config.center != "none"
     image_prep = Preprocessing.fit(paired_images.float(), config.normalize_inputs, center)
     text_prep = Preprocessing.fit(paired_texts.float(), config.normalize_inputs, center)
-    spec = {"image_dim": paired_images.shape[1], "text_dim": paired_texts.shape[1], "head": "relative",
-            "head_dim": paired_images.shape[0], "mlp_hidden": None, "bias": False}
+    spec = {
+        "image_dim": paired_images.shape[1],
+        "text_dim": paired_texts.shape[1],
+        "head": "relative",
+        "head_dim": paired_images.shape[0],
+        "mlp_hidden": None,
+        "bias": False,
+    }
     model = AlignedModel(spec, image_prep, text_prep, config)
     with torch.no_grad():
         model.image_head.anchors.copy_(image_prep(paired_images.float()))
@@ -37,5 +44,5 @@ def asif_model(paired_images: torch.Tensor, paired_texts: torch.Tensor, config: 
 def csa_model(teacher: Teacher, config: AlignConfig) -> AlignedModel:
     """CSA as an ``AlignedModel``: the CCA teacher with correlation-weighted directions."""
     if teacher.kind != "cca" or teacher.correlations is None:
-        raise ValueError(f"CSA needs a CCA teacher with its canonical correlations, got a {teacher.kind} teacher")
+        raise InputError(f"CSA needs a CCA teacher with its canonical correlations, got a {teacher.kind} teacher")
     return AlignedModel.from_teacher(teacher, config, weights=teacher.correlations.clamp_min(0).sqrt())

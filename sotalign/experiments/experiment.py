@@ -16,19 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from sotalign.bundled import DEMO_IMAGE_ENCODER, N_VAL, VAL_SEED, digits_view, evaluate_views, stored_view
-from sotalign.checks import check_choice
-from sotalign.config import AlignConfig, coerce_field
+from sotalign.checks import InputError
+from sotalign.config import AlignConfig
 from sotalign.data.budgets import Budget, sample_budget
-from sotalign.data.synthetic import make_synthetic
 from sotalign.data.extract import read_table, table_dir
+from sotalign.data.synthetic import make_synthetic
 from sotalign.data.views import ClassificationView, RetrievalView, pairs_view
-from sotalign.distances import distribution_shift
 from sotalign.encoders import DEFAULT_TEXT_ENCODER
 from sotalign.evaluation import plan_accuracy
-from sotalign.loop import batch_sizes
+from sotalign.experiments.bundled import DEMO_IMAGE_ENCODER, N_VAL, VAL_SEED, digits_view, evaluate_views, stored_view
+from sotalign.experiments.distances import distribution_shift
+from sotalign.fields import check_fields, from_mapping, option
 from sotalign.methods import METHODS
-from sotalign.trainer import checked_inputs, fit_stage1
+from sotalign.stage2 import batch_sizes
+from sotalign.two_stage import checked_inputs, fit_stage1
 
 DIAGNOSTIC_BATCH = 4096  # plan_accuracy's plan is dense: 4096 x 4096 float32 is 64 MiB (our cap, not the paper's)
 
@@ -39,33 +40,36 @@ class DataSpec:
     store: str = "demo_output/store"  # the embedding store `sotalign demo` fills
     image_encoder: str = DEMO_IMAGE_ENCODER  # packaged EfficientNet-Lite0 at 128 px (docs/assets.md)
     text_encoder: str = DEFAULT_TEXT_ENCODER  # packaged all-MiniLM-L6-v2
-    n_pairs: int = 300  # a low-supervision budget of the bundled benchmark (README)
-    n_unpaired: int | None = None  # unpaired images and texts each (texts of a dataset with concepts: at most its distinct captions); None = all left over
-    n_val: int = N_VAL  # with val_split null: pool pairs held out for model selection (paper: selection on a validation split)
-    pool_split: str = "pool"  # the split that supplies pairs, unpaired data and (without val_split) validation (the bundled name)
-    val_split: str | None = None  # a validation split (iconify-*: validation); None = hold out n_val pool items (the bundled ones have none)
+    n_pairs: int = option(300, minimum=2)  # a low-supervision budget of the bundled benchmark (README)
+    n_unpaired: int | None = option(
+        None, minimum=0
+    )  # unpaired images and texts each (texts of a dataset with concepts: at most its distinct captions); None = all left over
+    n_val: int = option(
+        N_VAL, minimum=2
+    )  # with val_split null: pool pairs held out for model selection (paper: selection on a validation split)
+    pool_split: str = (
+        "pool"  # the split that supplies pairs, unpaired data and (without val_split) validation (the bundled name)
+    )
+    val_split: str | None = (
+        None  # a validation split (iconify-*: validation); None = hold out n_val pool items (the bundled ones have none)
+    )
     test_split: str | None = "test"  # scored split; None = hold out n_test pool items instead
     n_test: int = 400  # with test_split None: the size of the bundled test split
     unpaired_images_from: str | None = None  # "DATASET:SPLIT" of the store (paper Table 7); None = the pool's leftovers
     unpaired_texts_from: str | None = None  # e.g. "digits:classes" (the digit prompts); None = the pool's leftovers
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, coerce_field(f"data.{f.name}", getattr(self, f.name), str(f.type)))
+        check_fields(self, prefix="data.")
         if not self.dataset or "/" in self.dataset:
-            raise ValueError(f"data.dataset must be openmoji, synthetic or the name of an embedded dataset, got {self.dataset!r}")
-        if self.n_pairs < 2:
-            raise ValueError(f"data.n_pairs must be >= 2, got {self.n_pairs}")
-        if self.n_unpaired is not None and self.n_unpaired < 0:
-            raise ValueError(f"data.n_unpaired must be >= 0 (or null), got {self.n_unpaired}")
-        if self.n_val < 2:
-            raise ValueError(f"data.n_val must be >= 2 (validation pairs select the model), got {self.n_val}")
+            raise InputError(
+                f"data.dataset must be openmoji, synthetic or the name of an embedded dataset, got {self.dataset!r}"
+            )
         if self.test_split is None and self.n_test < 2:
-            raise ValueError(f"data.n_test must be >= 2 when data.test_split is null, got {self.n_test}")
+            raise InputError(f"data.n_test must be >= 2 when data.test_split is null, got {self.n_test}")
         for name in ("unpaired_images_from", "unpaired_texts_from"):
             source = getattr(self, name)
             if source is not None and (source.count(":") != 1 or not all(source.split(":"))):
-                raise ValueError(f"data.{name} must read DATASET:SPLIT (e.g. digits:pool), got {source!r}")
+                raise InputError(f"data.{name} must read DATASET:SPLIT (e.g. digits:pool), got {source!r}")
 
     def unpaired_sources(self) -> dict[str, tuple[str, str]]:
         """modality -> (dataset, split) of the unpaired data taken from another embedded table."""
@@ -80,19 +84,18 @@ class DataSpec:
 @dataclass
 class Experiment:
     name: str = "openmoji"  # the MLflow experiment (one per benchmark, docs/DESIGN.md)
-    method: str = "sotalign"  # the paper's method, or a reference/baseline (sotalign.methods)
+    method: str = option("sotalign", choices=METHODS)  # the paper's method, or a reference/baseline (sotalign.methods)
     seed: int = 0  # draws the budget and seeds training
     data: DataSpec = field(default_factory=DataSpec)
     align: AlignConfig = field(default_factory=AlignConfig)
 
     def __post_init__(self) -> None:
-        check_choice(self.method, METHODS, "method")
-        self.seed = coerce_field("seed", self.seed, "int")
+        check_fields(self)
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"name (the MLflow experiment) must be a non-empty string, got {self.name!r}")
+            raise InputError(f"name (the MLflow experiment) must be a non-empty string, got {self.name!r}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Experiment":
+    def from_dict(cls, values: dict[str, Any]) -> Experiment:
         """Build from nested mappings (``data:``, ``align:``), naming unknown or misplaced keys.
 
         ``data.encoder_pair: "IMAGE_SPEC + TEXT_SPEC"`` sets both encoders at once (one
@@ -101,28 +104,33 @@ class Experiment:
         values = dict(values or {})
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"unknown experiment key(s): {', '.join(unknown)}; expected name, method, seed, data, align")
+            raise InputError(
+                f"unknown experiment key(s): {', '.join(unknown)}; expected name, method, seed, data, align"
+            )
         for section in ("data", "align"):
             if not isinstance(values.get(section) or {}, dict):
-                raise ValueError(f"{section} must be a mapping of keys, got {values[section]!r}")
+                raise InputError(f"{section} must be a mapping of keys, got {values[section]!r}")
         data = dict(values.pop("data", None) or {})
         if "encoder_pair" in data:
             image, sep, text = str(data.pop("encoder_pair")).partition(" + ")
             if not sep:
-                raise ValueError(f"data.encoder_pair must read 'IMAGE_SPEC + TEXT_SPEC', got {image!r}")
+                raise InputError(f"data.encoder_pair must read 'IMAGE_SPEC + TEXT_SPEC', got {image!r}")
             data.update(image_encoder=image.strip(), text_encoder=text.strip())
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        if set(data) - known:
-            raise ValueError(f"unknown data key(s): {', '.join(sorted(set(data) - known))}; expected {', '.join(sorted(known))}")
         align_values = values.pop("align", None) or {}
         if "method" in align_values:
-            raise ValueError("method is an experiment key: write `method: ...` at the top level, not under align")
+            raise InputError("method is an experiment key: write `method: ...` at the top level, not under align")
         align = AlignConfig.from_dict(align_values)
-        return cls(**values, data=DataSpec(**data), align=align)
+        return cls(**values, data=from_mapping(DataSpec, data, "data"), align=align)
 
     def to_dict(self) -> dict[str, Any]:
         align = {k: v for k, v in self.align.to_dict().items() if k != "method"}  # the top-level method is the one
-        return {"name": self.name, "method": self.method, "seed": self.seed, "data": dataclasses.asdict(self.data), "align": align}
+        return {
+            "name": self.name,
+            "method": self.method,
+            "seed": self.seed,
+            "data": dataclasses.asdict(self.data),
+            "align": align,
+        }
 
     def config(self) -> AlignConfig:
         """The ``AlignConfig`` that trains this experiment's method with its seed."""
@@ -131,10 +139,16 @@ class Experiment:
     def tags(self) -> dict[str, str]:
         """The run tags of docs/DESIGN.md (``n_unpaired`` is filled in once the data is known)."""
         config = self.config()
-        return {"vision_encoder": self.data.image_encoder, "text_encoder": self.data.text_encoder,
-                "encoder_pair": self.data.encoder_pair, "method": self.method, "teacher": config.teacher,
-                "divergence": config.divergence if config.uses_unpaired else "none",
-                "dataset": self.data.dataset, "n_pairs": str(self.data.n_pairs)}
+        return {
+            "vision_encoder": self.data.image_encoder,
+            "text_encoder": self.data.text_encoder,
+            "encoder_pair": self.data.encoder_pair,
+            "method": self.method,
+            "teacher": config.teacher,
+            "divergence": config.divergence if config.uses_unpaired else "none",
+            "dataset": self.data.dataset,
+            "n_pairs": str(self.data.n_pairs),
+        }
 
 
 @dataclass
@@ -192,8 +206,9 @@ class ExperimentData:
         image_labels, text_labels = self.unpaired_image_labels, self.unpaired_text_labels
         if image_labels is None or text_labels is None or image_labels.dtype.kind != text_labels.dtype.kind:
             return {}  # no pairing, or an item number on one side and a concept name on the other
-        a, b, x, y, _ = checked_inputs(self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts,
-                                       None, config)
+        a, b, x, y, _ = checked_inputs(
+            self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts, None, config
+        )
         _, n_images, n_texts = batch_sizes(config, len(a), len(x), len(y))
         rng = np.random.default_rng(config.seed)
         images = rng.permutation(len(x))[: min(n_images, DIAGNOSTIC_BATCH)]
@@ -202,8 +217,14 @@ class ExperimentData:
             return {}
         teacher = fit_stage1(a, b, x, y, config)
         with torch.no_grad():
-            scores = plan_accuracy(teacher.project_images(x[images]), teacher.project_texts(y[texts]), image_labels[images],
-                                   text_labels[texts], epsilon=config.eps_teacher, n_iter=config.n_iter)
+            scores = plan_accuracy(
+                teacher.project_images(x[images]),
+                teacher.project_texts(y[texts]),
+                image_labels[images],
+                text_labels[texts],
+                epsilon=config.eps_teacher,
+                n_iter=config.n_iter,
+            )
         return {f"diagnostic/{name}": value for name, value in scores.items()}
 
 
@@ -222,27 +243,41 @@ def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None)
         n_unpaired = 4000 if spec.n_unpaired is None else spec.n_unpaired  # make_synthetic's default pool
         bench = make_synthetic(spec.n_pairs, max(n_unpaired, 1), spec.n_val, seed=experiment.seed)
         test = RetrievalView(bench.test_images, bench.test_texts, bench.test_texts, np.arange(len(bench.test_texts)))
-        return ExperimentData(bench.paired_images, bench.paired_texts, bench.unpaired_images[:n_unpaired],
-                              bench.unpaired_texts[:n_unpaired], pairs_view(bench.val_images, bench.val_texts), test)
+        return ExperimentData(
+            bench.paired_images,
+            bench.paired_texts,
+            bench.unpaired_images[:n_unpaired],
+            bench.unpaired_texts[:n_unpaired],
+            pairs_view(bench.val_images, bench.val_texts),
+            test,
+        )
 
     ids = encoder_ids or {}
     missing = [s for s in (spec.image_encoder, spec.text_encoder) if s not in ids]
     if missing:
-        raise ValueError(f"no stored encoder id for {', '.join(missing)} (embed the dataset first)")
+        raise InputError(f"no stored encoder id for {', '.join(missing)} (embed the dataset first)")
     image_id, text_id = ids[spec.image_encoder], ids[spec.text_encoder]
     pool = stored_view(spec.store, spec.dataset, spec.pool_split, image_id, text_id)
     grouped = pool.image_group is not None
     for key, value, what in (("test_split", spec.test_split, "test"), ("val_split", spec.val_split, "validation")):
         if value is None and grouped:
-            raise ValueError(f"data.{key}: null holds out single images, but {spec.dataset} draws each concept in several "
-                             f"styles, so held-out concepts would leak into training; name its {what} split "
-                             f"(data.{key}: {what})")
-    n_items, n_val, n_test = len(pool.images), 0 if spec.val_split else spec.n_val, 0 if spec.test_split else spec.n_test
+            raise InputError(
+                f"data.{key}: null holds out single images, but {spec.dataset} draws each concept in several "
+                f"styles, so held-out concepts would leak into training; name its {what} split "
+                f"(data.{key}: {what})"
+            )
+    n_items, n_val, n_test = (
+        len(pool.images),
+        0 if spec.val_split else spec.n_val,
+        0 if spec.test_split else spec.n_test,
+    )
     held_out = n_val + n_test
     if held_out + spec.n_pairs > n_items:
         terms = "data.n_pairs" + (" + data.n_val" if n_val else "") + (" + data.n_test" if n_test else "")
-        raise ValueError(f"{terms} = {held_out + spec.n_pairs} exceeds the {n_items} items of the {spec.dataset} "
-                         f"{spec.pool_split!r} split")
+        raise InputError(
+            f"{terms} = {held_out + spec.n_pairs} exceeds the {n_items} items of the {spec.dataset} "
+            f"{spec.pool_split!r} split"
+        )
     order = np.random.default_rng(VAL_SEED).permutation(n_items)  # validation (and test) items never change
     val, budget_pool = np.sort(order[:n_val]), np.sort(order[held_out:])
     left = len(budget_pool) - spec.n_pairs
@@ -261,17 +296,34 @@ def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None)
         unpaired_texts, text_labels = _from_source(spec, sources["text"], "text", text_id, experiment.seed)
     elif grouped:
         captions = _unpaired_captions(pool, pairs, spec.n_unpaired, experiment.seed)
-        unpaired_texts, text_labels = pool.captions[captions], pool.group_names[pool.image_group[pool.caption_image[captions]]]
+        unpaired_texts, text_labels = (
+            pool.captions[captions],
+            pool.group_names[pool.image_group[pool.caption_image[captions]]],
+        )
     else:
         items = budget_pool[rows.unpaired_texts]
         unpaired_texts, text_labels = pool.first_captions[items], items
-    validation = stored_view(spec.store, spec.dataset, spec.val_split, image_id, text_id) if spec.val_split else \
-        pairs_view(pool.images[val], pool.first_captions[val])
-    test = stored_view(spec.store, spec.dataset, spec.test_split, image_id, text_id) if spec.test_split else \
-        _subview(pool, np.sort(order[n_val:held_out]))
-    return ExperimentData(pool.images[pairs], pool.first_captions[pairs], unpaired_images, unpaired_texts, validation, test,
-                          digits_view(spec.store, image_id, text_id) if spec.dataset == "openmoji" else None,
-                          image_labels, text_labels)
+    validation = (
+        stored_view(spec.store, spec.dataset, spec.val_split, image_id, text_id)
+        if spec.val_split
+        else pairs_view(pool.images[val], pool.first_captions[val])
+    )
+    test = (
+        stored_view(spec.store, spec.dataset, spec.test_split, image_id, text_id)
+        if spec.test_split
+        else _subview(pool, np.sort(order[n_val:held_out]))
+    )
+    return ExperimentData(
+        pool.images[pairs],
+        pool.first_captions[pairs],
+        unpaired_images,
+        unpaired_texts,
+        validation,
+        test,
+        digits_view(spec.store, image_id, text_id) if spec.dataset == "openmoji" else None,
+        image_labels,
+        text_labels,
+    )
 
 
 def _item_labels(pool: RetrievalView, items: np.ndarray) -> np.ndarray:
@@ -293,17 +345,22 @@ def _unpaired_captions(pool: RetrievalView, pairs: np.ndarray, n: int | None, se
     return np.random.default_rng([seed, 2]).permutation(candidates)[:count]
 
 
-def _from_source(spec: DataSpec, source: tuple[str, str], modality: str, encoder_id: str,
-                 seed: int) -> tuple[torch.Tensor, np.ndarray | None]:
+def _from_source(
+    spec: DataSpec, source: tuple[str, str], modality: str, encoder_id: str, seed: int
+) -> tuple[torch.Tensor, np.ndarray | None]:
     """``spec.n_unpaired`` rows (all when None) of another embedded table, drawn with the budget's seed,
     and their concept names as partner labels (None for a table without concepts)."""
     table = read_table(table_dir(spec.store, *source, modality, encoder_id))
     n = len(table.ids) if spec.n_unpaired is None else spec.n_unpaired
     if n > len(table.ids):
-        raise ValueError(f"data.n_unpaired = {n} exceeds the {len(table.ids)} {modality} rows of {':'.join(source)}")
-    rows = np.sort(np.random.default_rng([seed, 1 if modality == "image" else 2]).choice(len(table.ids), n, replace=False))
+        raise InputError(f"data.n_unpaired = {n} exceeds the {len(table.ids)} {modality} rows of {':'.join(source)}")
+    rows = np.sort(
+        np.random.default_rng([seed, 1 if modality == "image" else 2]).choice(len(table.ids), n, replace=False)
+    )
     concepts = table.columns.get("concept")
-    return torch.as_tensor(table.embeddings)[torch.from_numpy(rows)], None if concepts is None else concepts.astype(str)[rows]
+    return torch.as_tensor(table.embeddings)[torch.from_numpy(rows)], None if concepts is None else concepts.astype(
+        str
+    )[rows]
 
 
 def _subview(view: RetrievalView, items: np.ndarray) -> RetrievalView:
@@ -311,5 +368,9 @@ def _subview(view: RetrievalView, items: np.ndarray) -> RetrievalView:
     keep = np.isin(view.caption_image, items)
     position = np.full(len(view.images), -1)
     position[items] = np.arange(len(items))
-    return RetrievalView(view.images[items], view.first_captions[items], view.captions[torch.from_numpy(keep)],
-                         position[view.caption_image[keep]])
+    return RetrievalView(
+        view.images[items],
+        view.first_captions[items],
+        view.captions[torch.from_numpy(keep)],
+        position[view.caption_image[keep]],
+    )

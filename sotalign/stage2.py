@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sotalign.checks import InputError
 from sotalign.config import PAPER_MAX_BATCH, PAPER_MAX_PAIRS_PER_BATCH, AlignConfig
 from sotalign.distributed import DistributedContext
 from sotalign.evaluation import retrieval
-from sotalign.objectives import Batch, BatchRows, Stage2Inputs, build_objective, embed
+from sotalign.objectives import BatchRows, Stage2Inputs, Step, build_objective, embed
 from sotalign.optim import build_optimizer, build_schedule
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -64,8 +65,12 @@ def _subset(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Ten
 
 def _validate(image_head: nn.Module, text_head: nn.Module, inputs: Stage2Inputs) -> dict[str, float]:
     with torch.no_grad():
-        scores = retrieval(embed(image_head, inputs.val_images), embed(text_head, inputs.val_texts), inputs.val_caption_image,
-                           image_groups=inputs.val_image_groups)
+        scores = retrieval(
+            embed(image_head, inputs.val_images),
+            embed(text_head, inputs.val_texts),
+            inputs.val_caption_image,
+            image_groups=inputs.val_image_groups,
+        )
     return {f"val/{k}": v for k, v in scores.items()}
 
 
@@ -88,7 +93,7 @@ def train_heads(
     """
     unpaired = config.uses_unpaired
     if unpaired and inputs.unpaired_images is None:
-        raise ValueError(f"method {config.method!r} (divergence {config.divergence!r}) needs unpaired images and texts")
+        raise InputError(f"method {config.method!r} (divergence {config.divergence!r}) needs unpaired images and texts")
     objective = build_objective(config, inputs)
     checkpointing = checkpointing or Checkpointing()
     modules = [image_head, text_head, siglip]
@@ -119,7 +124,7 @@ def train_heads(
         if unpaired:
             rows.images = _subset(inputs.unpaired_images, b_img, generator)
             rows.texts = _subset(inputs.unpaired_texts, b_txt, generator)
-        total, terms = objective(Batch(image_head, text_head, siglip, inputs, rows, step, generator, distributed))
+        total, terms = objective(Step(image_head, text_head, siglip, inputs, rows, step, generator, distributed))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if distributed is not None:
@@ -144,10 +149,18 @@ def train_heads(
             record["step"] = step
             history.append(record)
         if checkpoint:
-            checkpointing.save(step, {
-                "step": step, "modules": [m.state_dict() for m in modules], "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "generator": generator.get_state(), "best": best, "history": history,
-            })
+            checkpointing.save(
+                step,
+                {
+                    "step": step,
+                    "modules": [m.state_dict() for m in modules],
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "generator": generator.get_state(),
+                    "best": best,
+                    "history": history,
+                },
+            )
         if record and callback is not None:
             callback(step, record)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sotalign.losses import Terms
-from sotalign.objectives import Batch, Objective
+from sotalign.objectives.base import Objective, Step
 
 _TINY = 1e-12  # keeps the logs of (numerically) zero transition probabilities finite
 
@@ -36,32 +36,38 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (0.5 * (kl_p + kl_q)).mean()
 
 
-def structure_regularizer(original: torch.Tensor, aligned: torch.Tensor, levels: int = 1, temperature: float = 0.07) -> torch.Tensor:
+def structure_regularizer(
+    original: torch.Tensor, aligned: torch.Tensor, levels: int = 1, temperature: float = 0.07
+) -> torch.Tensor:
     """Mean over levels 1..L of JS(T_original^l, T_aligned^l) (paper App. A.2: L = 1, temperature 0.07)."""
     dtype = torch.promote_types(aligned.dtype, torch.float32)  # float32 at least, also under autocast
     t_original = transition_matrix(original.to(dtype), temperature)
     t_aligned = transition_matrix(aligned.to(dtype), temperature)
     total = aligned.new_zeros(())
     for level in range(1, levels + 1):
-        total = total + js_divergence(torch.linalg.matrix_power(t_original, level), torch.linalg.matrix_power(t_aligned, level))
+        total = total + js_divergence(
+            torch.linalg.matrix_power(t_original, level), torch.linalg.matrix_power(t_aligned, level)
+        )
     return total / levels
 
 
 class StructureObjective(Objective):
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        total, terms = super().__call__(batch)
-        config, inputs, rows = self.config, batch.inputs, batch.rows
-        images, texts = batch.paired()
+    def __call__(self, step: Step) -> tuple[torch.Tensor, Terms]:
+        total, terms = super().__call__(step)
+        config, inputs, rows = self.config, step.inputs, step.rows
+        images, texts = step.paired()
         original_images, original_texts = inputs.paired_images[rows.pairs], inputs.paired_texts[rows.pairs]
         if config.method == "semi_structure":
-            images = torch.cat([images, batch.images(inputs.unpaired_images, rows.images)])
-            texts = torch.cat([texts, batch.texts(inputs.unpaired_texts, rows.texts)])
+            images = torch.cat([images, step.images(inputs.unpaired_images, rows.images)])
+            texts = torch.cat([texts, step.texts(inputs.unpaired_texts, rows.texts)])
             original_images = torch.cat([original_images, inputs.unpaired_images[rows.images]])
             original_texts = torch.cat([original_texts, inputs.unpaired_texts[rows.texts]])
         options = {"levels": config.structure_levels, "temperature": config.structure_temperature}
-        regularizer = 0.5 * (structure_regularizer(original_images, images, **options)
-                             + structure_regularizer(original_texts, texts, **options))
-        ramp = min(1.0, batch.step / config.structure_warmup) if config.structure_warmup else 1.0
+        regularizer = 0.5 * (
+            structure_regularizer(original_images, images, **options)
+            + structure_regularizer(original_texts, texts, **options)
+        )
+        ramp = min(1.0, step.number / config.structure_warmup) if config.structure_warmup else 1.0
         weight = config.structure_lambda * ramp
         terms.update({"structure": regularizer, "structure/lambda": torch.tensor(weight)})
         return total + weight * regularizer, terms

@@ -1,8 +1,8 @@
 """The method's central claim on the synthetic benchmark: with few pairs and many unpaired
 samples, SOTAlign (CCA teacher + KLOT) beats pairs-only SAIL and its own teacher."""
 
-from sotalign.benchmark import SYNTHETIC_DEFAULTS, methods_for, run_synthetic
-from sotalign.results import format_table, summarize
+from sotalign.experiments.results import format_table, summarize
+from sotalign.experiments.synthetic_comparison import SYNTHETIC_DEFAULTS, methods_for, run_synthetic
 
 
 def test_sotalign_beats_sail_and_its_teacher_over_three_seeds():

@@ -12,18 +12,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sotalign.checks import InputError
 from sotalign.losses import Terms
-from sotalign.objectives import Batch, Objective, Stage2Inputs
+from sotalign.objectives.base import Objective, Stage2Inputs, Step
 
 _CHUNK_ELEMENTS = 1 << 24  # similarity entries per chunk of the neighbour search (64 MiB in float32)
 
 
 @torch.no_grad()
-def nearest_neighbours(queries: torch.Tensor, pool: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_neighbours(
+    queries: torch.Tensor, pool: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """(n, k) indices of the k most cosine-similar pool rows per query, best first; ``exclude[i]``
     is a pool row never returned for query i (the query itself), chunked over queries."""
     if not 1 <= k <= pool.shape[0] - (exclude is not None):
-        raise ValueError(f"k={k} neighbours asked for among {pool.shape[0]} pool rows")
+        raise InputError(f"k={k} neighbours asked for among {pool.shape[0]} pool rows")
     q, p = F.normalize(queries.float(), dim=1), F.normalize(pool.float(), dim=1)
     chunk = max(1, _CHUNK_ELEMENTS // p.shape[0])
     out = []
@@ -45,16 +48,16 @@ class NNCLRObjective(Objective):
         self.image_neighbours = nearest_neighbours(inputs.paired_images, self.image_pool, k, own)
         self.text_neighbours = nearest_neighbours(inputs.paired_texts, self.text_pool, k, own)
 
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        total, terms = super().__call__(batch)
-        config, pairs = self.config, batch.rows.pairs
-        images, texts = batch.paired()
+    def __call__(self, step: Step) -> tuple[torch.Tensor, Terms]:
+        total, terms = super().__call__(step)
+        config, pairs = self.config, step.rows.pairs
+        images, texts = step.paired()
         k = self.text_neighbours.shape[1]
-        pick_text, pick_image = torch.randint(k, (2, len(pairs)), generator=batch.generator).to(pairs.device)
-        neighbour_texts = batch.texts(self.text_pool, self.text_neighbours[pairs, pick_text])
-        neighbour_images = batch.images(self.image_pool, self.image_neighbours[pairs, pick_image])
-        text_term = batch.siglip(images @ neighbour_texts.T)["siglip"]
-        image_term = batch.siglip(neighbour_images @ texts.T)["siglip"]
+        pick_text, pick_image = torch.randint(k, (2, len(pairs)), generator=step.generator).to(pairs.device)
+        neighbour_texts = step.texts(self.text_pool, self.text_neighbours[pairs, pick_text])
+        neighbour_images = step.images(self.image_pool, self.image_neighbours[pairs, pick_image])
+        text_term = step.siglip(images @ neighbour_texts.T)["siglip"]
+        image_term = step.siglip(neighbour_images @ texts.T)["siglip"]
         terms.update({"nnclr/text": text_term, "nnclr/image": image_term})
         return total + config.nnclr_text_weight * text_term + config.nnclr_image_weight * image_term, terms
 

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from sotalign.losses import Terms
-from sotalign.objectives import Batch, Objective
+from sotalign.objectives.base import Objective, Step
 from sotalign.ot import sinkhorn
 
 
 @torch.no_grad()
-def caption_pseudo_labels(unpaired: torch.Tensor, paired: torch.Tensor, eps: float, n_iter: int, hard: bool) -> torch.Tensor:
+def caption_pseudo_labels(
+    unpaired: torch.Tensor, paired: torch.Tensor, eps: float, n_iter: int, hard: bool
+) -> torch.Tensor:
     """(n_unpaired, n_paired) rows of target probabilities over the paired samples' partners."""
     affinity = F.normalize(unpaired.float(), dim=1) @ F.normalize(paired.float(), dim=1).T
     log_plan = sinkhorn(affinity, eps, n_iter, symmetric=False).log_plan
@@ -33,21 +35,23 @@ def soft_cross_entropy(targets: torch.Tensor, logits: torch.Tensor) -> torch.Ten
 
 
 class SCLIPObjective(Objective):
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, Terms]:
-        total, terms = super().__call__(batch)
-        config, inputs, rows = self.config, batch.inputs, batch.rows
-        images, texts = batch.paired()
-        extra_images = batch.images(inputs.unpaired_images, rows.images)
-        extra_texts = batch.texts(inputs.unpaired_texts, rows.texts)
+    def __call__(self, step: Step) -> tuple[torch.Tensor, Terms]:
+        total, terms = super().__call__(step)
+        config, inputs, rows = self.config, step.inputs, step.rows
+        images, texts = step.paired()
+        extra_images = step.images(inputs.unpaired_images, rows.images)
+        extra_texts = step.texts(inputs.unpaired_texts, rows.texts)
         if config.sclip_space == "joint":
             spaces = (extra_images, images), (extra_texts, texts)
         else:
-            spaces = ((inputs.unpaired_images[rows.images], inputs.paired_images[rows.pairs]),
-                      (inputs.unpaired_texts[rows.texts], inputs.paired_texts[rows.pairs]))
+            spaces = (
+                (inputs.unpaired_images[rows.images], inputs.paired_images[rows.pairs]),
+                (inputs.unpaired_texts[rows.texts], inputs.paired_texts[rows.pairs]),
+            )
         options = {"eps": config.sclip_eps, "n_iter": config.sclip_iters, "hard": config.sclip_labels == "hard"}
         image_targets = caption_pseudo_labels(*spaces[0], **options)  # unpaired image -> paired captions
         text_targets = caption_pseudo_labels(*spaces[1], **options)  # unpaired text -> paired images
-        scale = batch.siglip.log_scale.detach().exp()
+        scale = step.siglip.log_scale.detach().exp()
         image_term = soft_cross_entropy(image_targets, scale * extra_images @ texts.T)
         text_term = soft_cross_entropy(text_targets, scale * extra_texts @ images.T)
         terms.update({"sclip/image": image_term, "sclip/text": text_term})
