@@ -1,6 +1,7 @@
-"""The shape of the house (docs/DESIGN.md): no import circle among the project's modules, counting
-imports inside functions (a hidden circle is still one), and ``sotalign/`` free of Ray, MLflow
-and Optuna (the method is a library anyone can call with tensors)."""
+"""The shape of the house (docs/DESIGN.md, "The house as built"): no import circle among the project's
+modules, counting imports inside functions (a hidden circle is still one); each room imports only
+the rooms the map allows; and ``sotalign/`` free of Ray, MLflow and Optuna (the method is a library
+anyone can call with tensors)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,47 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sotalign", "orchestrator")
 LAUNCHERS = ("ray", "mlflow", "optuna")  # what only orchestrator/ may import
+ROOMS = {  # docs/DESIGN.md's map: room -> the other rooms it may import
+    "sotalign": {"sotalign/core", "sotalign/two_stage"},  # the package face: AlignConfig, AlignedModel, fit
+    "sotalign/core": set(),
+    "sotalign/encoders": {"sotalign/core"},
+    "sotalign/data": {"sotalign/core", "sotalign/encoders"},
+    "sotalign/objectives": {"sotalign/core"},
+    "sotalign/stage2": {"sotalign/core", "sotalign/objectives"},
+    "sotalign/training_free": {"sotalign/core"},
+    "sotalign/two_stage": {
+        "sotalign/core",
+        "sotalign/data",
+        "sotalign/objectives",
+        "sotalign/stage2",
+        "sotalign/training_free",
+    },
+    "sotalign/experiments": {
+        "sotalign/core",
+        "sotalign/data",
+        "sotalign/encoders",
+        "sotalign/stage2",
+        "sotalign/two_stage",
+    },
+    "orchestrator": {
+        "sotalign",
+        "sotalign/core",
+        "sotalign/data",
+        "sotalign/encoders",
+        "sotalign/experiments",
+        "sotalign/stage2",
+        "sotalign/two_stage",
+    },
+}
+
+
+def room(module: str) -> str:
+    """The map's room of a module: a sub-package or stage module of sotalign/, its core, or orchestrator/."""
+    parts = module.split(".")
+    if parts[0] == "orchestrator" or parts == ["sotalign"]:
+        return parts[0]
+    named = {"encoders", "data", "objectives", "stage2", "training_free", "two_stage", "experiments"}
+    return f"sotalign/{parts[1]}" if parts[1] in named else "sotalign/core"
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -92,6 +134,18 @@ def test_the_cycle_finder_finds_a_planted_circle_inside_a_function(tmp_path):
 def test_no_import_cycle_among_the_project_modules():
     found = cycles(import_graph())
     assert not found, "import circles: " + "; ".join(" <-> ".join(circle) for circle in found)
+
+
+def test_every_room_imports_only_what_the_map_allows():
+    graph = import_graph()
+    assert {room(module) for module in graph} == set(ROOMS), "a room the map does not know: add it to docs/DESIGN.md"
+    crossings = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if room(target) != room(module) and room(target) not in ROOMS[room(module)]
+    )
+    assert not crossings, "imports the map does not allow: " + "; ".join(crossings)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sotalign").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
