@@ -51,7 +51,7 @@ def alive_nodes() -> list[dict]:
 
 def check_cluster_fit(uri: str, options: RunOptions) -> None:
     """On a cluster of several nodes: runs must log to a tracking server, and the Train checkpoints
-    of ``options.storage_path`` must be a URI or a folder every node sees (ValueError otherwise).
+    of ``options.storage_path`` must be a URI or a folder every node sees (InputError otherwise).
     One node, or ``workers: 0`` in the calling process, asks for neither."""
     nodes = alive_nodes()
     if len(nodes) < 2:

@@ -48,7 +48,7 @@ def tracking_uri(explicit: str | None = None) -> str:
 
 
 def ensure_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (ValueError) when a tracking server does not answer; sqlite needs its folder."""
+    """Fail fast (InputError) when a tracking server does not answer; sqlite needs its folder."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:

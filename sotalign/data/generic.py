@@ -7,7 +7,7 @@ column names each row's split; without it every row is in split ``all``.
 Folder: ``ROOT/<class name>/<image files>``; class names are the folder names with ``_``
 read as spaces; prompts use CLIP-style templates. Every image is in split ``all``.
 
-Bad rows (missing file, unreadable image, empty caption) raise one ``ValueError`` with the
+Bad rows (missing file, unreadable image, empty caption) raise one ``InputError`` with the
 count and the first offenders, unless ``skip_bad`` drops them (listed in ``dataset.skipped``).
 Images are checked up front (``PIL.Image.verify``) so that extraction never dies half-way.
 """

@@ -34,6 +34,7 @@ from orchestrator.cluster import LOCAL_TRAIN_SETTINGS
 from orchestrator.experiment_file import split_tree
 
 RAY = str(Path(sys.executable).parent / "ray")
+pytestmark = pytest.mark.xdist_group("nodes")  # with `make test`'s 2 processes: never beside the launcher test
 TREE = {  # adamw: Lion's sign update would turn float round-off into different steps
     "name": "multinode",
     "method": "sotalign",
