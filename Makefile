@@ -38,10 +38,8 @@ format: setup
 	$(UV) run --frozen ruff check --fix .
 	$(UV) run --frozen ruff format .
 
-# two pytest processes (pytest-xdist): the suite mostly waits on Ray, MLflow servers and sshd, so two
-# overlap on 2 cores; the launcher and multi-node tests share one process (xdist_group "nodes")
 test: setup system lint
-	$(UV) run --frozen pytest -n 2 --dist loadgroup
+	$(UV) run --frozen pytest
 
 demo: setup
 	$(UV) run --frozen sotalign demo

@@ -30,7 +30,8 @@ def plot_history(history: list[dict], path: str | Path) -> Path:
     left.set_yscale("symlog", linthresh=1e-3)
     left.set_xlabel("step")
     left.set_title("losses")
-    left.legend(fontsize=8)
+    if losses:  # a run that trains nothing (the teacher, training-free methods) has no loss curve
+        left.legend(fontsize=8)
     val = [(r["step"], r["val/mean_recall_at_1"]) for r in history if "val/mean_recall_at_1" in r]
     if val:
         right.plot(*zip(*val), marker="o")

@@ -61,10 +61,7 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason())),
-    pytest.mark.xdist_group("nodes"),  # with `make test`'s 2 processes: never beside the multi-node cluster
-]
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
 
 def run(command: list[str], user: str | None = None, timeout: float = LONG_S, check: bool = True, **kwargs) -> str:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -34,7 +35,6 @@ from orchestrator.cluster import LOCAL_TRAIN_SETTINGS
 from orchestrator.experiment_file import split_tree
 
 RAY = str(Path(sys.executable).parent / "ray")
-pytestmark = pytest.mark.xdist_group("nodes")  # with `make test`'s 2 processes: never beside the launcher test
 TREE = {  # adamw: Lion's sign update would turn float round-off into different steps
     "name": "multinode",
     "method": "sotalign",
@@ -63,6 +63,9 @@ class LocalNodes:
 
     def __init__(self, folder: Path, free_port) -> None:
         self.folder, self.free_port = folder, free_port
+        # Ray's session folder holds AF_UNIX sockets (107-byte paths at most): a short path, not pytest's
+        # (under pytest-xdist, /tmp/pytest-of-root/pytest-N/popen-gw1/... is too long)
+        self.ray_temp = Path(tempfile.mkdtemp(prefix="ray-nodes-"))
         self.port, self.dashboard = free_port(), free_port()
         self.env = {
             **os.environ,
@@ -101,7 +104,7 @@ class LocalNodes:
             f"--port={self.port}",
             "--num-cpus=0",
             '--resources={"TRAIN_DRIVER_RESOURCE":4}',
-            f"--temp-dir={self.folder / 'ray'}",
+            f"--temp-dir={self.ray_temp}",
             f"--dashboard-port={self.dashboard}",
             f"--ray-client-server-port={self.free_port()}",
         )
@@ -155,6 +158,7 @@ class LocalNodes:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.lose(name)
+        shutil.rmtree(self.ray_temp, ignore_errors=True)
 
 
 PRIVATE_VIEW = os.geteuid() == 0 and shutil.which("unshare") is not None  # a mount namespace for node_c

@@ -85,7 +85,10 @@ def children(client, parent):
 
 
 def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
-    space = {**SPACE, "base": {**SPACE["base"], "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")}}}
+    # trials in their Tune actors (workers: 0): what is resumed is the sweep (Optuna study, Tune state,
+    # MLflow parent); a Train run resumed from its checkpoint is test_train's and test_multinode's
+    run = {**SPACE["base"]["run"], "workers": 0, "storage_path": str(tmp_path / "ray")}
+    space = {**SPACE, "base": {**SPACE["base"], "run": run}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
     folder = tmp_path / "ray" / "sweeps" / "tiny"
     study = lambda: optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")  # noqa: E731

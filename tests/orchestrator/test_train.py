@@ -123,7 +123,7 @@ def test_experiment_files_and_bad_input(tmp_path, capsys):
         ("align: {epsilon: 0.1}\n", "unknown AlignConfig key(s): epsilon"),
         ("data: {dataset: coco}\n", "no image embeddings of dataset 'coco'"),
         ("method: ridge\n", "unknown method 'ridge'"),
-        ("run: {workers: -1}\n", "run needs workers >= 0"),
+        ("run: {workers: -1}\n", "run.workers must be >= 0, got -1"),
         ("runs: {workers: 2}\n", "unknown experiment key(s): runs"),
     ]:
         path.write_text(text)
