@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from orchestrator.experiment_file import split_tree
-from orchestrator.overrides import parse_assignments, with_changes
+from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.search_space import load_search_space
 from orchestrator.sweep import TEST_METRICS, run_sweep
 from orchestrator.tracking import tracking_uri
@@ -42,14 +42,7 @@ def add_parser(commands) -> None:
     p.add_argument(
         "--space", type=Path, default=DEMO_SPACE, help="search space to run (default search_spaces/demo.yaml)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a base key of every trial, e.g. eps_teacher=0.01 or data.n_pairs=100",
-    )
+    add_set_argument(p, "override a base key of every trial, e.g. eps_teacher=0.01 or data.n_pairs=100")
     p.add_argument(
         "--tracking-uri",
         default=None,

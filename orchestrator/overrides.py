@@ -18,6 +18,11 @@ from sotalign.checks import InputError
 TOP_LEVEL = ("name", "method", "seed", "data", "align", "run")
 
 
+def add_set_argument(parser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option of a subcommand (read back with ``parse_assignments``)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def key_path(key: str) -> list[str]:
     """``"alpha"`` -> ``["align", "alpha"]``; ``"data.n_pairs"`` -> ``["data", "n_pairs"]``."""
     parts = key.strip().split(".")

@@ -25,6 +25,7 @@ from orchestrator import tracking
 from orchestrator.cluster import check_cluster_fit, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import split_tree, with_absolute_paths
+from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.placement import free_job_worker_groups, remove_leaked_placement_groups
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
 from orchestrator.train import train_experiment
@@ -48,14 +49,7 @@ def add_parser(commands) -> None:
     p.add_argument(
         "--name", default=None, help="sweep name (default: name of the file); one folder and one MLflow parent run each"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a base key for every trial: data.n_pairs=100, steps=200, run.workers=2",
-    )
+    add_set_argument(p, "override a base key for every trial: data.n_pairs=100, steps=200, run.workers=2")
     p.add_argument(
         "--tracking-uri",
         default=None,
@@ -65,8 +59,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.overrides import parse_assignments, with_changes
-
     space = load_search_space(args.space)
     space.base = with_changes(space.base, parse_assignments(args.overrides))
     split_tree(space.base)  # the overridden base is still a valid experiment

@@ -31,7 +31,7 @@ from orchestrator import tracking
 from orchestrator.cluster import check_cluster_fit, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import RunOptions, load_experiment_file
-from orchestrator.overrides import parse_assignments
+from orchestrator.overrides import add_set_argument, parse_assignments
 from sotalign.experiments.experiment import Experiment, load_data
 
 STATE_FILE, TEACHER_FILE, FINAL_FILE = "state.pt", "teacher.safetensors", "final.json"
@@ -41,14 +41,7 @@ WORKER_NODES_TAG = "ray.worker_nodes"  # the Ray node id of each rank, comma-sep
 def add_parser(commands) -> None:
     p = commands.add_parser("train", help="train one experiment (YAML) on Ray Train workers, logged to MLflow")
     p.add_argument("config", type=Path, help="experiment file (name, method, seed, data:, align:, run:)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail",
-    )
+    add_set_argument(p, "override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail")
     p.add_argument(
         "--workers",
         type=int,
@@ -174,8 +167,6 @@ def train_in_process(
     """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs."""
     import ray
 
-    from sotalign.two_stage import fit
-
     if ray.is_initialized():  # a sweep's trial actor
         tracking.client(uri).set_tag(run_id, WORKER_NODES_TAG, ray.get_runtime_context().get_node_id())
 
@@ -184,15 +175,7 @@ def train_in_process(
         if report is not None and "val/mean_recall_at_1" in record:
             report(dict(record))
 
-    model = fit(
-        data.paired_images,
-        data.paired_texts,
-        data.unpaired_images,
-        data.unpaired_texts,
-        experiment.config(),
-        validation=data.validation,
-        callback=on_record,
-    )
+    model = data.fit(experiment.config(), callback=on_record)
     final = _final_metrics(model, data, 0)
     _log_final(uri, run_id, model, experiment, final)
     if report is not None:
@@ -228,7 +211,7 @@ def train_worker(loop_config: dict) -> None:
     from sotalign.distributed import DistributedContext
     from sotalign.stage2 import Checkpointing
     from sotalign.teachers import Teacher
-    from sotalign.two_stage import checked_inputs, fit, fit_stage1
+    from sotalign.two_stage import checked_inputs, fit_stage1
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -290,13 +273,8 @@ def train_worker(loop_config: dict) -> None:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    model = fit(
-        data.paired_images,
-        data.paired_texts,
-        data.unpaired_images,
-        data.unpaired_texts,
+    model = data.fit(
         config,
-        validation=data.validation,
         teacher=teacher,
         callback=on_record,
         distributed=distributed,

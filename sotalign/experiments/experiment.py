@@ -29,7 +29,7 @@ from sotalign.experiments.distances import distribution_shift
 from sotalign.fields import check_fields, from_mapping, option
 from sotalign.methods import METHODS
 from sotalign.stage2 import batch_sizes
-from sotalign.two_stage import checked_inputs, fit_stage1
+from sotalign.two_stage import checked_inputs, fit, fit_stage1
 
 DIAGNOSTIC_BATCH = 4096  # plan_accuracy's plan is dense: 4096 x 4096 float32 is 64 MiB (our cap, not the paper's)
 
@@ -183,6 +183,19 @@ class ExperimentData:
         if self.unpaired_images is None:
             return {}
         return distribution_shift(self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts)
+
+    def fit(self, config: AlignConfig, **options):
+        """``sotalign.fit`` on this budget: its pairs, unpaired data and validation view; ``options`` are
+        fit's keywords (``teacher``, ``callback``, ``distributed``, ``checkpointing``)."""
+        return fit(
+            self.paired_images,
+            self.paired_texts,
+            self.unpaired_images,
+            self.unpaired_texts,
+            config,
+            validation=self.validation,
+            **options,
+        )
 
     def evaluate(self, model) -> dict[str, float]:
         """Test retrieval (I2T/T2I R@1/5/10, several captions per image) and zero-shot top-1."""

@@ -46,19 +46,11 @@ def free_port():
 def uninterrupted():
     """A function: the experiment trained in this process without Ray, and its test metrics (what a
     Train run, however interrupted or spread, must equal)."""
-    from sotalign import fit
     from sotalign.experiments.experiment import load_data
 
     def train(experiment):
         data = load_data(experiment)
-        model = fit(
-            data.paired_images,
-            data.paired_texts,
-            data.unpaired_images,
-            data.unpaired_texts,
-            experiment.config(),
-            validation=data.validation,
-        )
+        model = data.fit(experiment.config())
         return model, data.evaluate(model)
 
     return train

@@ -26,7 +26,6 @@ from sotalign.data.views import retrieval_view
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
 from sotalign.evaluation import plan_accuracy
 from sotalign.experiments.experiment import Experiment, load_data
-from sotalign.two_stage import fit
 
 SMALL_SET = "emojione"  # the smallest pinned set with aliases, skin tones and flags (1834 icons)
 IMAGE = "packaged:efficientnet-lite0?image_size=32"  # seconds on a CPU; the text encoder is the real default (MiniLM)
@@ -329,14 +328,7 @@ def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_
     ) - Counter(set(paired))
     # model selection on the split, scored like the test: any image (caption) of the concept is a hit
     config = experiment.config()
-    model = fit(
-        data.paired_images,
-        data.paired_texts,
-        data.unpaired_images,
-        data.unpaired_texts,
-        config,
-        validation=data.validation,
-    )
+    model = data.fit(config)
     assert model.history[-1]["val/mean_recall_at_1"] == pytest.approx(data.validate(model)["mean_recall_at_1"])
     # the teacher's plan on the unpaired data (the batch of 256 holds all of it), partners by concept
     reference = plan_accuracy(

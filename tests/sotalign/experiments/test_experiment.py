@@ -73,14 +73,7 @@ def test_own_dataset_with_a_held_out_test_set(store):
         assert not any(torch.equal(t, x) for t in data.test.images for x in split)
     again = load_data(experiment.__class__.from_dict({**experiment.to_dict(), "seed": 1}), ids)
     assert all(torch.equal(a, b) for a, b in zip(again.test.images, data.test.images))  # fixed across seeds
-    model = fit(
-        data.paired_images,
-        data.paired_texts,
-        data.unpaired_images,
-        data.unpaired_texts,
-        experiment.config().replace(steps=3, head_dim=8, batch_unpaired=4),
-        validation=data.validation,
-    )
+    model = data.fit(experiment.config().replace(steps=3, head_dim=8, batch_unpaired=4))
     scores = data.evaluate(model)
     assert 0 <= scores["mean_recall_at_1"] <= 100 and "digits_top1" not in scores
 
@@ -114,14 +107,7 @@ def test_sail_needs_no_unpaired_budget_and_sotalign_says_it_needs_one():
     )
     data = load_data(sail)
     assert data.unpaired_images is None and data.n_unpaired == 0
-    model = fit(
-        data.paired_images,
-        data.paired_texts,
-        data.unpaired_images,
-        data.unpaired_texts,
-        sail.config().replace(steps=2, head_dim=8),
-        validation=data.validation,
-    )
+    model = data.fit(sail.config().replace(steps=2, head_dim=8))
     assert 0 <= data.evaluate(model)["mean_recall_at_1"] <= 100
     with pytest.raises(ValueError, match="needs unpaired images and texts"):
         fit(
