@@ -40,22 +40,28 @@ def store(tmp_path_factory, tiny_bert_dir):
     return root / "store", {spec: e.id for spec, e in encoders.items()}, f"hf:{tiny_bert_dir}"
 
 
+def own_data(folder, text) -> dict:
+    """The data section of an experiment on the store's 30-item "pairs" table: 10 pairs, 5 validation and
+    6 test items held out of its one split."""
+    return {
+        "dataset": "pairs",
+        "store": str(folder),
+        "image_encoder": IMAGE,
+        "text_encoder": text,
+        "pool_split": "all",
+        "test_split": None,
+        "n_test": 6,
+        "n_pairs": 10,
+        "n_val": 5,
+    }
+
+
 def test_own_dataset_with_a_held_out_test_set(store):
     folder, ids, text = store
     experiment = Experiment.from_dict(
         {
             "name": "mine",
-            "data": {
-                "dataset": "pairs",
-                "store": str(folder),
-                "image_encoder": IMAGE,
-                "text_encoder": text,
-                "n_pairs": 10,
-                "n_val": 5,
-                "pool_split": "all",
-                "test_split": None,
-                "n_test": 6,
-            },
+            "data": own_data(folder, text),
         }
     )
     data = load_data(experiment, ids)
@@ -123,17 +129,7 @@ def test_unpaired_data_from_another_table_and_its_distance_to_the_pairs(store):
     from sotalign.data.extract import read_table, table_dir
 
     folder, ids, text = store
-    spec = {
-        "dataset": "pairs",
-        "store": str(folder),
-        "image_encoder": IMAGE,
-        "text_encoder": text,
-        "pool_split": "all",
-        "test_split": None,
-        "n_test": 6,
-        "n_pairs": 10,
-        "n_val": 5,
-    }
+    spec = own_data(folder, text)
     same = load_data(Experiment.from_dict({"data": spec}), ids)
     other = load_data(
         Experiment.from_dict({"data": {**spec, "unpaired_images_from": "other:all", "n_unpaired": 8}}), ids
@@ -208,17 +204,7 @@ def test_plan_diagnostic_where_the_pairing_is_known(store):
 
     folder, ids, text = store
     tree = {
-        "data": {
-            "dataset": "pairs",
-            "store": str(folder),
-            "image_encoder": IMAGE,
-            "text_encoder": text,
-            "pool_split": "all",
-            "test_split": None,
-            "n_test": 6,
-            "n_pairs": 10,
-            "n_val": 5,
-        },
+        "data": own_data(folder, text),
         "align": {"steps": 1, "head_dim": 8, "batch_unpaired": 64, "eps_teacher": 0.05},
     }
     experiment = Experiment.from_dict(tree)
