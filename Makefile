@@ -4,6 +4,10 @@ SHELL := /bin/bash
 # uv on PATH, else the one pip installs (runnable as `python3 -m uv`); re-evaluated at each use
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS ?= never
+# .pyc files written at install: where PYTHONDONTWRITEBYTECODE is set (as on these machines) Python
+# otherwise compiles torch, ray and mlflow from source in every process, every Ray worker included
+# (~30 s of CPU each, measured: a 40-step `sotalign train` 47 s -> 24 s; docs/stack.md)
+export UV_COMPILE_BYTECODE ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 # workers run from the project's venv, not through Ray's `uv run` integration (orchestrator/__init__.py)
