@@ -14,13 +14,12 @@ from pathlib import Path
 
 from sotalign.checks import InputError
 from sotalign.data.extract import embed_dataset, is_complete, read_table, stored_table, table_dir
-from sotalign.data.registry import BUNDLED, ICONIFY, is_iconify, load_dataset
+from sotalign.data.registry import BUNDLED, ICONIFY, NPM_CACHE, is_iconify, load_dataset
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, spec_modality
 from sotalign.experiments.bundled import DEMO_IMAGE_ENCODER, ensure_embedded
 from sotalign.experiments.experiment import Experiment
 
 DEFAULT_ENCODERS = [DEMO_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER]  # the packaged pair the bundled experiments use
-NPM_CACHE = "_npm"  # STORE/_npm: the packed Iconify sets
 
 
 def add_parser(commands) -> None:

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sotalign.data.extract import dataset_rows, embed_shard, fingerprint, shard_ranges, table_dir, write_manifest
+from sotalign.data.extract import (
+    dataset_rows,
+    embed_shard,
+    fingerprint,
+    shard_ranges,
+    table_dir,
+    table_metadata,
+    write_manifest,
+)
 from sotalign.data.registry import BUNDLED, load_dataset
 from sotalign.encoders import load_encoder, spec_modality
 
@@ -37,7 +45,7 @@ class ShardEmbedder:
         self.encoder = load_encoder(encoder, device=device)
         table_split, self.load, self.ids, self.columns, self.keys = dataset_rows(data, split, self.encoder.modality)
         self.folder = table_dir(store, data.name, table_split, self.encoder.modality, self.encoder.id)
-        self.metadata = {"dataset": data.name, "split": table_split}
+        self.metadata = table_metadata(data, table_split)
         self.batch_size, self.shard_size = batch_size, shard_size
 
     def __call__(self, batch: dict) -> dict:

@@ -123,16 +123,18 @@ def log_metrics(uri: str, run_id: str, values: dict, step: int | None = None) ->
 
 
 def log_model_artifacts(
-    uri: str, run_id: str, model, experiment: dict, metrics: dict, plots: dict | None = None
+    uri: str, run_id: str, model, experiment: dict, metrics: dict, files: dict | None = None
 ) -> None:
-    """The resolved config (YAML), ``eval.json``, the model and its teacher (safetensors), plots (PNG)."""
+    """The resolved config (YAML), ``eval.json``, the model and its teacher (safetensors), and ``files``:
+    artifact path (``plots/training.png``) -> a function writing it to the path it is given."""
     mlflow_client = client(uri)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "config.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
         Path(tmp, "eval.json").write_text(json.dumps(metrics, indent=2))
         model.save(Path(tmp) / "model")
-        for name, draw in (plots or {}).items():
-            draw(Path(tmp) / "plots" / name)
+        for name, write in (files or {}).items():
+            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+            write(Path(tmp) / name)
         mlflow_client.log_artifacts(run_id, tmp)
 
 

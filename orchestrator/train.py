@@ -177,25 +177,44 @@ def train_in_process(
 
     model = data.fit(experiment.config(), callback=on_record)
     final = _final_metrics(model, data, 0)
-    _log_final(uri, run_id, model, experiment, final)
+    _log_final(uri, run_id, model, experiment, data, final)
     if report is not None:
         report(final)
     return final
 
 
-def _log_final(uri: str, run_id: str, model, experiment: Experiment, final: dict) -> None:
-    """The test metrics, the model, the teacher, config.yaml, eval.json and the training plot."""
+def _log_final(uri: str, run_id: str, model, experiment: Experiment, data, final: dict) -> None:
+    """The test metrics, the model (with its encoders and data, for ``sotalign search``), the teacher,
+    config.yaml, eval.json, the training plot, the retrieval gallery and the failure summary."""
+    from orchestrator.inspection import inspection_files  # PIL drawing: rank 0 only
     from orchestrator.plots import plot_history  # matplotlib: rank 0 only
 
+    model.provenance = provenance(experiment)
+    files, tags = inspection_files(experiment, data, model)
     tracking.log_metrics(uri, run_id, final, int(final["step"]))
+    for key, value in tags.items():
+        tracking.client(uri).set_tag(run_id, key, value)
     tracking.log_model_artifacts(
         uri,
         run_id,
         model,
         experiment.to_dict(),
         final,
-        plots={"training.png": lambda path: plot_history(model.history, path)},
+        files={"plots/training.png": lambda path: plot_history(model.history, path), **files},
     )
+
+
+def provenance(experiment: Experiment) -> dict[str, str | None]:
+    """What a saved model was trained on: its frozen encoders (a query is embedded with them) and the
+    store and dataset its test split lives in (``sotalign search``'s defaults)."""
+    data = experiment.data
+    return {
+        "image_encoder": data.image_encoder,
+        "text_encoder": data.text_encoder,
+        "dataset": data.dataset,
+        "store": data.store,
+        "split": data.test_split,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +303,7 @@ def train_worker(loop_config: dict) -> None:
         ray.train.report({})
         return
     final = _final_metrics(model, data, resumed_from)
-    _log_final(uri, run_id, model, experiment, final)
+    _log_final(uri, run_id, model, experiment, data, final)
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
         model.save(Path(folder) / "model")

@@ -2,7 +2,8 @@
 
 ``encode_image`` / ``encode_text`` map frozen-encoder embeddings into the L2-normalised
 joint space. ``save(dir)`` writes ``model.safetensors`` (heads, SigLIP scale/bias and the
-input preprocessing), ``model.json`` (architecture, config, training history) and, when
+input preprocessing), ``model.json`` (architecture, config, training history, and the
+``provenance`` its trainer records: frozen encoders and data) and, when
 known, ``teacher.safetensors``; ``AlignedModel.load(dir)`` rebuilds it.
 """
 
@@ -42,6 +43,7 @@ class AlignedModel(nn.Module):
         self.config = config
         self.teacher = teacher
         self.history: list[dict[str, float]] = []
+        self.provenance: dict[str, str | None] = {}  # encoders and data it was trained on, set by the caller that knows
         self.image_prep, self.text_prep = image_prep, text_prep
         relative = {"top_k": config.asif_k, "power": config.asif_p}
         self.image_head = build_head(
@@ -97,6 +99,7 @@ class AlignedModel(nn.Module):
             "normalize": [self.image_prep.normalize, self.text_prep.normalize],
             "config": self.config.to_dict(),
             "history": self.history,
+            "provenance": self.provenance,
         }
         with atomic_path(directory / "model.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=2))
@@ -127,4 +130,5 @@ class AlignedModel(nn.Module):
             raise InputError(f"{directory / 'model.safetensors'} is not a readable safetensors file: {error}") from None
         model.load_state_dict(state)
         model.history = meta.get("history", [])
+        model.provenance = meta.get("provenance", {})
         return model.to(map_location).eval()

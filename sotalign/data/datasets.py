@@ -30,6 +30,7 @@ class ImageTextDataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (row, reason) left out by skip_bad
     image_concept: np.ndarray | None = None  # (n_images,) concept names; None = each image its own concept
     image_columns: dict[str, np.ndarray] = field(default_factory=dict)  # per-image values stored beside the embeddings
+    source: dict | None = None  # load_dataset's arguments for a user's table, kept in the store: what re-reads it
 
     def split_indices(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(image indices, caption indices) of ``split``, in a fixed order."""

@@ -290,5 +290,11 @@ def embed_dataset(
         return stored
     table_split, load, ids, columns, keys = dataset_rows(dataset, split, encoder.modality)
     folder = table_dir(store, dataset.name, table_split, encoder.modality, encoder.id)
-    metadata = {"dataset": dataset.name, "split": table_split}
+    metadata = table_metadata(dataset, table_split)
     return embed_rows(encoder, load, ids, folder, metadata=metadata, columns=columns, keys=keys, **options)
+
+
+def table_metadata(dataset: ImageTextDataset | ClassificationDataset, table_split: str) -> dict:
+    """What a table records of its dataset: name, split and, for a user's table file, its path."""
+    source = getattr(dataset, "source", None)
+    return {"dataset": dataset.name, "split": table_split, **({"source": source} if source else {})}

@@ -116,6 +116,12 @@ def load_image_text_table(
         splits={s: np.asarray([i for i, v in split_of.items() if v == s]) for s in split_names},
         load_image=lambda i: Image.open(path.parent / image_ids[i]).convert("RGB"),
         skipped=bad,
+        source={  # rows skipped now are not in the store: skip them when re-read
+            "name": str(path.resolve()),
+            "image_column": image_column,
+            "caption_column": caption_column,
+            "skip_bad": True,
+        },
     )
 
 

@@ -14,6 +14,9 @@ ICONIFY = (
 )  # icon sets fetched with npm (sotalign.data.iconify); also iconify:SET[,SET...]
 
 
+NPM_CACHE = "_npm"  # STORE/_npm: the packed Iconify sets (`sotalign embed` keeps them there)
+
+
 def is_iconify(name: str) -> bool:
     return name in ICONIFY or name.startswith("iconify:")
 

@@ -31,6 +31,8 @@ class RetrievalView:
         None  # (n_images,) concept index (captions describe concepts); None = one image each
     )
     group_names: np.ndarray | None = None  # (n_groups,) each group's concept name, with image_group
+    image_ids: np.ndarray | None = None  # (n_images,) store ids ("DATASET/ID"): what re-reads an image; None = unknown
+    caption_ids: np.ndarray | None = None  # (n_captions,) store ids ("DATASET/ID#k"), with image_ids
 
 
 @dataclass
@@ -61,7 +63,14 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
     if (first[key] < 0).any():
         raise InputError(f"{int((first[key] < 0).sum())} images have no caption")
     return RetrievalView(
-        images.embeddings, captions.embeddings[first[key]], captions.embeddings, caption_image, group, names
+        images.embeddings,
+        captions.embeddings[first[key]],
+        captions.embeddings,
+        caption_image,
+        group,
+        names,
+        np.asarray(images.ids),
+        np.asarray(captions.ids),
     )
 
 

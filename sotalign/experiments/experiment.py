@@ -386,4 +386,6 @@ def _subview(view: RetrievalView, items: np.ndarray) -> RetrievalView:
         view.first_captions[items],
         view.captions[torch.from_numpy(keep)],
         position[view.caption_image[keep]],
+        image_ids=None if view.image_ids is None else view.image_ids[items],
+        caption_ids=None if view.caption_ids is None else view.caption_ids[keep],
     )

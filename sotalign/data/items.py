@@ -1,0 +1,76 @@
+"""A stored row's image and caption, re-read from its dataset by the ids the store keeps.
+
+The store holds embeddings, not pictures: a gallery or a search answer that shows images
+re-opens the dataset the table came from. The bundled benchmarks re-render theirs, the Iconify
+sets re-read the packed sets kept under ``STORE/_npm``, and a user's table file is reloaded from
+the path (and columns) its tables recorded when embedded (``source`` in their metadata).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from sotalign.checks import InputError
+from sotalign.data.datasets import ImageTextDataset
+from sotalign.data.extract import MANIFEST
+from sotalign.data.registry import BUNDLED, NPM_CACHE, is_iconify, load_dataset
+
+
+@dataclass
+class DatasetItems:
+    """Images and captions of one dataset by store id (``DATASET/IMAGE_ID``, ``DATASET/IMAGE_ID#k``)."""
+
+    dataset: ImageTextDataset
+    image_index: dict[str, int]  # store id -> the dataset's image index
+    caption_index: dict[str, int]  # store id -> the dataset's caption index
+
+    @classmethod
+    def of(cls, dataset: ImageTextDataset) -> DatasetItems:
+        images = {f"{dataset.name}/{image_id}": i for i, image_id in enumerate(dataset.image_ids)}
+        captions, seen = {}, {}
+        for row, owner in enumerate(dataset.caption_image):  # the k-th caption of its image, as the store numbers them
+            seen[owner] = seen.get(owner, -1) + 1
+            captions[f"{dataset.name}/{dataset.image_ids[owner]}#{seen[owner]}"] = row
+        return cls(dataset, images, captions)
+
+    def image(self, store_id: str) -> Image.Image:
+        if store_id not in self.image_index:
+            raise InputError(f"no image {store_id!r} in dataset {self.dataset.name!r}: the store and dataset differ")
+        return self.dataset.load_image(self.image_index[store_id]).convert("RGB")
+
+    def caption(self, store_id: str) -> str:
+        if store_id not in self.caption_index:
+            raise InputError(f"no caption {store_id!r} in dataset {self.dataset.name!r}: the store and dataset differ")
+        return self.dataset.captions[self.caption_index[store_id]]
+
+
+def open_items(dataset: str, store: str | Path) -> DatasetItems | str:
+    """The items of ``dataset`` as embedded in ``store``, or why they cannot be shown (synthetic data
+    has no images; a table embedded before its source was recorded)."""
+    if dataset == "synthetic":
+        return "synthetic data has no images"
+    if dataset in BUNDLED:
+        loaded = load_dataset(dataset)
+    elif is_iconify(dataset):
+        loaded = load_dataset(dataset, npm_cache=str(Path(store) / NPM_CACHE))
+    else:
+        source = _recorded_source(Path(store) / dataset)
+        if source is None:
+            return f"the store's {dataset} tables do not record their source file (embedded before it was kept)"
+        loaded = load_dataset(source.pop("name"), **source)
+    if not isinstance(loaded, ImageTextDataset):
+        return f"{dataset} is a classification dataset, not image-caption pairs"
+    return DatasetItems.of(loaded)
+
+
+def _recorded_source(folder: Path) -> dict | None:
+    """The ``source`` of the first complete table under a dataset's store folder."""
+    for manifest in sorted(folder.glob(f"*/*/*/{MANIFEST}")):
+        source = json.loads(manifest.read_text()).get("source")
+        if source:
+            return dict(source)
+    return None
