@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator import compare, demo, embed, report, sweep, train, ui
+from orchestrator import compare, demo, embed, report, search, sweep, train, ui
 from sotalign.checks import InputError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_parser(commands)
     compare.add_parser(commands)
     report.add_parser(commands)
+    search.add_parser(commands)
     return parser
 
 

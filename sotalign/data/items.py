@@ -42,6 +42,15 @@ class DatasetItems:
             raise InputError(f"no image {store_id!r} in dataset {self.dataset.name!r}: the store and dataset differ")
         return self.dataset.load_image(self.image_index[store_id]).convert("RGB")
 
+    def describe(self, image_store_id: str) -> str:
+        """An image in words: its first caption, else its concept's name, else nothing."""
+        first = self.caption_index.get(f"{image_store_id}#0")
+        if first is not None:
+            return self.dataset.captions[first]
+        if self.dataset.image_concept is not None and image_store_id in self.image_index:
+            return str(self.dataset.image_concept[self.image_index[image_store_id]])
+        return ""
+
     def caption(self, store_id: str) -> str:
         if store_id not in self.caption_index:
             raise InputError(f"no caption {store_id!r} in dataset {self.dataset.name!r}: the store and dataset differ")
