@@ -1,11 +1,14 @@
 """``sotalign compare``: compare runs of an MLflow experiment by a tag (encoder pair, method, ...)
-without opening the UI: a table of best and mean ± std per group, and a bar chart (PNG)."""
+without opening the UI: a table of best and mean ± std per group, a bar chart (PNG) and, with
+``--gallery``, the retrieval galleries of each group's best run side by side (one PNG)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from orchestrator.gallery import side_by_side
+from orchestrator.inspection import GALLERY_FILE, GALLERY_TAG
 from orchestrator.tracking import ensure_reachable, tracking_uri
 from sotalign.checks import InputError
 from sotalign.experiments.results import summarize
@@ -22,6 +25,13 @@ def add_parser(commands) -> None:
     p.add_argument("--filter", default="", help="MLflow filter string, e.g. \"tags.n_pairs = '300'\"")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--out", type=Path, default=Path("compare.png"), help="bar chart (default compare.png)")
+    p.add_argument(
+        "--gallery",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also stitch the retrieval gallery of each group's best run side by side into PNG",
+    )
     p.set_defaults(run=run)
 
 
@@ -40,7 +50,7 @@ def collect(uri: str, experiment: str, group_by: str, metric: str, filter_string
     except MlflowException as error:
         raise InputError(f"bad --filter {filter_string!r}: {error.message}") from None
     rows = [
-        {"group": r.data.tags.get(group_by, "(no tag)"), metric: r.data.metrics[metric]}
+        {"group": r.data.tags.get(group_by, "(no tag)"), metric: r.data.metrics[metric], "run_id": r.info.run_id}
         for r in runs
         if metric in r.data.metrics
     ]
@@ -65,7 +75,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"| {group} | {counts[group]} | {best[group]:.2f} | {mean:.2f} ± {std:.2f} |")
     _plot(order, stats, args.metric, args.group_by, args.out)
     print(f"\nwrote {args.out}")
+    if args.gallery is not None:
+        best_runs = {g: pick((r for r in rows if r["group"] == g), key=lambda r: r[args.metric]) for (g,) in order}
+        stitch_galleries(
+            uri, [(g, r["run_id"], r[args.metric]) for g, r in best_runs.items()], args.metric, args.gallery
+        )
+        print(f"wrote {args.gallery}")
     return 0
+
+
+def stitch_galleries(uri: str, runs: list[tuple[str, str, float]], metric: str, out: Path) -> Path:
+    """The ``plots/gallery.png`` of each (group, run id, value) side by side, labelled; runs without
+    one (synthetic data) are named and left out."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory() as folder:
+        paths, labels = [], []
+        for group, run_id, value in runs:
+            try:
+                paths.append(Path(client.download_artifacts(run_id, GALLERY_FILE, f"{folder}/{run_id}")))
+                labels.append(f"{group}: {metric} {value:.2f} (run {run_id[:8]})")
+            except (MlflowException, OSError):
+                why = client.get_run(run_id).data.tags.get(GALLERY_TAG, "no gallery logged (trained before galleries)")
+                print(f"{group}: run {run_id[:8]} has no gallery ({why})")
+        if not paths:
+            raise InputError("none of the compared runs has a retrieval gallery (plots/gallery.png)")
+        return side_by_side(paths, labels, out)
 
 
 def _plot(order, stats, metric: str, group_by: str, path: Path) -> None:
