@@ -30,11 +30,9 @@ N_WORST = 20  # rows of each kind in worst.csv: a page to read, not a dump
 def inspection_files(experiment, data, model) -> tuple[dict[str, Callable[[Path], object]], dict[str, str]]:
     """(artifact path -> writer, tags) of a trained model's gallery and failure summary."""
     view: RetrievalView = data.test
-    items = (
-        open_items(experiment.data.dataset, experiment.data.store)
-        if view.image_ids is not None
-        else "the test split has no stored ids (held-out pairs without images)"
-    )
+    items = open_items(experiment.data.dataset, experiment.data.store)
+    if view.image_ids is None and not isinstance(items, str):
+        items = "the test split has no stored ids (held-out pairs without images)"
     if isinstance(items, str):
         return {}, {GALLERY_TAG: f"skipped: {items}"}
     with torch.no_grad():
