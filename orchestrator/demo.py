@@ -15,6 +15,7 @@ import datetime
 import json
 from pathlib import Path
 
+from orchestrator.compare import collect, stitch_galleries
 from orchestrator.experiment_file import split_tree
 from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.search_space import load_search_space
@@ -85,12 +86,31 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(args.out / "results.md") as tmp:
         tmp.write_text(table + "\n")
     print(f"\nwrote {args.out / 'results.md'}; sweep files in {summary['folder']}")
+    if _pairs_gallery(uri, summary, args.out / "gallery.png"):
+        print(f"wrote {args.out / 'gallery.png'}: SOTAlign's retrieval gallery, encoder pairs side by side")
     print(f"runs are in MLflow ({uri}), experiment {summary['experiment']!r}:")
     print("  sotalign ui                     # then open the printed link to the runs table")
     print(
-        f"  sotalign compare --experiment {summary['experiment']} --group-by encoder_pair --filter \"tags.method = 'sotalign'\""
+        f"  sotalign compare --experiment {summary['experiment']} --group-by encoder_pair --filter \"tags.method = 'sotalign'\" --gallery gallery.png"
     )
     return 0
+
+
+def _pairs_gallery(uri: str, summary: dict, out: Path) -> bool:
+    """The galleries of this sweep's SOTAlign runs, the best of each encoder pair side by side; False
+    where the sweep trained no SOTAlign run (a user's ``--space``)."""
+    scope = f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}' and tags.method = 'sotalign'"
+    best = {}
+    try:
+        for row in collect(uri, summary["experiment"], "encoder_pair", "mean_recall_at_1", scope):
+            if row["group"] not in best or row["mean_recall_at_1"] > best[row["group"]]["mean_recall_at_1"]:
+                best[row["group"]] = row
+        runs = [(pair, row["run_id"], row["mean_recall_at_1"]) for pair, row in sorted(best.items())]
+        stitch_galleries(uri, runs, "mean R@1", out)
+    except InputError as why:  # no SOTAlign run, or none with images
+        print(f"no gallery: {why}")
+        return False
+    return True
 
 
 def _synthetic(args: argparse.Namespace) -> int:

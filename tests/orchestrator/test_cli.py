@@ -101,6 +101,8 @@ def test_bundled_demo_runs_a_sweep_and_prints_the_comparison(ray_cluster, tmp_pa
     runs = client.search_runs([client.get_experiment_by_name("openmoji").experiment_id], "tags.method = 'sotalign'")
     assert len(runs) == 1 and runs[0].data.tags["encoder_pair"].startswith("packaged:efficientnet-lite0")
     assert runs[0].data.tags["n_pairs"] == "40" and 0 <= runs[0].data.metrics["digits_top1"] <= 100
+    assert runs[0].data.tags["gallery"] == "plots/gallery.png"  # logged by the Train worker's rank 0
+    assert "gallery.png: SOTAlign's retrieval gallery" in out and (tmp_path / "out" / "gallery.png").is_file()
 
 
 def test_bad_demo_input_exits_2(tmp_path, capsys):
