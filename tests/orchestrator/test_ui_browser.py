@@ -7,7 +7,9 @@ scripts ran (--dump-dom):
 - a child run's page, #/experiments/<id>/runs/<run_id>, whose Tags box lists encoder_pair;
 - the runs table grouped by encoder_pair, the link `sotalign ui` prints for the shared view the
   project stores on every experiment it creates (the default table shows only the collapsed parent
-  run and no tag column).
+  run and no tag column);
+- the run's retrieval gallery, listed under its artifacts as every run logs it (plots/gallery.png,
+  drawn by the project's own gallery code) and shown: its orange frames are in the screenshot.
 Skipped only when no chromium binary is on PATH (`make system` installs Debian's as root).
 """
 
@@ -36,10 +38,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def store_sweep(db):
+def store_sweep(db, folder):
     from mlflow import MlflowClient
+    from PIL import Image
 
+    from orchestrator.gallery import draw_gallery
     from orchestrator.tracking import experiment_id
+    from sotalign.retrieval_cases import Hit, QueryResult
 
     client = MlflowClient(db)
     exp = experiment_id(db, "openmoji")  # as the project creates it: with the encoder-pair view
@@ -49,6 +54,18 @@ def store_sweep(db):
         tags = {"mlflow.parentRunId": parent, "encoder_pair": pair, "method": "sotalign", "teacher": "linear"}
         children[name] = client.create_run(exp, run_name=name, tags=tags).info.run_id
         client.log_metric(children[name], "mean_recall_at_1", score)
+    colours = ["red", "green", "blue", "gold", "purple", "black"]
+    misses = [QueryResult(q, [Hit(r, 0.5, False) for r in range(5) if r != q], q, 7) for q in range(4)]
+    gallery = draw_gallery(
+        misses,
+        misses,
+        lambda row: Image.new("RGB", (32, 32), colours[row]),
+        lambda row: f"a {colours[row]} square",
+        "planted",
+        folder / "plots" / "gallery.png",
+    )
+    client.log_artifact(children["lite0-minilm"], str(gallery), "plots")
+    for name in children:
         client.set_terminated(children[name])
     client.set_terminated(parent)
     return exp, children
@@ -91,7 +108,7 @@ def render(url, screenshot, expected):
 )
 def test_ui_renders_the_sweep_with_its_encoder_pairs(tmp_path):
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp, children = store_sweep(db)
+    exp, children = store_sweep(db, tmp_path)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
@@ -126,6 +143,14 @@ def test_ui_renders_the_sweep_with_its_encoder_pairs(tmp_path):
                 scores[0],
             ],
         )
+        artifact = f"{runs_link}/{children['lite0-minilm']}/artifacts/plots/gallery.png"
+        render(artifact, tmp_path / "gallery.png", ["Artifacts", "plots", "plots/gallery.png"])
+        from PIL import Image
+
+        from orchestrator.gallery import ORANGE
+
+        shown = Image.open(tmp_path / "gallery.png").convert("RGB").getdata()
+        assert sum(pixel == ORANGE for pixel in shown) > 200  # the gallery's frames, drawn in the page
         grouped = next(line.split(": ", 1)[1].strip() for line in lines if "openmoji by encoder pair:" in line)
         render(
             grouped,
