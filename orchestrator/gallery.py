@@ -3,7 +3,7 @@ galleries side by side (``sotalign compare --gallery``). Drawn with PIL: each is
 thumbnails and short texts, no plotting library needed.
 
 A gallery has two panels over the same seeded queries for every run of a split
-(``sotalign.retrieval_cases``): each query caption with its top-5 images, each query image with
+(``sotalign.experiments.retrieval_cases``): each query caption with its top-5 images, each query image with
 its top-5 captions. A correct candidate has a green frame; where none of the top 5 is correct,
 the right one follows in orange with its rank.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from sotalign.retrieval_cases import QueryResult
+from sotalign.experiments.retrieval_cases import QueryResult
 
 THUMB = 96  # px: a thumbnail's side
 CELL = THUMB + 16  # px: a candidate's cell (frame and score below)

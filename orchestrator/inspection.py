@@ -1,7 +1,7 @@
 """What every run logs beside its metrics so that its answers can be looked at: the retrieval
 gallery (``plots/gallery.png``) and the failure summary (``eval/worst.csv``) of its test split.
 
-The queries are the split's, not the run's (``sotalign.retrieval_cases.pick_queries``): two runs
+The queries are the split's, not the run's (``sotalign.experiments.retrieval_cases.pick_queries``): two runs
 of one experiment show the same captions and images, side by side in the MLflow UI's artifact
 view. Images and captions are re-read from the dataset by their store ids
 (``sotalign.data.items``); a run whose data has none (synthetic) logs no gallery and says why in
@@ -20,7 +20,7 @@ import torch
 from orchestrator.gallery import draw_gallery
 from sotalign.data.items import DatasetItems, open_items
 from sotalign.data.views import RetrievalView
-from sotalign.retrieval_cases import confused_pairs, pick_queries, retrieve, worst_captions
+from sotalign.experiments.retrieval_cases import confused_pairs, pick_queries, retrieve, worst_captions
 
 GALLERY_FILE, WORST_FILE = "plots/gallery.png", "eval/worst.csv"
 GALLERY_TAG = "gallery"  # "plots/gallery.png", or "skipped: <why>"

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from orchestrator.cli import main
 from orchestrator.gallery import CELL, GREEN, GREY, HEADER_H, LABEL_W, ORANGE, THUMB, draw_gallery
-from sotalign.retrieval_cases import Hit, QueryResult
+from sotalign.experiments.retrieval_cases import Hit, QueryResult
 
 IMAGE = "packaged:efficientnet-lite0?image_size=32"  # the packaged weights at a test size
 TEXT = "packaged:all-minilm-l6-v2"

@@ -44,7 +44,7 @@ def store_sweep(db, folder):
 
     from orchestrator.gallery import draw_gallery
     from orchestrator.tracking import experiment_id
-    from sotalign.retrieval_cases import Hit, QueryResult
+    from sotalign.experiments.retrieval_cases import Hit, QueryResult
 
     client = MlflowClient(db)
     exp = experiment_id(db, "openmoji")  # as the project creates it: with the encoder-pair view

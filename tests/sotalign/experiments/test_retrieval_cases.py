@@ -8,7 +8,7 @@ import torch
 from sotalign.checks import InputError
 from sotalign.data.views import RetrievalView
 from sotalign.evaluation import retrieval
-from sotalign.retrieval_cases import confused_pairs, pick_queries, retrieve, worst_captions
+from sotalign.experiments.retrieval_cases import confused_pairs, pick_queries, retrieve, worst_captions
 
 
 def view_of(images, captions, caption_image, groups=None):
