@@ -18,17 +18,20 @@ import numpy as np
 import torch
 
 from orchestrator.gallery import draw_gallery
+from sotalign.checks import InputError
 from sotalign.data.items import DatasetItems, open_items
 from sotalign.data.views import RetrievalView
 from sotalign.experiments.retrieval_cases import confused_pairs, pick_queries, retrieve, worst_captions
 
 GALLERY_FILE, WORST_FILE = "plots/gallery.png", "eval/worst.csv"
-GALLERY_TAG = "gallery"  # "plots/gallery.png", or "skipped: <why>"
+GALLERY_TAG = "gallery"  # "plots/gallery.png" (and eval/worst.csv), or "skipped: <why>" (neither)
 N_WORST = 20  # rows of each kind in worst.csv: a page to read, not a dump
 
 
 def inspection_files(experiment, data, model) -> tuple[dict[str, Callable[[Path], object]], dict[str, str]]:
-    """(artifact path -> writer, tags) of a trained model's gallery and failure summary."""
+    """(artifact path -> writer, tags) of a trained model's gallery and failure summary. A gallery
+    that cannot be drawn (an image file gone) does not fail the run: its writer leaves no file and
+    puts the reason in the tags, which are to be logged after the writers ran."""
     view: RetrievalView = data.test
     items = open_items(experiment.data.dataset, experiment.data.store)
     if view.image_ids is None and not isinstance(items, str):
@@ -43,6 +46,8 @@ def inspection_files(experiment, data, model) -> tuple[dict[str, Callable[[Path]
         f"{experiment.data.test_split or 'held-out'} | n_pairs {experiment.data.n_pairs} | seed {experiment.seed}"
     )
 
+    tags = {GALLERY_TAG: GALLERY_FILE}
+
     def gallery(path: Path) -> None:
         by_text, by_image = retrieve(image_emb, text_emb, view, *pick_queries(view))
         draw_gallery(by_text, by_image, names.image, names.caption, title, path)
@@ -55,7 +60,17 @@ def inspection_files(experiment, data, model) -> tuple[dict[str, Callable[[Path]
             names,
         )
 
-    return {GALLERY_FILE: gallery, WORST_FILE: worst}, {GALLERY_TAG: GALLERY_FILE}
+    def guarded(write: Callable[[Path], None]) -> Callable[[Path], None]:
+        def run(path: Path) -> None:
+            try:
+                write(path)
+            except (OSError, InputError) as error:  # the dataset's files here differ from the store's
+                path.unlink(missing_ok=True)
+                tags[GALLERY_TAG] = f"skipped: {error}"
+
+        return run
+
+    return {GALLERY_FILE: guarded(gallery), WORST_FILE: guarded(worst)}, tags
 
 
 class Names:

@@ -192,8 +192,6 @@ def _log_final(uri: str, run_id: str, model, experiment: Experiment, data, final
     model.provenance = provenance(experiment)
     files, tags = inspection_files(experiment, data, model)
     tracking.log_metrics(uri, run_id, final, int(final["step"]))
-    for key, value in tags.items():
-        tracking.client(uri).set_tag(run_id, key, value)
     tracking.log_model_artifacts(
         uri,
         run_id,
@@ -202,6 +200,8 @@ def _log_final(uri: str, run_id: str, model, experiment: Experiment, data, final
         final,
         files={"plots/training.png": lambda path: plot_history(model.history, path), **files},
     )
+    for key, value in tags.items():  # after the writers: a gallery that could not be drawn says why
+        tracking.client(uri).set_tag(run_id, key, value)
 
 
 def provenance(experiment: Experiment) -> dict[str, str | None]:

@@ -19,6 +19,8 @@ from sotalign.data.datasets import ImageTextDataset
 from sotalign.data.extract import MANIFEST
 from sotalign.data.registry import BUNDLED, NPM_CACHE, is_iconify, load_dataset
 
+CHANGED = "its files differ from what the store embedded (a file gone or changed since `sotalign embed`)"
+
 
 @dataclass
 class DatasetItems:
@@ -39,7 +41,7 @@ class DatasetItems:
 
     def image(self, store_id: str) -> Image.Image:
         if store_id not in self.image_index:
-            raise InputError(f"no image {store_id!r} in dataset {self.dataset.name!r}: the store and dataset differ")
+            raise InputError(f"no image {store_id!r} in dataset {self.dataset.name!r} as read now: {CHANGED}")
         return self.dataset.load_image(self.image_index[store_id]).convert("RGB")
 
     def describe(self, image_store_id: str) -> str:
@@ -53,7 +55,7 @@ class DatasetItems:
 
     def caption(self, store_id: str) -> str:
         if store_id not in self.caption_index:
-            raise InputError(f"no caption {store_id!r} in dataset {self.dataset.name!r}: the store and dataset differ")
+            raise InputError(f"no caption {store_id!r} in dataset {self.dataset.name!r} as read now: {CHANGED}")
         return self.dataset.captions[self.caption_index[store_id]]
 
 
@@ -66,6 +68,8 @@ def open_items(dataset: str, store: str | Path) -> DatasetItems | str:
         loaded = load_dataset(dataset)
     elif is_iconify(dataset):
         loaded = load_dataset(dataset, npm_cache=str(Path(store) / NPM_CACHE))
+    elif not (Path(store) / dataset).is_dir():
+        return f"no folder {Path(store) / dataset} on this machine (the store is not shared with it)"
     else:
         source = _recorded_source(Path(store) / dataset)
         if source is None:

@@ -108,6 +108,15 @@ def test_runs_log_a_gallery_of_the_same_queries_and_a_failure_summary(shapes, ca
     out = capsys.readouterr().out
     assert f"top 5 images of shapes/test for {caption!r}" in out and out.count("| shapes/") == 5
 
+    for row in (shapes / "shapes.csv").read_text().splitlines()[1:]:  # the test images gone from this machine
+        if row.endswith(",test"):
+            (shapes / row.split(",")[0]).unlink()
+    run = client.get_run(train(shapes, "teacher"))  # the newest teacher run
+    assert run.info.status == "FINISHED" and run.data.tags["gallery"].startswith("skipped: ")
+    assert "differ from what the store embedded" in run.data.tags["gallery"] and "mean_recall_at_1" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {"plots/training.png"}
+    assert not client.list_artifacts(run.info.run_id, "eval")  # neither the gallery nor worst.csv
+
 
 def test_a_synthetic_run_says_why_it_has_no_gallery(tmp_path):
     run_id = train(tmp_path, "sail", dataset="synthetic")
