@@ -5,6 +5,7 @@ without opening the UI: a table of best and mean ± std per group, a bar chart (
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from orchestrator.gallery import side_by_side
@@ -92,6 +93,7 @@ def stitch_galleries(uri: str, runs: list[tuple[str, str, float]], metric: str, 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small PNG per run: no bars
     client = MlflowClient(uri)
     with tempfile.TemporaryDirectory() as folder:
         paths, labels = [], []

@@ -10,6 +10,7 @@ heads read.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def load_model(args: argparse.Namespace, folder: Path) -> AlignedModel:
 
     uri = tracking_uri(args.tracking_uri)
     ensure_reachable(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model folder: no bar
     try:
         path = MlflowClient(uri).download_artifacts(args.run_id, "model", str(folder))
     except MlflowException as error:
