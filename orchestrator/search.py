@@ -60,17 +60,9 @@ def run(args: argparse.Namespace) -> int:
         )
     modality = "image" if args.text is not None else "text"  # what is searched
     table = candidates(where, modality, model)
-    query_spec = where["text_encoder" if args.text is not None else "image_encoder"]
-    encoder = load_encoder(query_spec)
     with torch.no_grad():
-        if args.text is not None:
-            query = model.encode_text(encoder.embed([args.text]))
-            found = model.encode_image(table.embeddings)
-        else:
-            from PIL import Image
-
-            query = model.encode_image(encoder.embed([Image.open(args.image).convert("RGB")]))
-            found = model.encode_text(table.embeddings)
+        query = embedded_query(args, where, model)
+        found = model.encode_image(table.embeddings) if modality == "image" else model.encode_text(table.embeddings)
     scores, rows = (found @ query[0]).topk(min(args.k, len(found)))
     items = open_items(where["dataset"], where["store"])
     describe = (lambda i: "") if isinstance(items, str) else (items.caption if modality == "text" else items.describe)
@@ -91,6 +83,19 @@ def run(args: argparse.Namespace) -> int:
         contact_sheet(pictures, labels, args.out, f"{label} -> {where['dataset']}/{where['split']}")
         print(f"\nwrote {args.out}")
     return 0
+
+
+def embedded_query(args: argparse.Namespace, where: dict, model: AlignedModel) -> torch.Tensor:
+    """The ``--text`` or ``--image`` query in the joint space, through the model's own frozen encoder."""
+    if args.text is not None:
+        return model.encode_text(load_encoder(where["text_encoder"]).embed([args.text]))
+    from PIL import Image
+
+    try:
+        image = Image.open(args.image).convert("RGB")
+    except OSError as error:  # not an image, or a truncated one
+        raise InputError(f"--image {args.image} is not a readable image: {error}") from None
+    return model.encode_image(load_encoder(where["image_encoder"]).embed([image]))
 
 
 def load_model(args: argparse.Namespace, folder: Path) -> AlignedModel:

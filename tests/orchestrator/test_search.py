@@ -118,6 +118,9 @@ def test_a_store_of_another_encoder_and_bad_queries_exit_2(store, capsys):
     model = planted_model(store)
     assert main(["search", "--model", str(model), "--image", str(store / "missing.png")]) == 2
     assert "no such file" in capsys.readouterr().err
+    (store / "notes.png").write_text("not an image")
+    assert main(["search", "--model", str(model), "--image", str(store / "notes.png")]) == 2
+    assert "is not a readable image" in capsys.readouterr().err
     assert main(["search", "--model", str(store), "--text", "x"]) == 2
     assert "holds no saved model" in capsys.readouterr().err
     assert main(["search", "--model", str(model), "--text", "x", "--split", "test"]) == 2
