@@ -114,6 +114,7 @@ def train_experiment(
     import ray.train.torch
 
     data = load_data(experiment, ids)
+    teacher = None  # stage 1 fitted here when the diagnostic needs it, and handed to training (fitted once)
     if run_id is None:
         run_tags = {**experiment.tags(), "n_unpaired": str(data.n_unpaired), **(tags or {})}
         run_name = name or f"{experiment.name}-{experiment.method}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -121,19 +122,21 @@ def train_experiment(
         name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
         if experiment.config().uses_unpaired:  # how far the unpaired data lies from the pairs (paper eq. 14)
             tracking.log_metrics(uri, run_id, data.distribution_shift(), 0)
-            tracking.log_metrics(
-                uri, run_id, data.plan_diagnostic(experiment.config()), 0
-            )  # the teacher's plan on hidden partners
+            if data.unpaired_image_labels is not None:  # the teacher's plan on hidden partners
+                teacher = data.stage1(experiment.config())
+                tracking.log_metrics(uri, run_id, data.plan_diagnostic(experiment.config(), teacher), 0)
     name = name or f"{experiment.name}-{run_id}"
     if options.workers == 0:
         with tracking.ending_run(uri, run_id):
-            return {**train_in_process(experiment, data, uri, run_id, report), "run_id": run_id, "checkpoint": None}
+            final = train_in_process(experiment, data, uri, run_id, report, teacher)
+            return {**final, "run_id": run_id, "checkpoint": None}
     loop_config = {
         "experiment": experiment.to_dict(),
         "data": ray.put(data),
         "tracking_uri": uri,
         "run_id": run_id,
         "checkpoint_every": options.checkpoint_every,
+        "teacher": teacher,  # None: rank 0 fits it
     }
     use_gpu = options.gpus_per_worker > 0
     trainer = ray.train.torch.TorchTrainer(
@@ -162,7 +165,12 @@ def train_experiment(
 
 
 def train_in_process(
-    experiment: Experiment, data, uri: str, run_id: str, report: Callable[[dict], None] | None = None
+    experiment: Experiment,
+    data,
+    uri: str,
+    run_id: str,
+    report: Callable[[dict], None] | None = None,
+    teacher=None,
 ) -> dict:
     """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs."""
     import ray
@@ -175,7 +183,7 @@ def train_in_process(
         if report is not None and "val/mean_recall_at_1" in record:
             report(dict(record))
 
-    model = data.fit(experiment.config(), callback=on_record)
+    model = data.fit(experiment.config(), teacher=teacher, callback=on_record)
     final = _final_metrics(model, data, 0)
     _log_final(uri, run_id, model, experiment, data, final)
     if report is not None:
@@ -256,6 +264,7 @@ def train_worker(loop_config: dict) -> None:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
             teacher = Teacher.load(Path(folder) / TEACHER_FILE)
             resumed_from = state["step"]
+    teacher = teacher or loop_config["teacher"]  # a checkpoint's, else the driver's (fitted for the diagnostic)
     if teacher is None:  # stage 1 once, on rank 0; the other ranks receive it
         box = [None]
         if rank == 0:

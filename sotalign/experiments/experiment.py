@@ -205,14 +205,22 @@ class ExperimentData:
         """Validation retrieval, scored as the test is (the model selection's metric)."""
         return evaluate_views(model, self.validation)
 
-    def plan_diagnostic(self, config: AlignConfig) -> dict[str, float]:
+    def stage1(self, config: AlignConfig):
+        """The stage-1 teacher ``sotalign.fit`` trains against with ``config`` on this budget (what its
+        ``teacher=`` takes, so that a run that also needs it for ``plan_diagnostic`` fits it once)."""
+        a, b, x, y, _ = checked_inputs(
+            self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts, None, config
+        )
+        return fit_stage1(a, b, x, y, config)
+
+    def plan_diagnostic(self, config: AlignConfig, teacher=None) -> dict[str, float]:
         """How much of the teacher's OT plan on an unpaired batch falls on true partners, in percent:
         ``diagnostic/plan_mass_on_partners``, ``diagnostic/plan_argmax_on_partners`` and
         ``diagnostic/chance_mass_on_partners`` (``sotalign.evaluation.plan_accuracy``); {} where the
         pairing is unknown or the batch holds no partners.
 
-        The teacher is the one ``sotalign.fit`` trains against with ``config`` (stage 1 once more:
-        a closed form, or for the contrastive teacher a second, identical SAIL run); the plan is
+        The teacher is ``teacher``, or when None the one ``sotalign.fit`` trains against with
+        ``config`` (``stage1``: a closed form, or for the contrastive teacher a SAIL run); the plan is
         solved at ``config.eps_teacher`` on the teacher's projections, as the KLOT term solves it,
         for a batch of the run's unpaired batch size (at most ``DIAGNOSTIC_BATCH``) drawn with its seed.
         """
@@ -228,7 +236,7 @@ class ExperimentData:
         texts = rng.permutation(len(y))[: min(n_texts, DIAGNOSTIC_BATCH)]
         if not np.isin(image_labels[images], text_labels[texts]).any():
             return {}
-        teacher = fit_stage1(a, b, x, y, config)
+        teacher = teacher or fit_stage1(a, b, x, y, config)
         with torch.no_grad():
             scores = plan_accuracy(
                 teacher.project_images(x[images]),

@@ -1,7 +1,8 @@
 """Every run on a dataset with images logs its retrieval gallery and failure summary; two runs of one
 split show the same queries; `compare --gallery` stitches them; `search --run` reads a run's model.
 The data is a user's table of drawn shapes, embedded by `sotalign embed` with the packaged encoders;
-the drawing of a gallery is checked on planted rankings."""
+the drawing of a gallery is checked on planted rankings. Also on these runs: a SOTAlign run that logs
+the teacher's plan diagnostic fits its teacher once, and ends where a fresh fit ends."""
 
 import csv
 from pathlib import Path
@@ -71,6 +72,25 @@ def train(folder: Path, method: str, dataset: str = "shapes") -> str:
     return client.search_runs([experiment.experiment_id], f"tags.method = '{method}'")[0].info.run_id
 
 
+def test_a_run_with_the_plan_diagnostic_fits_its_teacher_once(shapes, monkeypatch):
+    import sotalign.experiments.experiment as harness
+    import sotalign.two_stage as two_stage
+    from orchestrator.experiment_file import load_experiment_file
+    from sotalign.encoders import encoder_id
+
+    calls = []
+    counted = lambda fit: lambda *a, **k: calls.append(1) or fit(*a, **k)  # noqa: E731
+    monkeypatch.setattr(harness, "fit_stage1", counted(harness.fit_stage1))
+    monkeypatch.setattr(two_stage, "fit_stage1", counted(two_stage.fit_stage1))
+    run = MlflowClient(f"sqlite:///{shapes / 'mlflow.db'}").get_run(train(shapes, "sotalign"))
+    assert len(calls) == 1 and "diagnostic/plan_mass_on_partners" in run.data.metrics
+    monkeypatch.undo()
+    experiment, _ = load_experiment_file(shapes / "sotalign-shapes.yaml")
+    data = harness.load_data(experiment, {spec: encoder_id(spec) for spec in (IMAGE, TEXT)})
+    expected = data.evaluate(data.fit(experiment.config()))  # its own stage 1, no diagnostic
+    assert run.data.metrics["mean_recall_at_1"] == pytest.approx(expected["mean_recall_at_1"], abs=1e-6)
+
+
 def test_runs_log_a_gallery_of_the_same_queries_and_a_failure_summary(shapes, capsys):
     runs = [train(shapes, method) for method in ("sail", "teacher")]
     client = MlflowClient(f"sqlite:///{shapes / 'mlflow.db'}")
@@ -98,7 +118,10 @@ def test_runs_log_a_gallery_of_the_same_queries_and_a_failure_summary(shapes, ca
     command = ["compare", "--experiment", "shapes", "--group-by", "method", "--out", str(shapes / "bars.png")]
     assert main([*command, "--tracking-uri", f"sqlite:///{shapes / 'mlflow.db'}", "--gallery", str(out)]) == 0
     stitched = Image.open(out)
-    assert stitched.size == (2 * first.width + 30, first.height + 40)
+    methods = {
+        r.data.tags["method"] for r in client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    }
+    assert stitched.size == (len(methods) * (first.width + 10) + 10, first.height + 40)  # one gallery per method
 
     caption = "a red circle"
     assert (
