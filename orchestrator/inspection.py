@@ -14,13 +14,12 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from orchestrator.gallery import draw_gallery
 from sotalign.checks import InputError
 from sotalign.data.items import DatasetItems, open_items
-from sotalign.data.views import RetrievalView
+from sotalign.data.views import RetrievalView, first_rows
 from sotalign.experiments.retrieval_cases import confused_pairs, pick_queries, retrieve, worst_captions
 
 GALLERY_FILE, WORST_FILE = "plots/gallery.png", "eval/worst.csv"
@@ -79,9 +78,7 @@ class Names:
 
     def __init__(self, view: RetrievalView, items: DatasetItems) -> None:
         self.view, self.items = view, items
-        self.first_caption = np.full(len(view.images), -1)
-        for row in range(len(view.caption_image) - 1, -1, -1):
-            self.first_caption[view.caption_image[row]] = row
+        self.first_caption = first_rows(view.caption_image, len(view.images))
 
     def image(self, row: int):
         return self.items.image(str(self.view.image_ids[row]))

@@ -57,9 +57,7 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
         names, group = np.unique(concepts.astype(str), return_inverse=True)
         group = group.reshape(-1)
     key = np.arange(len(images.ids)) if group is None else group  # whose first caption an image gets
-    first = np.full(int(key.max()) + 1, -1)
-    for row in range(len(caption_image) - 1, -1, -1):
-        first[key[caption_image[row]]] = row
+    first = first_rows(key[caption_image], int(key.max()) + 1)
     if (first[key] < 0).any():
         raise InputError(f"{int((first[key] < 0).sum())} images have no caption")
     return RetrievalView(
@@ -72,6 +70,14 @@ def retrieval_view(images: EmbeddingTable, captions: EmbeddingTable) -> Retrieva
         np.asarray(images.ids),
         np.asarray(captions.ids),
     )
+
+
+def first_rows(owners: np.ndarray, n: int) -> np.ndarray:
+    """For each of ``n`` owners (images, concepts), the lowest row of ``owners`` that is theirs; -1 for none."""
+    first = np.full(n, -1)
+    for row in range(len(owners) - 1, -1, -1):
+        first[owners[row]] = row
+    return first
 
 
 def pairs_view(images: torch.Tensor, texts: torch.Tensor) -> RetrievalView:
