@@ -65,24 +65,29 @@ def run(args: argparse.Namespace) -> int:
     ensure_reachable(uri)
     rows = collect(uri, args.experiment, args.group_by, args.metric, args.filter)
     stats = summarize(rows, args.metric, by=("group",))
-    pick = max if args.mode == "max" else min
-    best = {g: pick(r[args.metric] for r in rows if r["group"] == g) for (g,) in stats}
+    best = best_runs(rows, args.metric, args.mode)
     counts = {g: sum(r["group"] == g for r in rows) for (g,) in stats}
     order = sorted(stats, key=lambda k: stats[k][0], reverse=args.mode == "max")
     print(f"| {args.group_by} | runs | best {args.metric} | mean ± std |")
     print("|---|---|---|---|")
     for (group,) in order:
         mean, std = stats[(group,)]
-        print(f"| {group} | {counts[group]} | {best[group]:.2f} | {mean:.2f} ± {std:.2f} |")
+        print(f"| {group} | {counts[group]} | {best[group][args.metric]:.2f} | {mean:.2f} ± {std:.2f} |")
     _plot(order, stats, args.metric, args.group_by, args.out)
     print(f"\nwrote {args.out}")
     if args.gallery is not None:
-        best_runs = {g: pick((r for r in rows if r["group"] == g), key=lambda r: r[args.metric]) for (g,) in order}
         stitch_galleries(
-            uri, [(g, r["run_id"], r[args.metric]) for g, r in best_runs.items()], args.metric, args.gallery
+            uri, [(g, best[g]["run_id"], best[g][args.metric]) for (g,) in order], args.metric, args.gallery
         )
         print(f"wrote {args.gallery}")
     return 0
+
+
+def best_runs(rows: list[dict], metric: str, mode: str = "max") -> dict[str, dict]:
+    """group -> its best row (``collect``'s rows: group, metric, run_id)."""
+    pick = max if mode == "max" else min
+    groups = dict.fromkeys(row["group"] for row in rows)
+    return {g: pick((r for r in rows if r["group"] == g), key=lambda r: r[metric]) for g in groups}
 
 
 def stitch_galleries(uri: str, runs: list[tuple[str, str, float]], metric: str, out: Path) -> Path:

@@ -15,7 +15,7 @@ import datetime
 import json
 from pathlib import Path
 
-from orchestrator.compare import collect, stitch_galleries
+from orchestrator.compare import best_runs, collect, stitch_galleries
 from orchestrator.experiment_file import split_tree
 from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.search_space import load_search_space
@@ -100,11 +100,10 @@ def _pairs_gallery(uri: str, summary: dict, out: Path) -> bool:
     """The galleries of this sweep's SOTAlign runs, the best of each encoder pair side by side; False
     where the sweep trained no SOTAlign run (a user's ``--space``)."""
     scope = f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}' and tags.method = 'sotalign'"
-    best = {}
     try:
-        for row in collect(uri, summary["experiment"], "encoder_pair", "mean_recall_at_1", scope):
-            if row["group"] not in best or row["mean_recall_at_1"] > best[row["group"]]["mean_recall_at_1"]:
-                best[row["group"]] = row
+        best = best_runs(
+            collect(uri, summary["experiment"], "encoder_pair", "mean_recall_at_1", scope), "mean_recall_at_1"
+        )
         runs = [(pair, row["run_id"], row["mean_recall_at_1"]) for pair, row in sorted(best.items())]
         stitch_galleries(uri, runs, "mean R@1", out)
     except InputError as why:  # no SOTAlign run, or none with images

@@ -236,7 +236,7 @@ class ExperimentData:
         texts = rng.permutation(len(y))[: min(n_texts, DIAGNOSTIC_BATCH)]
         if not np.isin(image_labels[images], text_labels[texts]).any():
             return {}
-        teacher = teacher or fit_stage1(a, b, x, y, config)
+        teacher = teacher or self.stage1(config)
         with torch.no_grad():
             scores = plan_accuracy(
                 teacher.project_images(x[images]),
