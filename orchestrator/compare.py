@@ -10,7 +10,7 @@ from pathlib import Path
 
 from orchestrator.gallery import side_by_side
 from orchestrator.inspection import GALLERY_FILE, GALLERY_TAG
-from orchestrator.tracking import ensure_reachable, tracking_uri
+from orchestrator.tracking import client, ensure_reachable, tracking_uri
 from sotalign.checks import InputError
 from sotalign.experiments.results import summarize
 
@@ -39,15 +39,14 @@ def add_parser(commands) -> None:
 def collect(uri: str, experiment: str, group_by: str, metric: str, filter_string: str = "") -> list[dict]:
     """One row per run that has ``metric``: its group (tag value) and its value."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
+    store = client(uri)
+    exp = store.get_experiment_by_name(experiment)
     if exp is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        names = ", ".join(e.name for e in store.search_experiments()) or "none"
         raise InputError(f"no MLflow experiment {experiment!r} at {uri}; experiments: {names}")
     try:
-        runs = client.search_runs([exp.experiment_id], filter_string, max_results=50000)
+        runs = store.search_runs([exp.experiment_id], filter_string, max_results=50000)
     except MlflowException as error:
         raise InputError(f"bad --filter {filter_string!r}: {error.message}") from None
     rows = [
@@ -96,18 +95,17 @@ def stitch_galleries(uri: str, runs: list[tuple[str, str, float]], metric: str, 
     import tempfile
 
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small PNG per run: no bars
-    client = MlflowClient(uri)
+    store = client(uri)
     with tempfile.TemporaryDirectory() as folder:
         paths, labels = [], []
         for group, run_id, value in runs:
             try:
-                paths.append(Path(client.download_artifacts(run_id, GALLERY_FILE, f"{folder}/{run_id}")))
+                paths.append(Path(store.download_artifacts(run_id, GALLERY_FILE, f"{folder}/{run_id}")))
                 labels.append(f"{group}: {metric} {value:.2f} (run {run_id[:8]})")
             except (MlflowException, OSError):
-                why = client.get_run(run_id).data.tags.get(GALLERY_TAG, "no gallery logged (trained before galleries)")
+                why = store.get_run(run_id).data.tags.get(GALLERY_TAG, "no gallery logged (trained before galleries)")
                 print(f"{group}: run {run_id[:8]} has no gallery ({why})")
         if not paths:
             raise InputError("none of the compared runs has a retrieval gallery (plots/gallery.png)")

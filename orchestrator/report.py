@@ -11,6 +11,7 @@ to a ``report`` run of the same experiment.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import yaml
 
 from orchestrator import tracking
 from sotalign.checks import InputError
+from sotalign.config import AlignConfig
 from sotalign.experiments.paper_results import TABLE1, TABLE4
 from sotalign.experiments.results import cell, format_table, seeds_of, summarize
 from sotalign.methods import METHODS
@@ -136,11 +138,21 @@ def collect_runs(uri: str, experiment: str, metric: str) -> list[dict]:
             continue  # sweep parents, reports, runs stopped early
         params = {k: _param_value(v) for k, v in r.data.params.items()}
         row = {**r.data.metrics, **{k: params.get(k) for k in VARIED if k in params}}  # a param wins over a metric (lr)
-        row.update(encoder_pair=r.data.tags.get("encoder_pair"), seed=params.get("seed"))
+        row.update(
+            encoder_pair=r.data.tags.get("encoder_pair"),
+            seed=params.get("seed"),
+            depends_on_unpaired=_config(params).depends_on_unpaired,
+        )
         rows.append(row)
     if not rows:
         raise InputError(f"none of the {len(runs)} finished runs of {experiment!r} has the test metric {metric!r}")
     return rows
+
+
+def _config(params: dict) -> AlignConfig:
+    """The run's AlignConfig back from its logged params (fields it predates take their defaults)."""
+    names = {f.name for f in dataclasses.fields(AlignConfig)}
+    return AlignConfig(**{k: v for k, v in params.items() if k in names})
 
 
 def _param_value(text: str):
@@ -286,6 +298,8 @@ def _methods(report: Report, rows, metric) -> None:
 def _budget_curves(report: Report, rows, metric, budgets: list[str]) -> None:
     """Paper Fig. 4: the metric against each varied budget; when both vary, one table and plot per
     value of the other (a pairs curve per unpaired pool, an unpaired curve per pair budget)."""
+    if "data.n_unpaired" in budgets:
+        rows = _at_every_unpaired_budget(rows)
     for x in budgets:
         other = next((k for k in budgets if k != x), None)
         for value in _ordered({r.get(other) for r in rows}) if other else [None]:
@@ -299,6 +313,23 @@ def _budget_curves(report: Report, rows, metric, budgets: list[str]) -> None:
                 "paper Fig. 4",
                 at=f"{other.split('.')[-1]} = {_show(value)}" if other else None,
             )
+
+
+def _at_every_unpaired_budget(rows: list[dict]) -> list[dict]:
+    """The runs of a method the unpaired data does not change (SAIL) copied to every unpaired
+    budget the method was not run at: one SAIL run per pair budget draws its flat line across."""
+    budgets = {r.get("data.n_unpaired") for r in rows}
+    filled = list(rows)
+    for method in {r.get("method") for r in rows if not r["depends_on_unpaired"]}:
+        own = [r for r in rows if r.get("method") == method]
+        if any(r["depends_on_unpaired"] for r in own):
+            continue  # the same method run both ways (another centring): leave it as run
+        ran_at = {r.get("data.n_unpaired") for r in own}
+        source = _ordered(ran_at)[-1]  # one budget's runs, so that no seed counts twice
+        filled += [
+            {**r, "data.n_unpaired": b} for b in budgets - ran_at for r in own if r.get("data.n_unpaired") == source
+        ]
+    return filled
 
 
 def _curves(report: Report, rows, metric, x: str, line: str, source: str, at: str | None = None) -> None:

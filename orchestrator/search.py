@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from orchestrator.gallery import contact_sheet
-from orchestrator.tracking import ensure_reachable, tracking_uri
+from orchestrator.tracking import client, ensure_reachable, tracking_uri
 from sotalign.checks import InputError
 from sotalign.data.extract import is_complete, read_table, table_dir
 from sotalign.data.items import open_items
@@ -103,13 +103,12 @@ def load_model(args: argparse.Namespace, folder: Path) -> AlignedModel:
     if args.model is not None:
         return AlignedModel.load(args.model)
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(args.tracking_uri)
     ensure_reachable(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model folder: no bar
     try:
-        path = MlflowClient(uri).download_artifacts(args.run_id, "model", str(folder))
+        path = client(uri).download_artifacts(args.run_id, "model", str(folder))
     except MlflowException as error:
         raise InputError(f"run {args.run_id!r} at {uri}: {error.message}") from None
     return AlignedModel.load(path)

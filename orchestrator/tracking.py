@@ -9,6 +9,7 @@ encoder_pair, method, teacher, dataset, n_pairs, n_unpaired. Metric names never 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -68,27 +69,49 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a sqlite store between processes: two runs started at once on a
+    new ``mlflow.db`` would both create its schema ("duplicate column name: step") or the same
+    experiment. A lock file beside the database; a server store needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @functools.lru_cache(maxsize=8)
 def client(uri: str):
-    """An ``MlflowClient`` for ``uri``, checked reachable once per process; no global MLflow state."""
+    """An ``MlflowClient`` for ``uri``, checked reachable once per process (a sqlite store is created
+    under a lock, see ``_store_lock``); no global MLflow state."""
     from mlflow.tracking import MlflowClient
 
     ensure_reachable(uri)
-    return MlflowClient(uri)
+    with _store_lock(uri):
+        mlflow_client = MlflowClient(uri)
+        mlflow_client.search_experiments(max_results=1)  # creates or upgrades a sqlite store's schema
+    return mlflow_client
 
 
 def experiment_id(uri: str, name: str) -> str:
     """The id of experiment ``name``, created if missing (with a sqlite store, its artifacts go
     beside the database in ``mlartifacts/<name>``, not into ``./mlruns``)."""
     mlflow_client = client(uri)
-    existing = mlflow_client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
-    exp_id = mlflow_client.create_experiment(name, artifact_location=location)
-    mlflow_client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{PAIRS_VIEW}", json.dumps(PAIRS_VIEW_STATE))
+    with _store_lock(uri):
+        existing = mlflow_client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
+        exp_id = mlflow_client.create_experiment(name, artifact_location=location)
+        mlflow_client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{PAIRS_VIEW}", json.dumps(PAIRS_VIEW_STATE))
     return exp_id
 
 

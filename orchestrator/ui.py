@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from orchestrator.tracking import PAIRS_VIEW, ensure_reachable, runs_link, tracking_uri
+from orchestrator.tracking import PAIRS_VIEW, client, ensure_reachable, runs_link, tracking_uri
 from sotalign.checks import InputError
 
 RAY_POLL_S = 2.0  # how often --stop-with-ray looks for the raylet: the server outlives `ray stop` by at most this
@@ -101,9 +101,7 @@ def _allowed_hosts(host: str, extra: str | None) -> str:
 
 
 def _print_links(server: str, store: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    experiments = MlflowClient(store).search_experiments()
+    experiments = client(store).search_experiments()
     print(f"MLflow UI: {server}")
     for exp in experiments:
         print(f"  {exp.name}: {runs_link(server, exp.experiment_id)}")

@@ -143,6 +143,13 @@ class AlignConfig:
         return self.uses_unpaired or self.method == "teacher"
 
     @property
+    def depends_on_unpaired(self) -> bool:
+        """Whether the unpaired data changes the result at all: stage 2 reads it, or the centring
+        mean takes it in. False for SAIL and the other pairs-only methods, whose runs at one
+        unpaired budget stand for every budget (``sotalign report``)."""
+        return self.uses_unpaired or (self.centres_on_unpaired and self.center == "all")
+
+    @property
     def trains(self) -> bool:
         """Whether stage 2 trains heads (``steps > 0`` and a method that trains)."""
         return METHODS[self.method].trains and self.steps > 0

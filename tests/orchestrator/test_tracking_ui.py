@@ -125,3 +125,30 @@ def test_runs_end_with_the_status_of_what_happened(tmp_path):
     assert [client(uri).get_run(i).info.status for i in ids] == ["FINISHED", "FAILED", "KILLED", "KILLED"]
     exp = client(uri).get_experiment_by_name("openmoji")
     assert "encoder_pair" in exp.tags["mlflow.sharedViewState.encoder_pairs"]  # the grouped view comes with it
+
+
+_START_RUN_AT_ONCE = """
+import sys, time
+from orchestrator.tracking import start_run
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.005)
+print(start_run(sys.argv[1], "iconify", "run", {"method": "sail"}, {}))
+"""
+
+
+def test_runs_started_at_once_share_a_new_sqlite_store(tmp_path):
+    """Two `sotalign train` started together on a new mlflow.db: both log, into one experiment
+    (without the store lock one died on "duplicate column name: step" while creating the schema)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = time.time() + 8  # after every process has imported mlflow
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _START_RUN_AT_ONCE, uri, str(go)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    run_ids = [p.communicate(timeout=120)[0].strip() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0]
+    from orchestrator.tracking import client
+
+    experiments = [e for e in client(uri).search_experiments() if e.name == "iconify"]
+    assert len(experiments) == 1
+    assert {client(uri).get_run(i).info.experiment_id for i in run_ids} == {experiments[0].experiment_id}
