@@ -1,24 +1,21 @@
 """Iconify datasets: npm fetch and cache, rendering, caption rules, the concept split, the store.
 
-One small real set (emojione, 0.7 MB) is packed with npm once per test session; the tests that
-need it skip where npm is absent. The large sets are never fetched. Rules that need several
+One small real set (emojione, 0.7 MB) is packed with npm once per test session (fixtures in
+tests/conftest.py); the tests that need it skip where npm is absent. The large sets are never fetched. Rules that need several
 sets use small in-memory sets (``make_set``) or a second copy of the real one. Experiments on
-Iconify data (the validation split, the unpaired captions, the hidden pairing, ``sotalign train``
-with the shipped experiment file) run on a store of a few dozen of its concepts.
+Iconify data (the validation split, the unpaired captions, the hidden pairing) run on a store of
+a few dozen of its concepts; the CLI on it is tested in tests/orchestrator/test_iconify_cli.py.
 """
 
 import dataclasses
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
-from orchestrator.cli import main
 from sotalign.data.extract import embed_dataset, read_table
-from sotalign.data.iconify import build_dataset, concept_split, load_iconify, load_set, pack_set, render_icon
+from sotalign.data.iconify import build_dataset, concept_split, load_iconify, load_set, render_icon
 from sotalign.data.iconify.dataset import TEST_FRACTION, VALIDATION_FRACTION, collect_images, resolve
 from sotalign.data.iconify.fetch import PINNED_VERSIONS, IconSet
 from sotalign.data.iconify.names import caption, parse_name
@@ -27,24 +24,14 @@ from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
 from sotalign.evaluation import plan_accuracy
 from sotalign.experiments.experiment import Experiment, load_data
 
-SMALL_SET = "emojione"  # the smallest pinned set with aliases, skin tones and flags (1834 icons)
-IMAGE = "packaged:efficientnet-lite0?image_size=32"  # seconds on a CPU; the text encoder is the real default (MiniLM)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def npm_cache(tmp_path_factory):
-    """A cache folder holding the small set, packed with npm once for the whole run."""
-    if shutil.which("npm") is None:
-        pytest.skip("npm (Node.js) is not installed: the Iconify tests pack one icon set with it")
-    cache = tmp_path_factory.mktemp("npm")
-    pack_set(SMALL_SET, cache)
-    return cache
-
-
-@pytest.fixture(scope="session")
-def small_set(npm_cache):
-    return load_set(SMALL_SET, npm_cache)
+def test_set_names_are_checked_before_anything_is_fetched(tmp_path):
+    with pytest.raises(ValueError, match="names an icon set twice"):
+        resolve("iconify:twemoji,twemoji")
+    with pytest.raises(ValueError, match="unknown Iconify dataset 'iconify-nope'"):
+        load_iconify("iconify-nope", tmp_path)
 
 
 def make_set(prefix, names, aliases=None, chars=None, **bodies):
@@ -61,10 +48,10 @@ def concepts_of(sets):
 
 
 def test_pack_is_cached_and_reads_the_pinned_version(npm_cache, small_set, monkeypatch):
-    assert small_set.prefix == SMALL_SET and small_set.version == PINNED_VERSIONS[SMALL_SET]
+    assert small_set.prefix == "emojione" and small_set.version == PINNED_VERSIONS[small_set.prefix]
     assert small_set.licence == "CC-BY-4.0" and small_set.author == "Emoji One" and len(small_set.icons) > 1000
     monkeypatch.setenv("PATH", "")  # a cached set needs no npm
-    assert load_set(SMALL_SET, npm_cache).icons.keys() == small_set.icons.keys()
+    assert load_set(small_set.prefix, npm_cache).icons.keys() == small_set.icons.keys()
 
 
 def test_render_a_known_icon_in_colour(small_set):
@@ -208,93 +195,13 @@ def test_store_tables_carry_concepts_and_group_retrieval(small_set, tmp_path, ti
         load_data(Experiment.from_dict({"data": spec}), {"img": image_encoder.id, "txt": text_encoder.id})
 
 
-def test_embed_cli_uses_the_store_cache_and_reruns_nothing(npm_cache, tmp_path, tiny_bert_dir, capsys, monkeypatch):
-    store = tmp_path / "store"
-    (store / "_npm").mkdir(parents=True)
-    shutil.copy(next(npm_cache.glob(f"{SMALL_SET}@*.tgz")), store / "_npm")
-    monkeypatch.setenv("PATH", "")  # cached in the store: no npm needed
-    args = [
-        "embed",
-        "--dataset",
-        f"iconify:{SMALL_SET}",
-        "--split",
-        "validation",
-        "--out",
-        str(store),
-        "--encoder",
-        f"hf:{tiny_bert_dir}",
-        "--device",
-        "cpu",
-    ]
-    assert main(args) == 0
-    first = capsys.readouterr().out
-    assert "iconify-emojione/validation text:" in first
-    folder = next(store.glob("iconify-emojione/validation/text/*"))
-    mtimes = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
-    monkeypatch.setattr(
-        "orchestrator.embed.load_encoder", lambda *a, **k: pytest.fail("a complete table's encoder was loaded")
-    )
-    assert main(args) == 0 and capsys.readouterr().out == first
-    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
-
-
-def test_bad_set_names_and_missing_npm_are_one_clear_error(tmp_path, capsys, monkeypatch):
-    def error(dataset):
-        assert main(["embed", "--dataset", dataset, "--out", str(tmp_path / "store")]) == 2
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ")
-        return lines[0]
-
-    assert "bad Iconify icon set name 'Bad_Set'" in error("iconify:Bad_Set")
-    with pytest.raises(ValueError, match="names an icon set twice"):
-        resolve("iconify:twemoji,twemoji")
-    with pytest.raises(ValueError, match="unknown Iconify dataset 'iconify-nope'"):
-        load_iconify("iconify-nope", tmp_path)
-    if shutil.which("npm") is not None:
-        assert "unknown Iconify icon set 'no-such-set-xyz'" in error("iconify:no-such-set-xyz")
-    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on PATH
-    assert "npm" in error("iconify:twemoji") and "'twemoji'" in error("iconify:twemoji")
-
-
-@pytest.fixture(scope="module")
-def tiny_store(small_set, tmp_path_factory):
-    """``tiny``: 24 pool, 3 validation and 4 test concepts of the small set, each in two styles (the set
-    and a copy), split by concept as the real datasets are; ``tiny-mono``: the same concepts in a third
-    style, alone (its pool a source of unpaired images with concepts). Embedded at 32 px + MiniLM."""
-    images, _ = collect_images([small_set])
-    chosen = {
-        c
-        for split, n in (("pool", 24), ("validation", 3), ("test", 4))
-        for c in sorted({i.concept for i in images if concept_split(i.concept) == split})[:n]
-    }
-    subset = dataclasses.replace(
-        small_set, icons={i.name: small_set.icons[i.name] for i in images if i.concept in chosen}
-    )
-    tiny = build_dataset("tiny", [subset, dataclasses.replace(subset, prefix="copy")])
-    mono = build_dataset("tiny-mono", [dataclasses.replace(subset, prefix="mono")])
-    assert (
-        set(tiny.splits) == {"pool", "validation", "test"}
-        and len(set(tiny.image_concept[tiny.splits["validation"]])) == 3
-    )
-    root = tmp_path_factory.mktemp("iconify-store")
-    encoders = {
-        IMAGE: load_encoder(IMAGE, device="cpu"),
-        DEFAULT_TEXT_ENCODER: load_encoder(DEFAULT_TEXT_ENCODER, device="cpu"),
-    }
-    for dataset, splits in ((tiny, tiny.splits), (mono, ["pool"])):
-        for split in splits:
-            for encoder in encoders.values():
-                embed_dataset(dataset, split, encoder, root, progress=False)
-    return root, {spec: e.id for spec, e in encoders.items()}, tiny
-
-
-def tiny_experiment(root, **data):
+def tiny_experiment(store, **data):
     return Experiment.from_dict(
         {
             "data": {
                 "dataset": "tiny",
-                "store": str(root),
-                "image_encoder": IMAGE,
+                "store": str(store.root),
+                "image_encoder": store.image_encoder,
                 "text_encoder": DEFAULT_TEXT_ENCODER,
                 "n_pairs": 8,
                 "val_split": "validation",
@@ -313,8 +220,8 @@ def tiny_experiment(root, **data):
 
 
 def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_concepts(tiny_store):
-    root, ids, tiny = tiny_store
-    experiment = tiny_experiment(root)
+    tiny, ids = tiny_store.dataset, tiny_store.ids
+    experiment = tiny_experiment(tiny_store)
     data = load_data(experiment, ids)
     val_images, val_captions = tiny.split_indices("validation")
     assert len(data.validation.images) == len(val_images) and len(data.validation.captions) == len(val_captions)
@@ -344,47 +251,16 @@ def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_
     chance = (data.unpaired_image_labels[:, None] == data.unpaired_text_labels[None, :]).mean()
     assert diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 * chance)
     with pytest.raises(ValueError, match="data.val_split: null holds out single images"):
-        load_data(tiny_experiment(root, val_split=None), ids)
+        load_data(tiny_experiment(tiny_store, val_split=None), ids)
 
 
 def test_unpaired_images_of_another_iconify_dataset_pair_by_concept_name(tiny_store):
-    root, ids, tiny = tiny_store
-    data = load_data(tiny_experiment(root, unpaired_images_from="tiny-mono:pool", n_unpaired=12), ids)
+    tiny, ids = tiny_store.dataset, tiny_store.ids
+    data = load_data(tiny_experiment(tiny_store, unpaired_images_from="tiny-mono:pool", n_unpaired=12), ids)
     assert len(data.unpaired_images) == 12 and len(data.unpaired_texts) == 12
     assert set(data.unpaired_image_labels) <= set(tiny.image_concept[tiny.splits["pool"]])  # mono's concepts, by name
     diagnostic = data.plan_diagnostic(
-        tiny_experiment(root).config()
+        tiny_experiment(tiny_store).config()
     )  # emoji captions and mono images of one concept are partners
     chance = (data.unpaired_image_labels[:, None] == data.unpaired_text_labels[None, :]).mean()
     assert 0 < chance and diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 * chance)
-
-
-def test_train_the_shipped_iconify_experiment_on_a_tiny_store(tiny_store, tmp_path, monkeypatch):
-    """`sotalign train search_spaces/experiments/iconify.yaml`, on the tiny store: the run logs the plan
-    diagnostic and the SSW distance before training, the validation and the test metrics after."""
-    root, _, _ = tiny_store
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    changes = {
-        "data.dataset": "tiny",
-        "data.store": str(root),
-        "data.image_encoder": IMAGE,
-        "data.n_pairs": 8,
-        "steps": 4,
-        "eval_every": 2,
-        "log_every": 2,
-        "head_dim": 8,
-    }
-    args = ["train", str(ROOT / "search_spaces/experiments/iconify.yaml"), "--tracking-uri", uri]
-    assert main(args + [item for key, value in changes.items() for item in ("--set", f"{key}={value}")]) == 0
-    client = MlflowClient(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("iconify").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "tiny"
-    assert {
-        "diagnostic/plan_mass_on_partners",
-        "diagnostic/plan_argmax_on_partners",
-        "diagnostic/chance_mass_on_partners",
-        "ssw/total",
-        "val/mean_recall_at_1",
-        "mean_recall_at_1",
-    } <= set(run.data.metrics)
