@@ -300,6 +300,7 @@ def _budget_curves(report: Report, rows, metric, budgets: list[str]) -> None:
     value of the other (a pairs curve per unpaired pool, an unpaired curve per pair budget)."""
     if "data.n_unpaired" in budgets:
         rows = _at_every_unpaired_budget(rows)
+    _plan_diagnostic(report, rows, budgets)
     for x in budgets:
         other = next((k for k in budgets if k != x), None)
         for value in _ordered({r.get(other) for r in rows}) if other else [None]:
@@ -313,6 +314,41 @@ def _budget_curves(report: Report, rows, metric, budgets: list[str]) -> None:
                 "paper Fig. 4",
                 at=f"{other.split('.')[-1]} = {_show(value)}" if other else None,
             )
+
+
+def _plan_diagnostic(report: Report, rows, budgets: list[str]) -> None:
+    """Per budget cell, how much of the teacher's OT plan on an unpaired batch lies on the true
+    partners (and how often a row's argmax is the partner), next to chance: the quantity that
+    predicts whether KLOT can add anything over the teacher. Only where the runs logged it."""
+    have = [r for r in rows if "diagnostic/plan_mass_on_partners" in r]
+    if not have:
+        return
+    keys = tuple(budgets)
+    stats = {
+        name: summarize(have, f"diagnostic/{name}", keys)
+        for name in ("plan_mass_on_partners", "plan_argmax_on_partners", "chance_mass_on_partners")
+    }
+    axes = [_ordered({r.get(k) for r in have}) for k in keys]
+    columns = axes[1] if len(keys) == 2 else [None]
+    heads = [f"{keys[0]} \\ {keys[1]}", *map(_show, columns)] if len(keys) == 2 else [keys[0], "teacher's plan"]
+    lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
+    for value in axes[0]:
+        cells = []
+        for column in columns:
+            key = (value, column) if len(keys) == 2 else (value,)
+            if key not in stats["plan_mass_on_partners"]:
+                cells.append("–")
+                continue
+            mass, argmax, chance = (stats[name][key][0] for name in stats)
+            cells.append(f"{mass:.2f}% / {argmax:.1f}% ({chance:.2f}%)")
+        lines.append(f"| {_show(value)} | " + " | ".join(cells) + " |")
+    report.sections.append(
+        (
+            "The teacher's plan on an unpaired batch: mass on true partners / rows whose argmax is the partner "
+            "(chance mass), mean over seeds",
+            "\n".join(lines),
+        )
+    )
 
 
 def _at_every_unpaired_budget(rows: list[dict]) -> list[dict]:

@@ -168,6 +168,10 @@ def test_a_grid_of_both_budgets_gets_one_curve_per_value_of_the_other(tmp_path):
     for r in rows:
         r["divergence"] = "klot" if r["method"] == "sotalign" else "none"
         r["depends_on_unpaired"] = r["method"] != "sail"
+        if r["method"] == "sotalign":  # the teacher's plan diagnostic, logged by the runs that train against it
+            mass = r["data.n_pairs"] / 1000 + r["seed"]  # 0.25 + seed at 250 pairs
+            r.update({"diagnostic/plan_mass_on_partners": mass, "diagnostic/plan_argmax_on_partners": 10 * mass})
+            r["diagnostic/chance_mass_on_partners"] = 0.04
     rows = [r for r in rows if r["method"] != "sail" or r["data.n_unpaired"] is None]  # SAIL run once per pair budget
     report = build_report("iconify-fig4", rows)
     sections = dict(report.sections)
@@ -180,6 +184,9 @@ def test_a_grid_of_both_budgets_gets_one_curve_per_value_of_the_other(tmp_path):
     assert "| 1000 | 7.0 ± 0.7 | 14.0 ± 0.7 | 9.0 ± 0.7 |" in by_unpaired  # SAIL flat across the pool
     assert "| all | 14.0 ± 0.7 | 14.0 ± 0.7 | 16.0 ± 0.7 |" in by_unpaired
     assert "| all | +2.0 | +2.0 |" in sections["SOTAlign minus sail and teacher, n_pairs = 250"]
+    [plan] = [body for heading, body in report.sections if heading.startswith("The teacher's plan")]
+    assert "| data.n_pairs \\ data.n_unpaired | 1000 | all |" in plan
+    assert "| 250 | 0.75% / 7.5% (0.04%) | 0.75% / 7.5% (0.04%) |" in plan  # seeds 0 and 1: 0.25, 1.25
     write_report(report, tmp_path)
     assert {p.name for p in tmp_path.glob("*.png")} == {
         "n_pairs_curve_n_unpaired_1000.png",
