@@ -3,8 +3,8 @@
 The runs of one MLflow experiment (the trials of a ``search_spaces/paper_*.yaml`` sweep, or any
 runs) become Markdown tables of mean ± std over seeds, next to the paper's own numbers where it
 has them, and PNG plots. The layout follows what the runs vary: teacher x divergence (Table 1),
-the unpaired data's source (Table 7), a budget (Fig. 4; with both budgets varied, one curve per
-value of the other), the epsilons, or the method (Tables 4/5); anything else is one row per combination. Everything is written to ``--out`` and logged
+the unpaired data's source (Table 7), a budget (Fig. 4, when only budgets and the method vary; with
+both budgets varied, one curve per value of the other), the epsilons, or the method (Tables 4/5); anything else is one row per combination. Everything is written to ``--out`` and logged
 to a ``report`` run of the same experiment.
 """
 
@@ -180,7 +180,7 @@ def build_report(experiment: str, rows: list[dict], metric: str = "mean_recall_a
         _teacher_by_divergence(report, rows, metric)
     elif {"data.unpaired_images_from", "data.unpaired_texts_from"} & set(keys):
         _unpaired_sources(report, rows, metric)
-    elif {"data.n_pairs", "data.n_unpaired"} & set(keys):
+    elif {"data.n_pairs", "data.n_unpaired"} & set(keys) and set(keys) <= {"method", "data.n_pairs", "data.n_unpaired"}:
         _budget_curves(report, rows, metric, [k for k in ("data.n_pairs", "data.n_unpaired") if k in keys])
     elif "alpha" in keys and set(keys) <= {"alpha", "mass"}:
         _curves(report, rows, metric, "alpha", "mass", "paper.md 3.5: alpha x plan mass")

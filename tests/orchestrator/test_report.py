@@ -107,6 +107,10 @@ def test_layouts_follow_what_the_runs_vary_and_average_repeats_within_a_seed():
     assert varied(budget) == ["method", "data.n_pairs"]  # SAIL's preset divergence is not a varied parameter
     report = build_report("fig4", budget)
     assert "n_pairs_curve.png" in report.figures and "| 400 | +1.0 |" in report.sections[1][1]
+    probes = [{**r, "head_init": "random"} for r in budget]
+    probes += [row(s, 9.0, head_init="teacher", **{"data.n_pairs": 400}) for s in (0, 1, 2)]
+    report = build_report("probes", probes)  # a budget and a setting varied: no curve averages the two settings
+    assert report.sections[0][0] == "Runs by method, head_init, data.n_pairs" and not report.figures
     alpha = [row(s, a, alpha=a, mass=m) for s in (0, 1) for a in (0.1, 10.0) for m in ("unit", "rows")]
     report = build_report("alpha", alpha)
     assert "alpha_curve.png" in report.figures and "| 10.0 | 10.0 ± 0.0 | 10.0 ± 0.0 |" in report.sections[0][1]
