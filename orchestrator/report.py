@@ -4,8 +4,9 @@ The runs of one MLflow experiment (the trials of a ``search_spaces/paper_*.yaml`
 runs) become Markdown tables of mean ± std over seeds, next to the paper's own numbers where it
 has them, and PNG plots. The layout follows what the runs vary: teacher x divergence (Table 1),
 the unpaired data's source (Table 7), a budget (Fig. 4, when only budgets and the method vary; with
-both budgets varied, one curve per value of the other), the epsilons, or the method (Tables 4/5); anything else is one row per combination. Everything is written to ``--out`` and logged
-to a ``report`` run of the same experiment.
+both budgets varied, one curve per value of the other, and the teacher's plan diagnostic per
+budget cell), the epsilons, or the method (Tables 4/5); anything else is one row per combination.
+Everything is written to ``--out`` and logged to a ``report`` run of the same experiment.
 """
 
 from __future__ import annotations
