@@ -9,7 +9,6 @@ a few dozen of its concepts; the CLI on it is tested in tests/orchestrator/test_
 
 import dataclasses
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,6 @@ from sotalign.data.views import retrieval_view
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, load_encoder
 from sotalign.evaluation import plan_accuracy
 from sotalign.experiments.experiment import Experiment, load_data
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_set_names_are_checked_before_anything_is_fetched(tmp_path):
