@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 from sotalign.checks import InputError
-from sotalign.data.extract import embed_dataset, is_complete, read_table, stored_table, table_dir
+from sotalign.data.extract import embed_dataset, read_table, stored_table
 from sotalign.data.registry import BUNDLED, ICONIFY, NPM_CACHE, is_iconify, load_dataset
+from sotalign.data.sources import check_source
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, spec_modality
 from sotalign.experiments.bundled import DEMO_IMAGE_ENCODER, ensure_embedded
 from sotalign.experiments.experiment import Experiment
@@ -121,47 +122,28 @@ def ensure_tables(experiments: list[Experiment]) -> dict[str, str]:
     """Encoder spec -> stored id for every encoder the experiments read, once their tables are there.
 
     The bundled benchmarks are embedded where their tables are missing (a no-op once cached);
-    another dataset must already be in the store (`sotalign embed`): every split an experiment
-    reads (pool, validation, test, unpaired sources) is checked here, before Ray starts. No
+    another dataset must already be in the store (`sotalign embed`): every table an experiment
+    reads (pairs or pool, validation, test, unpaired sources) is checked here, before Ray starts,
+    with an error that says what is wrong (missing, the other modality only, another encoder). No
     encoder is loaded for a complete store (ids come from the specs).
     """
     ids: dict[str, str] = {}
-    for data in dict.fromkeys(
-        (
-            e.data.dataset,
-            e.data.store,
-            e.data.image_encoder,
-            e.data.text_encoder,
-            e.data.pool_split,
-            e.data.val_split,
-            e.data.test_split,
-            tuple(e.data.unpaired_sources().items()),
-        )
+    needs = dict.fromkeys(  # a sweep's trials mostly read the same tables: check each once
+        (e.data.store, e.data.image_encoder, e.data.text_encoder, e.data.dataset == "openmoji" and not e.data.pairs)
+        + tuple(e.data.tables())
         for e in experiments
-        if e.data.dataset != "synthetic"
-    ):
-        dataset, store, image_spec, text_spec, pool_split, val_split, test_split, sources = data
+    )
+    for store, image_spec, text_spec, openmoji_pool, *tables in needs:
         specs = {"image": image_spec, "text": text_spec}
         ids.update({spec: encoder_id(spec) for spec in specs.values()})
-        tables = [
-            (dataset, split, modality)
-            for split in filter(None, (pool_split, val_split, test_split))
-            for modality in specs
-        ]
-        if dataset == "openmoji":
+        if openmoji_pool:  # the bundled benchmark: its pool and test, and digits for zero-shot
             ensure_embedded(store, image_spec, text_spec)
-            tables = []
-        for modality, (name, split) in sources:
-            if name in BUNDLED:
-                source = load_dataset(name)
-                if stored_table(source, split, modality, ids[specs[modality]], store) is None:
-                    embed_dataset(source, split, load_encoder(specs[modality]), store)
+        for setting, ref, modality in tables:
+            if ref.dataset in BUNDLED:
+                if not (openmoji_pool and ref.dataset == "openmoji"):
+                    bundled = load_dataset(ref.dataset)
+                    if stored_table(bundled, ref.split, modality, ids[specs[modality]], store) is None:
+                        embed_dataset(bundled, ref.split, load_encoder(specs[modality]), store)
             else:
-                tables.append((name, split, modality))
-        for name, split, modality in tables:
-            if not is_complete(table_dir(store, name, split, modality, ids[specs[modality]])):
-                raise InputError(
-                    f"no {modality} embeddings of dataset {name!r} split {split!r} in {store}: run "
-                    f"`sotalign embed --encoder '{specs[modality]}' --dataset <your {name} table> --out {store}` first"
-                )
+                check_source(store, ref, modality, ids[specs[modality]], setting)
     return ids

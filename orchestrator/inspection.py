@@ -32,7 +32,8 @@ def inspection_files(experiment, data, model) -> tuple[dict[str, Callable[[Path]
     that cannot be drawn (an image file gone) does not fail the run: its writer leaves no file and
     puts the reason in the tags, which are to be logged after the writers ran."""
     view: RetrievalView = data.test
-    items = open_items(experiment.data.dataset, experiment.data.store)
+    scored = experiment.data.test_ref() or experiment.data.pairs_ref()  # a test source, or pairs held out of a table
+    items = open_items(scored.dataset, experiment.data.store)
     if view.image_ids is None and not isinstance(items, str):
         items = "the test split has no stored ids (held-out pairs without images)"
     if isinstance(items, str):
@@ -41,8 +42,9 @@ def inspection_files(experiment, data, model) -> tuple[dict[str, Callable[[Path]
         image_emb, text_emb = model.encode_image(view.images).cpu(), model.encode_text(view.captions).cpu()
     names = Names(view, items)
     title = (
-        f"{experiment.method} | {experiment.data.encoder_pair} | {experiment.data.dataset} "
-        f"{experiment.data.test_split or 'held-out'} | n_pairs {experiment.data.n_pairs} | seed {experiment.seed}"
+        f"{experiment.method} | {experiment.data.encoder_pair} | {scored.dataset} "
+        f"{scored.split if experiment.data.test_ref() else 'held-out'} | n_pairs {len(data.paired_images)} "
+        f"| seed {experiment.seed}"
     )
 
     tags = {GALLERY_TAG: GALLERY_FILE}

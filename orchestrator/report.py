@@ -44,8 +44,8 @@ VARIED = (
     "batch_unpaired",
     "data.n_pairs",
     "data.n_unpaired",
-    "data.unpaired_images_from",
-    "data.unpaired_texts_from",
+    "data.unpaired_images",
+    "data.unpaired_texts",
     "encoder_pair",
 )
 RETRIEVAL = ("t2i_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_1", "i2t_recall_at_5", "mean_recall_at_1")
@@ -179,7 +179,7 @@ def build_report(experiment: str, rows: list[dict], metric: str = "mean_recall_a
     report = Report(f"{experiment}: {len(rows)} runs, {len({r['seed'] for r in rows})} seed(s)")
     if {"teacher", "divergence"} <= set(varied(rows, presets=True)):  # Table 1's "none" row is the teacher method
         _teacher_by_divergence(report, rows, metric)
-    elif {"data.unpaired_images_from", "data.unpaired_texts_from"} & set(keys):
+    elif {"data.unpaired_images", "data.unpaired_texts"} & set(keys):
         _unpaired_sources(report, rows, metric)
     elif {"data.n_pairs", "data.n_unpaired"} & set(keys) and set(keys) <= {"method", "data.n_pairs", "data.n_unpaired"}:
         _budget_curves(report, rows, metric, [k for k in ("data.n_pairs", "data.n_unpaired") if k in keys])
@@ -434,8 +434,8 @@ def _curves(report: Report, rows, metric, x: str, line: str, source: str, at: st
 
 def _unpaired_sources(report: Report, rows, metric) -> None:
     for r in rows:
-        r["unpaired images"] = r.get("data.unpaired_images_from") or "pool (same source)"
-        r["unpaired texts"] = r.get("data.unpaired_texts_from") or "pool (same source)"
+        r["unpaired images"] = r.get("data.unpaired_images") or "pool (same source)"
+        r["unpaired texts"] = r.get("data.unpaired_texts") or "pool (same source)"
     by = ("method", "unpaired images", "unpaired texts")
     metrics = _present(
         rows,

@@ -116,7 +116,8 @@ def train_experiment(
     data = load_data(experiment, ids)
     teacher = None  # stage 1 fitted here when the diagnostic needs it, and handed to training (fitted once)
     if run_id is None:
-        run_tags = {**experiment.tags(), "n_unpaired": str(data.n_unpaired), **(tags or {})}
+        budget = {"n_pairs": str(len(data.paired_images)), "n_unpaired": str(data.n_unpaired)}  # as drawn
+        run_tags = {**experiment.tags(), **budget, **(tags or {})}
         run_name = name or f"{experiment.name}-{experiment.method}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         run_id = tracking.start_run(uri, experiment.name, run_name, run_tags, mlflow_params(experiment), parent_run_id)
         name = name or f"{run_name}-{run_id[:8]}"  # unique: two runs never share a checkpoint folder
@@ -216,12 +217,13 @@ def provenance(experiment: Experiment) -> dict[str, str | None]:
     """What a saved model was trained on: its frozen encoders (a query is embedded with them) and the
     store and dataset its test split lives in (``sotalign search``'s defaults)."""
     data = experiment.data
+    test = data.test_ref()
     return {
         "image_encoder": data.image_encoder,
         "text_encoder": data.text_encoder,
-        "dataset": data.dataset,
+        "dataset": (test or data.pairs_ref()).dataset,
         "store": data.store,
-        "split": data.test_split,
+        "split": test.split if test else None,
     }
 
 

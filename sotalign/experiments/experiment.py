@@ -19,7 +19,7 @@ import torch
 from sotalign.checks import InputError
 from sotalign.config import AlignConfig
 from sotalign.data.budgets import Budget, sample_budget
-from sotalign.data.extract import read_table, table_dir
+from sotalign.data.sources import MODALITIES, Source, SourceRef, check_source, parse_refs, read_source, subsample
 from sotalign.data.synthetic import make_synthetic
 from sotalign.data.views import ClassificationView, RetrievalView, pairs_view
 from sotalign.encoders import DEFAULT_TEXT_ENCODER
@@ -36,27 +36,41 @@ DIAGNOSTIC_BATCH = 4096  # plan_accuracy's plan is dense: 4096 x 4096 float32 is
 
 @dataclass
 class DataSpec:
+    """Where an experiment's data comes from: one captioned pool whose pairing is hidden for all but
+    ``n_pairs`` items (the paper's simulated budgets: ``dataset`` + ``pool_split``), or separate
+    sources of real data (``pairs``, ``unpaired_images``, ``unpaired_texts``, ``validation``,
+    ``test``: each ``DATASET:SPLIT`` of the store, ``sotalign.data.sources``)."""
+
     dataset: str = "openmoji"  # the bundled retrieval benchmark (+ digits zero-shot), README; or synthetic, or yours
-    store: str = "demo_output/store"  # the embedding store `sotalign demo` fills
+    store: str = "demo_output/store"  # the embedding store `sotalign demo` fills (a folder or s3://BUCKET/PREFIX)
     image_encoder: str = DEMO_IMAGE_ENCODER  # packaged EfficientNet-Lite0 at 128 px (docs/assets.md)
     text_encoder: str = DEFAULT_TEXT_ENCODER  # packaged all-MiniLM-L6-v2
-    n_pairs: int = option(300, minimum=2)  # a low-supervision budget of the bundled benchmark (README)
+    n_pairs: int | None = option(
+        300, minimum=2
+    )  # a low-supervision budget of the bundled benchmark (README); None = every row of data.pairs
     n_unpaired: int | None = option(
         None, minimum=0
-    )  # unpaired images and texts each (texts of a dataset with concepts: at most its distinct captions); None = all left over
+    )  # unpaired images and texts each (texts of a dataset with concepts: at most its distinct captions); None = all
     n_val: int = option(
         N_VAL, minimum=2
-    )  # with val_split null: pool pairs held out for model selection (paper: selection on a validation split)
+    )  # with no validation split or source: pairs held out for model selection (paper: selection on a validation split)
     pool_split: str = (
         "pool"  # the split that supplies pairs, unpaired data and (without val_split) validation (the bundled name)
     )
     val_split: str | None = (
         None  # a validation split (iconify-*: validation); None = hold out n_val pool items (the bundled ones have none)
     )
-    test_split: str | None = "test"  # scored split; None = hold out n_test pool items instead
-    n_test: int = 400  # with test_split None: the size of the bundled test split
-    unpaired_images_from: str | None = None  # "DATASET:SPLIT" of the store (paper Table 7); None = the pool's leftovers
-    unpaired_texts_from: str | None = None  # e.g. "digits:classes" (the digit prompts); None = the pool's leftovers
+    test_split: str | None = "test"  # scored split of the pool's dataset; None = hold out n_test pool items instead
+    n_test: int = 400  # with no test split or source: the size of the bundled test split
+    pairs: str | None = None  # "DATASET:SPLIT" of real pairs; None = draw them from the pool (dataset + pool_split)
+    unpaired_images: list[str] | str | None = (
+        None  # "DATASET:SPLIT" (or a list) of images without captions; None = the pool's leftovers (none with pairs)
+    )
+    unpaired_texts: list[str] | str | None = (
+        None  # "DATASET:SPLIT" (or a list) of texts without images; None = the pool's leftovers (none with pairs)
+    )
+    validation: str | None = None  # "DATASET:SPLIT" of pairs for model selection; None = val_split, else n_val held out
+    test: str | None = None  # "DATASET:SPLIT" of the scored pairs; None = test_split (pool only), else n_test held out
 
     def __post_init__(self) -> None:
         check_fields(self, prefix="data.")
@@ -64,17 +78,80 @@ class DataSpec:
             raise InputError(
                 f"data.dataset must be openmoji, synthetic or the name of an embedded dataset, got {self.dataset!r}"
             )
-        if self.test_split is None and self.n_test < 2:
-            raise InputError(f"data.n_test must be >= 2 when data.test_split is null, got {self.n_test}")
-        for name in ("unpaired_images_from", "unpaired_texts_from"):
-            source = getattr(self, name)
-            if source is not None and (source.count(":") != 1 or not all(source.split(":"))):
-                raise InputError(f"data.{name} must read DATASET:SPLIT (e.g. digits:pool), got {source!r}")
+        if self.pairs is not None:
+            self.dataset = SourceRef.parse(self.pairs, "data.pairs").dataset  # what tags and galleries name
+        elif self.n_pairs is None:
+            raise InputError("data.n_pairs: null (every pair) needs data.pairs, a source of real pairs")
+        if self.test_ref() is None and self.n_test < 2:
+            raise InputError(f"data.n_test must be >= 2 without a test split or source, got {self.n_test}")
+        unpaired = self.unpaired_refs()
+        if self.pairs is not None and bool(unpaired["image"]) != bool(unpaired["text"]):
+            given, missing = ("images", "texts") if unpaired["image"] else ("texts", "images")
+            raise InputError(
+                f"data.unpaired_{given} is set but not data.unpaired_{missing}: with data.pairs, unpaired data "
+                f"comes only from the sources named, and the unpaired term needs both images and texts"
+            )
+        self._refuse_overlaps(unpaired)
 
-    def unpaired_sources(self) -> dict[str, tuple[str, str]]:
-        """modality -> (dataset, split) of the unpaired data taken from another embedded table."""
-        sources = {"image": self.unpaired_images_from, "text": self.unpaired_texts_from}
-        return {modality: tuple(source.split(":")) for modality, source in sources.items() if source}
+    def _refuse_overlaps(self, unpaired: dict[str, list[SourceRef]]) -> None:
+        """Evaluation data is never trained on: no training source is the validation or the test data."""
+        held_out = {"data.validation": self.validation_ref(), "data.test": self.test_ref()}
+        training = {("data.pairs" if self.pairs else "data.pool_split"): [self.pairs_ref()]}
+        training.update({f"data.unpaired_{m}s": refs for m, refs in unpaired.items()})
+        for name, refs in training.items():
+            for held_name, held in held_out.items():
+                if held is not None and held in refs:
+                    raise InputError(f"{name} names {held}, which is {held_name} (evaluation data, never trained on)")
+
+    def pairs_ref(self) -> SourceRef:
+        """The table the pairs come from: data.pairs, or the pool."""
+        return SourceRef.parse(self.pairs, "data.pairs") if self.pairs else SourceRef(self.dataset, self.pool_split)
+
+    def validation_ref(self) -> SourceRef | None:
+        """The validation source; None = n_val pairs held out of the pairs' table."""
+        if self.validation is not None:
+            return SourceRef.parse(self.validation, "data.validation")
+        return SourceRef(self.dataset, self.val_split) if self.val_split and self.pairs is None else None
+
+    def test_ref(self) -> SourceRef | None:
+        """The test source; None = n_test pairs held out of the pairs' table."""
+        if self.test is not None:
+            return SourceRef.parse(self.test, "data.test")
+        return SourceRef(self.dataset, self.test_split) if self.test_split and self.pairs is None else None
+
+    def unpaired_refs(self) -> dict[str, list[SourceRef]]:
+        """modality -> the tables its unpaired data is read from ([] = the pool's leftovers, or none with pairs)."""
+        return {
+            "image": parse_refs(self.unpaired_images, "data.unpaired_images"),
+            "text": parse_refs(self.unpaired_texts, "data.unpaired_texts"),
+        }
+
+    def tables(self) -> list[tuple[str, SourceRef, str]]:
+        """(setting, source, modality) of every embedded table the experiment reads (synthetic: none)."""
+        if self.dataset == "synthetic":
+            return []
+        both = [("data.pairs" if self.pairs else "data.pool_split", self.pairs_ref())]
+        both += [
+            (name, ref) for name, ref in (("data.validation", self.validation_ref()), ("data.test", self.test_ref()))
+        ]
+        listed = [(name, ref, modality) for name, ref in both if ref is not None for modality in MODALITIES]
+        for modality, refs in self.unpaired_refs().items():
+            listed += [(f"data.unpaired_{modality}s", ref, modality) for ref in refs]
+        return listed
+
+    def source_tags(self) -> dict[str, str]:
+        """One MLflow tag per source (``source/pairs`` ...): what a run read, for comparing runs in the UI."""
+        unpaired = self.unpaired_refs()
+        pool = "" if self.pairs else " (pairing hidden)"
+        leftovers = "none" if self.pairs else f"{self.pairs_ref()} leftovers"
+        held_out = f"held out of {self.pairs_ref()}"
+        return {
+            "source/pairs": f"{self.pairs_ref()}{pool}",
+            "source/unpaired_images": ", ".join(map(str, unpaired["image"])) or leftovers,
+            "source/unpaired_texts": ", ".join(map(str, unpaired["text"])) or leftovers,
+            "source/validation": str(self.validation_ref() or held_out),
+            "source/test": str(self.test_ref() or held_out),
+        }
 
     @property
     def encoder_pair(self) -> str:
@@ -148,6 +225,7 @@ class Experiment:
             "divergence": config.divergence if config.uses_unpaired else "none",
             "dataset": self.data.dataset,
             "n_pairs": str(self.data.n_pairs),
+            **self.data.source_tags(),
         }
 
 
@@ -250,14 +328,16 @@ class ExperimentData:
 
 
 def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None) -> ExperimentData:
-    """Draw the experiment's budget (deterministic in its seed) from its dataset.
+    """Draw the experiment's budget (deterministic in its seed) from its sources.
 
     ``encoder_ids`` maps encoder specs to the ids their tables are stored under (what
-    ``encoder_id(spec)`` says); it is not needed for the synthetic dataset. Pairs are pool images
-    with their first caption (their concept's, for a dataset with concepts). Unpaired images are
-    other pool images; unpaired texts are, for a dataset with concepts, the pool's distinct
-    captions other than the paired ones, else the first captions of other pool items (drawn
-    independently of the images, so neither order carries the pairing).
+    ``encoder_id(spec)`` says); it is not needed for the synthetic dataset. Pairs are rows of the
+    pairs' table (``data.pairs``, or the pool) with their first caption (their concept's, for a
+    dataset with concepts); validation and test are their own sources, or pairs held out of that
+    table. Unpaired images and texts come from the sources named (``sotalign.data.sources``), or
+    in the one-pool mode from the pool's leftovers: other pool images and, for a dataset with
+    concepts, the pool's distinct captions other than the paired ones, else the first captions of
+    other pool items (drawn independently of the images, so neither order carries the pairing).
     """
     spec = experiment.data
     if spec.dataset == "synthetic":
@@ -278,60 +358,75 @@ def load_data(experiment: Experiment, encoder_ids: dict[str, str] | None = None)
     if missing:
         raise InputError(f"no stored encoder id for {', '.join(missing)} (embed the dataset first)")
     image_id, text_id = ids[spec.image_encoder], ids[spec.text_encoder]
-    pool = stored_view(spec.store, spec.dataset, spec.pool_split, image_id, text_id)
+    encoder_of = {"image": image_id, "text": text_id}
+    for setting, ref, modality in spec.tables():  # one clear error for a missing or mismatched table
+        check_source(spec.store, ref, modality, encoder_of[modality], setting)
+    source, val_ref, test_ref = spec.pairs_ref(), spec.validation_ref(), spec.test_ref()
+    setting = "data.pairs" if spec.pairs else "data.pool_split"
+    pool = stored_view(spec.store, source.dataset, source.split, image_id, text_id)
     grouped = pool.image_group is not None
-    for key, value, what in (("test_split", spec.test_split, "test"), ("val_split", spec.val_split, "validation")):
-        if value is None and grouped:
+    for key, ref, what in (("test", test_ref, "test"), ("val", val_ref, "validation")):
+        name, named = (f"data.{what}", "DATASET:SPLIT") if spec.pairs else (f"data.{key}_split", what)
+        if ref is None and grouped:
             raise InputError(
-                f"data.{key}: null holds out single images, but {spec.dataset} draws each concept in several "
-                f"styles, so held-out concepts would leak into training; name its {what} split "
-                f"(data.{key}: {what})"
+                f"{name}: null holds out single images, but {source} draws each concept in several styles, "
+                f"so held-out concepts would leak into training; name its {what} split ({name}: {named})"
             )
-    n_items, n_val, n_test = (
-        len(pool.images),
-        0 if spec.val_split else spec.n_val,
-        0 if spec.test_split else spec.n_test,
-    )
+    n_items, n_val, n_test = len(pool.images), 0 if val_ref else spec.n_val, 0 if test_ref else spec.n_test
     held_out = n_val + n_test
-    if held_out + spec.n_pairs > n_items:
+    n_pairs = n_items - held_out if spec.n_pairs is None else spec.n_pairs
+    if held_out + n_pairs > n_items or n_pairs < 2:
         terms = "data.n_pairs" + (" + data.n_val" if n_val else "") + (" + data.n_test" if n_test else "")
         raise InputError(
-            f"{terms} = {held_out + spec.n_pairs} exceeds the {n_items} items of the {spec.dataset} "
-            f"{spec.pool_split!r} split"
+            f"{terms} = {held_out + n_pairs} exceeds the {n_items} items of {source} ({setting})"
+            if n_pairs >= 2
+            else f"data.n_val + data.n_test = {held_out} leave {n_pairs} of the {n_items} items of {source} as pairs"
         )
     order = np.random.default_rng(VAL_SEED).permutation(n_items)  # validation (and test) items never change
     val, budget_pool = np.sort(order[:n_val]), np.sort(order[held_out:])
-    left = len(budget_pool) - spec.n_pairs
+    refs = spec.unpaired_refs()
+    from_pool = spec.pairs is None  # the one-pool mode: unpaired data not named comes from its leftovers
+    if not from_pool and not refs["image"] and spec.n_unpaired:
+        raise InputError(
+            f"data.n_unpaired = {spec.n_unpaired}, but no unpaired source is named: with data.pairs, set "
+            "data.unpaired_images and data.unpaired_texts (DATASET:SPLIT of the store)"
+        )
+    left = len(budget_pool) - n_pairs
     n_unpaired = left if spec.n_unpaired is None else spec.n_unpaired
-    sources = spec.unpaired_sources()
-    n_item_texts = 0 if "text" in sources or grouped else n_unpaired
-    budget = Budget(spec.n_pairs, 0 if "image" in sources else n_unpaired, n_item_texts, experiment.seed)
-    rows = sample_budget(len(budget_pool), budget)
+    n_item_images = n_unpaired if from_pool and not refs["image"] else 0
+    n_item_texts = n_unpaired if from_pool and not refs["text"] and not grouped else 0
+    rows = sample_budget(len(budget_pool), Budget(n_pairs, n_item_images, n_item_texts, experiment.seed))
     pairs = budget_pool[rows.pairs]
-    if "image" in sources:
-        unpaired_images, image_labels = _from_source(spec, sources["image"], "image", image_id, experiment.seed)
-    else:
+    if refs["image"]:
+        unpaired = _from_sources(spec, refs["image"], "image", image_id, experiment.seed)
+        unpaired_images, image_labels = unpaired.embeddings, unpaired.labels
+    elif from_pool:
         items = budget_pool[rows.unpaired_images]
         unpaired_images, image_labels = pool.images[items], _item_labels(pool, items)
-    if "text" in sources:
-        unpaired_texts, text_labels = _from_source(spec, sources["text"], "text", text_id, experiment.seed)
-    elif grouped:
+    else:
+        unpaired_images = image_labels = None
+    if refs["text"]:
+        unpaired = _from_sources(spec, refs["text"], "text", text_id, experiment.seed)
+        unpaired_texts, text_labels = unpaired.embeddings, unpaired.labels
+    elif from_pool and grouped:
         captions = _unpaired_captions(pool, pairs, spec.n_unpaired, experiment.seed)
         unpaired_texts, text_labels = (
             pool.captions[captions],
             pool.group_names[pool.image_group[pool.caption_image[captions]]],
         )
-    else:
+    elif from_pool:
         items = budget_pool[rows.unpaired_texts]
         unpaired_texts, text_labels = pool.first_captions[items], items
+    else:
+        unpaired_texts = text_labels = None
     validation = (
-        stored_view(spec.store, spec.dataset, spec.val_split, image_id, text_id)
-        if spec.val_split
+        stored_view(spec.store, val_ref.dataset, val_ref.split, image_id, text_id)
+        if val_ref
         else pairs_view(pool.images[val], pool.first_captions[val])
     )
     test = (
-        stored_view(spec.store, spec.dataset, spec.test_split, image_id, text_id)
-        if spec.test_split
+        stored_view(spec.store, test_ref.dataset, test_ref.split, image_id, text_id)
+        if test_ref
         else _subview(pool, np.sort(order[n_val:held_out]))
     )
     return ExperimentData(
@@ -366,22 +461,14 @@ def _unpaired_captions(pool: RetrievalView, pairs: np.ndarray, n: int | None, se
     return np.random.default_rng([seed, 2]).permutation(candidates)[:count]
 
 
-def _from_source(
-    spec: DataSpec, source: tuple[str, str], modality: str, encoder_id: str, seed: int
-) -> tuple[torch.Tensor, np.ndarray | None]:
-    """``spec.n_unpaired`` rows (all when None) of another embedded table, drawn with the budget's seed,
-    and their concept names as partner labels (None for a table without concepts)."""
-    table = read_table(table_dir(spec.store, *source, modality, encoder_id))
-    n = len(table.ids) if spec.n_unpaired is None else spec.n_unpaired
-    if n > len(table.ids):
-        raise InputError(f"data.n_unpaired = {n} exceeds the {len(table.ids)} {modality} rows of {':'.join(source)}")
-    rows = np.sort(
-        np.random.default_rng([seed, 1 if modality == "image" else 2]).choice(len(table.ids), n, replace=False)
-    )
-    concepts = table.columns.get("concept")
-    return torch.as_tensor(table.embeddings)[torch.from_numpy(rows)], None if concepts is None else concepts.astype(
-        str
-    )[rows]
+def _from_sources(spec: DataSpec, refs: list[SourceRef], modality: str, encoder_id: str, seed: int) -> Source:
+    """``spec.n_unpaired`` rows (all when None) of the named tables, drawn with the budget's seed."""
+    field = f"data.unpaired_{modality}s"
+    source = read_source(spec.store, refs, modality, encoder_id, field)
+    if spec.n_unpaired is not None and spec.n_unpaired > len(source):
+        names = ", ".join(map(str, refs))
+        raise InputError(f"data.n_unpaired = {spec.n_unpaired} exceeds the {len(source)} {modality} rows of {names}")
+    return subsample(source, spec.n_unpaired, seed, 1 if modality == "image" else 2)
 
 
 def _subview(view: RetrievalView, items: np.ndarray) -> RetrievalView:

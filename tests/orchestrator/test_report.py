@@ -124,7 +124,7 @@ def test_a_param_logged_as_none_equals_one_a_run_never_logged():
         _param_value("0.05") == 0.05 and _param_value("digits:pool") == "digits:pool" and _param_value("true") is True
     )
     methods = [row(s, 9.0, method=m) for s in (0, 1) for m in ("sail", "sotalign")]
-    methods[0]["data.unpaired_images_from"] = _param_value("None")  # a run of a later version logs the default
+    methods[0]["data.unpaired_images"] = _param_value("None")  # a run of a later version logs the default
     assert varied(methods) == ["method"]
 
 
@@ -133,7 +133,7 @@ def test_unpaired_source_must_name_dataset_and_split(bad):
     from sotalign.experiments.experiment import DataSpec
 
     with pytest.raises(ValueError, match="DATASET:SPLIT"):
-        DataSpec(unpaired_images_from=bad)
+        DataSpec(unpaired_images=bad)
 
 
 def test_ssw_is_zero_for_one_set_scale_free_and_grows_with_shift():

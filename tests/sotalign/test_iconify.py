@@ -253,7 +253,7 @@ def test_iconify_budget_uses_the_validation_split_the_distinct_captions_and_the_
 
 def test_unpaired_images_of_another_iconify_dataset_pair_by_concept_name(tiny_store):
     tiny, ids = tiny_store.dataset, tiny_store.ids
-    data = load_data(tiny_experiment(tiny_store, unpaired_images_from="tiny-mono:pool", n_unpaired=12), ids)
+    data = load_data(tiny_experiment(tiny_store, unpaired_images="tiny-mono:pool", n_unpaired=12), ids)
     assert len(data.unpaired_images) == 12 and len(data.unpaired_texts) == 12
     assert set(data.unpaired_image_labels) <= set(tiny.image_concept[tiny.splits["pool"]])  # mono's concepts, by name
     diagnostic = data.plan_diagnostic(

@@ -95,10 +95,11 @@ def test_budget_larger_than_the_pool_and_missing_tables_are_named(store):
         "n_val": 5,
     }
     with pytest.raises(
-        ValueError, match=r"n_pairs \+ data.n_val \+ data.n_test = 31 exceeds the 30 items of the pairs 'all' split"
+        ValueError,
+        match=r"n_pairs \+ data.n_val \+ data.n_test = 31 exceeds the 30 items of pairs:all \(data.pool_split\)",
     ):
         load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 20, "test_split": None, "n_test": 6}}), ids)
-    with pytest.raises(ValueError, match="no complete embedding table"):
+    with pytest.raises(ValueError, match=r"data.test: the store .* holds no pairs:test"):
         load_data(Experiment.from_dict({"data": {**spec, "n_pairs": 10, "test_split": "test"}}), ids)
     assert np.isfinite(
         load_data(
@@ -131,9 +132,7 @@ def test_unpaired_data_from_another_table_and_its_distance_to_the_pairs(store):
     folder, ids, text = store
     spec = own_data(folder, text)
     same = load_data(Experiment.from_dict({"data": spec}), ids)
-    other = load_data(
-        Experiment.from_dict({"data": {**spec, "unpaired_images_from": "other:all", "n_unpaired": 8}}), ids
-    )
+    other = load_data(Experiment.from_dict({"data": {**spec, "unpaired_images": "other:all", "n_unpaired": 8}}), ids)
     table = read_table(table_dir(folder, "other", "all", "image", ids[IMAGE])).embeddings
     assert len(other.unpaired_images) == len(other.unpaired_texts) == 8  # texts still from the pool's leftovers
     assert all(any(torch.equal(x, row) for row in torch.as_tensor(table)) for x in other.unpaired_images)
@@ -148,8 +147,8 @@ def test_unpaired_data_from_another_table_and_its_distance_to_the_pairs(store):
                 {
                     "data": {
                         **spec,
-                        "unpaired_images_from": "other:all",
-                        "unpaired_texts_from": "other:all",
+                        "unpaired_images": "other:all",
+                        "unpaired_texts": "other:all",
                         "n_unpaired": 13,
                     }
                 }
@@ -199,7 +198,7 @@ def test_the_teacher_method_is_the_teacher_sotalign_learns_from():
 
 def test_plan_diagnostic_where_the_pairing_is_known(store):
     """Unpaired items of one pool: image i's partner is item i's first caption. The diagnostic is the plan of the
-    teacher the run trains against, at its eps_teacher; an unpaired source without concepts has no known pairing."""
+    teacher the run trains against, at its eps_teacher; images of another table have no partner among the pool's texts."""
     from sotalign.evaluation import plan_accuracy
 
     folder, ids, text = store
@@ -225,10 +224,9 @@ def test_plan_diagnostic_where_the_pairing_is_known(store):
     for key, value in reference.items():
         assert diagnostic[f"diagnostic/{key}"] == pytest.approx(value, abs=1e-4), key
     assert diagnostic["diagnostic/chance_mass_on_partners"] == pytest.approx(100 / 9)
-    other = load_data(
-        Experiment.from_dict({**tree, "data": {**tree["data"], "unpaired_images_from": "other:all"}}), ids
-    )
-    assert other.unpaired_image_labels is None and other.plan_diagnostic(config) == {}
+    other = load_data(Experiment.from_dict({**tree, "data": {**tree["data"], "unpaired_images": "other:all"}}), ids)
+    assert list(other.unpaired_image_labels) == [f"other/other{i}.png" for i in range(12)]  # labelled by store id
+    assert other.plan_diagnostic(config) == {}  # but none of the pool's captions is their partner
     assert (
         load_data(Experiment.from_dict({**tree, "data": {**tree["data"], "dataset": "synthetic"}})).plan_diagnostic(
             config
