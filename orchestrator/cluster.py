@@ -3,8 +3,9 @@
 ``connect_ray`` joins ``RAY_ADDRESS``'s cluster or the one running on this node (``ray up``'s
 head), else starts a local one. ``check_cluster_fit`` refuses, before any training, what works
 on one node but not on several: an MLflow sqlite file that Train workers on other nodes cannot
-reach, and a ``run.storage_path`` for Train checkpoints that some node does not see (a restarted
-worker on another node would find no checkpoint to resume from).
+reach, a ``run.storage_path`` for Train checkpoints that some node does not see (a restarted
+worker on another node would find no checkpoint to resume from), and for a sweep an embedding
+store on one node's disk (its trials start on any node).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from orchestrator.experiment_file import RunOptions
 from sotalign.checks import InputError
+from sotalign.data import fs
 
 LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/stack.md: ~3 s per run)
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -23,6 +25,10 @@ LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watc
 }
 LOCAL_DRIVER_RESOURCE = 4  # a token amount on a local cluster: each trial driver takes 0.01 (docs/stack.md)
 SHARED_CHECK_MARKER = ".sotalign-shared-check-"
+STORE_ADVICE = (
+    "Put the store on object storage (`sotalign embed --out s3://BUCKET/store`, data.store: s3://BUCKET/store) "
+    "or on a folder every node mounts (NFS)"
+)
 
 
 def connect_ray() -> None:
@@ -49,10 +55,12 @@ def alive_nodes() -> list[dict]:
     return [node for node in ray.nodes() if node["Alive"]]
 
 
-def check_cluster_fit(uri: str, options: RunOptions) -> None:
-    """On a cluster of several nodes: runs must log to a tracking server, and the Train checkpoints
-    of ``options.storage_path`` must be a URI or a folder every node sees (InputError otherwise).
-    One node, or ``workers: 0`` in the calling process, asks for neither."""
+def check_cluster_fit(uri: str, options: RunOptions, store: str | None = None) -> None:
+    """On a cluster of several nodes: runs must log to a tracking server, the Train checkpoints of
+    ``options.storage_path`` must be a URI or a folder every node sees, and so must the embedding
+    ``store`` of a sweep (its trials read it on whichever node they start); InputError otherwise.
+    One node, or ``workers: 0`` in the calling process, asks for none of it. A sweep calls this at
+    submit and again where each trial starts: nodes that joined since (``min_workers: 0``) count."""
     nodes = alive_nodes()
     if len(nodes) < 2:
         return
@@ -71,14 +79,40 @@ def check_cluster_fit(uri: str, options: RunOptions) -> None:
                 "could not resume from its checkpoints: set run.storage_path to s3://... / gs://... or a "
                 "folder shared by every node (NFS)"
             )
+    if store is not None and not fs.is_remote(store):
+        here = ray_node_address()
+        if not os.path.isdir(store):
+            raise InputError(
+                f"data.store {store} is not on node {here}, where this trial started: the cluster's nodes share "
+                f"no disk with it. {STORE_ADVICE}"
+            )
+        blind = nodes_not_seeing(store, nodes, create=False)
+        if blind:
+            raise InputError(
+                f"data.store {store} is a folder that {len(blind)} of the cluster's {len(nodes)} nodes "
+                f"({', '.join(blind)}) do not see, and a sweep's trials read it where they start. {STORE_ADVICE}"
+            )
 
 
-def nodes_not_seeing(folder: Path, nodes: list[dict]) -> list[str]:
-    """IP addresses of the nodes on which a marker file written here into ``folder`` is absent."""
+def ray_node_address() -> str:
+    """This process's Ray node, as ``nodes_not_seeing`` names nodes."""
+    import ray
+
+    context = ray.get_runtime_context()
+    node = next((n for n in alive_nodes() if n["NodeID"] == context.get_node_id()), None)
+    return f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})" if node else context.get_node_id()[:8]
+
+
+def nodes_not_seeing(folder: str | Path, nodes: list[dict], create: bool = True) -> list[str]:
+    """IP addresses of the nodes on which a marker file written here into ``folder`` is absent
+    (``create``: make the folder first, else it must exist). A relative folder is looked for
+    relative to each node's working directory, as a process there would resolve it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     marker = folder / f"{SHARED_CHECK_MARKER}{uuid.uuid4().hex}"
     marker.touch()
     try:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sotalign.checks import InputError
+from sotalign.data import fs
 from sotalign.data.extract import (
     dataset_rows,
     embed_shard,
     fingerprint,
+    shard_path,
     shard_ranges,
     table_dir,
     table_metadata,
@@ -130,6 +133,13 @@ def embed_with_ray(
             f"the Ray job returned shards {sorted(int(r['shard']) for r in results)}, expected 0..{n_shards - 1}"
         )
     encoder_id, dim, folder = results[0]["encoder"], int(results[0]["dim"]), Path(results[0]["folder"])
+    missing = [k for k in range(n_shards) if not fs.is_file(shard_path(folder, k))]
+    if missing:  # written on another node's disk: a manifest here would promise what this store lacks
+        raise InputError(
+            f"{len(missing)} of {n_shards} shards of {folder} are not in the store as this node sees it (first: "
+            f"part-{missing[0]:05d}): the actors wrote them on other nodes' disks. Embed into storage every node "
+            "shares (--out s3://BUCKET/store, or an NFS folder)"
+        )
     write_manifest(
         folder,
         str(encoder_id),

@@ -139,7 +139,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
     scheduler = space.build_scheduler(base_experiment.align.steps)
     ids = ensure_tables(experiments)  # embeds the bundled data for every encoder pair once, here
     connect_ray()
-    check_cluster_fit(uri, split_tree(space.base)[1])
+    check_cluster_fit(uri, split_tree(space.base)[1], _store_read(base_experiment))
     if ray.cluster_resources().get("TRAIN_DRIVER_RESOURCE", 0) < 0.01:
         raise InputError(
             "the Ray cluster has no TRAIN_DRIVER_RESOURCE for trial drivers: start it with "
@@ -228,6 +228,11 @@ def _experiments_of(space: SearchSpace):
     return [split_tree(tree)[0] for tree in trees]
 
 
+def _store_read(experiment) -> str | None:
+    """The embedding store a trial reads, None for synthetic data (no store)."""
+    return experiment.data.store if experiment.data.tables() else None
+
+
 def _close_stopped_trials(uri: str, parent_run_id: str, experiment: str, results) -> None:
     """Child runs of trials Tune stopped (ASHA) end KILLED: those still RUNNING after the sweep,
     and those the stop reached as an error first (the trial's Train run is torn down under it)."""
@@ -252,6 +257,7 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
     trial_id = tune.get_context().get_trial_id()
     remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
     experiment, options = split_tree(space.experiment_tree(params))
+    check_cluster_fit(uri, options, _store_read(experiment))  # here too: nodes may have joined since submit
     in_process = {"report": tune.report} if options.workers == 0 else {"callbacks": [TuneReportCallback()]}
     previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run
         [tracking.experiment_id(uri, experiment.name)],
