@@ -21,9 +21,12 @@ TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")  # what pyarrow reads (
 
 def read_table(location: str) -> pa.Table:
     """A CSV, JSON Lines or Parquet file as an Arrow table, local or remote."""
-    suffix = "." + str(location).rsplit(".", 1)[-1].lower()
+    tail = fs.name(location)
+    suffix = "." + tail.rsplit(".", 1)[-1].lower() if "." in tail else ""
     if suffix not in TABLE_SUFFIXES:
-        raise InputError(f"{location}: unsupported table format {suffix!r}; use .csv, .jsonl or .parquet")
+        raise InputError(
+            f"{location}: unsupported text format {suffix or 'no suffix'!r}; use .txt, .csv, .jsonl or .parquet"
+        )
     with fs.open_input(location) as f:
         try:
             if suffix == ".csv":
