@@ -88,15 +88,13 @@ def load_hf(
             f"columns: {', '.join(columns)} (pass --image-column / --caption-column)"
         )
     raw: dict[str, object] = {}
-    rows: list[tuple[str, int, str]] = []  # (split, row, id)
     for split, ds in splits.items():
         if has_images and isinstance(ds.features.get(image_column), datasets.Image):
             ds = ds.cast_column(image_column, datasets.Image(decode=False))
         raw[split] = ds
-        rows += [(split, r, f"{split}/{r}" if named else str(r)) for r in range(len(ds))]
 
     bad, keep, texts = [], [], []
-    check = ImageCheck(location, total=len(rows)) if has_images else None
+    check = ImageCheck(location, total=sum(len(ds) for ds in raw.values())) if has_images else None
     for split, ds in raw.items():
         wanted = [c for c in (image_column if has_images else None, caption_column if has_texts else None) if c]
         for start in range(0, len(ds), BATCH):
@@ -149,7 +147,9 @@ def load_hf(
 
     def load_image(i: int):
         split, row, _ = keep[i]
-        return open_image(image_bytes(raw[split][row][image_column]))
+        return open_image(image_bytes(image_source[split][row][image_column]))
+
+    image_source = {split: ds.select_columns([image_column]) for split, ds in raw.items()}
 
     if not has_texts:
         return ImageDataset(name, ids, index, load_image, bad, source, check.duplicates)
