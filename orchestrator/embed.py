@@ -3,7 +3,9 @@
 
 Iconify datasets keep their npm-packed icon sets in ``STORE/_npm``, so a rerun needs neither
 npm nor the network. Tables already complete in the store are not recomputed, and an encoder
-whose every asked-for table is complete is not even loaded (its id comes from its spec).
+whose every asked-for table is complete is not even loaded (its id comes from its spec). A user
+dataset is read in one of the formats of ``sotalign.data.formats``; only the encoders of the
+modalities it has run (an image-only source writes only its image table).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 from pathlib import Path
 
 from sotalign.checks import InputError
+from sotalign.data import fs
 from sotalign.data.extract import embed_dataset, read_table, stored_table
+from sotalign.data.formats import FORMATS, describe_duplicates
 from sotalign.data.registry import BUNDLED, ICONIFY, NPM_CACHE, is_iconify, load_dataset
 from sotalign.data.sources import check_source
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, spec_modality
@@ -35,10 +39,31 @@ def add_parser(commands) -> None:
         "--dataset",
         required=True,
         help=f"bundled name ({', '.join(BUNDLED)}), Iconify icon sets from npm ({', '.join(ICONIFY)}, "
-        "iconify:SET[,SET...]), an image-caption table (.csv/.jsonl/.parquet) or a class-labelled image folder",
+        "iconify:SET[,SET...]), or your data: a file, folder or shard pattern, local or s3:// for "
+        "webdataset, images, texts and coco (see --format)",
     )
-    p.add_argument("--image-column", default="image", help="table column with image paths (default image)")
-    p.add_argument("--caption-column", default="caption", help="table column with captions (default caption)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="how to read --dataset (default auto). table: image paths + captions (.csv/.jsonl/.parquet); "
+        "classes: ROOT/CLASS/images; images: a folder of images at any depth, or a Parquet column of "
+        "image bytes (unpaired images); texts: .txt lines or a caption column (unpaired texts); "
+        "webdataset: img2dataset tar shards (KEY.jpg + KEY.txt), e.g. 'shards/{00000..00099}.tar'; "
+        "hf: a save_to_disk folder or its Parquet; coco: a COCO caption JSON. auto: a brace pattern or "
+        ".tar is webdataset; a folder is hf if save_to_disk wrote it, webdataset if all .tar, hf if all "
+        ".parquet, classes if no image at its top and every image one folder down in >= 2 folders, "
+        "else images; .txt is texts, .json coco; .csv/.jsonl/.parquet is table (image paths and "
+        "captions), hf (image bytes) or texts (a caption column, no image column)",
+    )
+    p.add_argument(
+        "--name",
+        help="the dataset's name in the store (default: the file's stem, the folder's name, "
+        "or the folder holding a shard pattern)",
+    )
+    p.add_argument("--image-column", default="image", help="column with image paths or bytes (default image)")
+    p.add_argument("--caption-column", default="caption", help="column with captions (default caption)")
+    p.add_argument("--image-root", help="where a COCO JSON's images are (default: the JSON's folder)")
     p.add_argument(
         "--skip-bad", action="store_true", help="skip missing/unreadable images and empty captions (and report them)"
     )
@@ -65,13 +90,33 @@ def run(args: argparse.Namespace) -> int:
     if is_iconify(args.dataset):
         options = {"npm_cache": str((args.out / NPM_CACHE).resolve())}
     elif args.dataset not in BUNDLED:
-        options = {"skip_bad": args.skip_bad}
-        if not Path(args.dataset).is_dir():
-            options.update(image_column=args.image_column, caption_column=args.caption_column)
+        image_root = args.image_root
+        if image_root and not fs.is_remote(image_root):
+            image_root = str(Path(image_root).resolve())  # Ray actors may run in another working directory
+        options = {
+            "skip_bad": args.skip_bad,
+            "format": args.format,
+            "dataset_name": args.name,
+            "image_column": args.image_column,
+            "caption_column": args.caption_column,
+            "image_root": image_root,
+        }
+    elif args.format != "auto" or args.name or args.image_root:
+        raise InputError(f"--format, --name and --image-root are for your own data, not the bundled {args.dataset!r}")
     dataset = load_dataset(args.dataset, **options)
     if dataset.skipped:
         shown = "; ".join(f"{item} ({why})" for item, why in dataset.skipped[:10])
         print(f"skipped {len(dataset.skipped)} bad rows: {shown}{' ...' if len(dataset.skipped) > 10 else ''}")
+    if getattr(dataset, "duplicates", None):
+        print(describe_duplicates(dataset.duplicates, args.dataset))
+    specs = args.encoder or DEFAULT_ENCODERS
+    missing = [spec for spec in specs if spec_modality(spec) not in dataset.modalities]
+    if missing and args.encoder:
+        raise InputError(
+            f"dataset {dataset.name!r} has only {' and '.join(dataset.modalities)}: it cannot feed "
+            f"{', '.join(missing)} (drop that --encoder)"
+        )
+    specs = [spec for spec in specs if spec_modality(spec) in dataset.modalities]
     splits = args.split or list(dataset.splits)
     for split in splits:
         if split not in dataset.splits:
@@ -81,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "cuda" if on_ray and args.gpus_per_actor else args.device
     )  # where the encoders run (as embed_with_ray decides)
     folders = []
-    for spec in args.encoder or DEFAULT_ENCODERS:
+    for spec in specs:
         stored = [
             stored_table(dataset, split, spec_modality(spec), encoder_id(spec, device=device), args.out)
             for split in splits

@@ -104,8 +104,8 @@ def embed_with_ray(
     data = load_dataset(dataset, **dataset_options)
     table_split, _, ids, _, keys = dataset_rows(data, split, modality)
     n_shards = len(shard_ranges(len(ids), shard_size))
-    if dataset not in BUNDLED and Path(dataset).exists():
-        dataset = str(Path(dataset).resolve())  # actors may run in another working directory
+    if dataset not in BUNDLED and not fs.is_remote(dataset) and (Path(dataset).exists() or "{" in dataset):
+        dataset = os.path.abspath(dataset)  # actors may run in another working directory (a shard pattern too)
     kwargs = dict(
         dataset=dataset,
         dataset_options=dataset_options,
@@ -147,6 +147,6 @@ def embed_with_ray(
         dim,
         len(ids),
         n_shards,
-        {"dataset": data.name, "split": table_split, "fingerprint": fingerprint(keys)},
+        {**table_metadata(data, table_split), "fingerprint": fingerprint(keys)},
     )
     return folder

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sotalign.checks import InputError
-from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
+from sotalign.data.datasets import AnyDataset, ClassificationDataset, ImageDataset, TextDataset
 from sotalign.data.store import EmbeddingTable, read_embeddings, read_metadata, write_embeddings
 from sotalign.encoders import Encoder
 from sotalign.io import atomic_path
@@ -206,7 +206,7 @@ def read_table(folder: str | Path) -> EmbeddingTable:
     return table
 
 
-def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str):
+def dataset_rows(dataset: AnyDataset, split: str, modality: str):
     """(table split name, row loader, ids, extra columns, content keys) for one modality of a split.
 
     Captions carry the id of their image (``image_id``); class prompts carry ``label`` and
@@ -214,9 +214,24 @@ def dataset_rows(dataset: ImageTextDataset | ClassificationDataset, split: str, 
     (caption or prompt text, image path) fingerprint what each row embeds, so that a table is
     never reused for different content under the same ids. Images carry the dataset's
     ``image_columns``; with ``image_concept`` both images and captions carry their ``concept``,
-    which then is part of the content keys (regrouped concepts rewrite the tables).
+    which then is part of the content keys (regrouped concepts rewrite the tables). An image-only
+    dataset has image rows only (``DATASET/IMAGE_ID``), a text-only one text rows only
+    (``DATASET/TEXT_ID``, keyed by the text).
     """
     name = dataset.name
+    if modality not in dataset.modalities:
+        kind = "image-only" if modality == "text" else "text-only"
+        raise InputError(
+            f"dataset {name!r} has no {modality}s ({kind}): embed it with an encoder of {dataset.modalities}"
+        )
+    if isinstance(dataset, ImageDataset):
+        rows = dataset.split_indices(split)
+        keys = [dataset.image_ids[i] for i in rows]
+        return split, lambda k: dataset.load_image(int(rows[k])), [f"{name}/{key}" for key in keys], {}, keys
+    if isinstance(dataset, TextDataset):
+        rows = dataset.split_indices(split)
+        texts = [dataset.texts[i] for i in rows]
+        return split, texts.__getitem__, [f"{name}/{dataset.text_ids[i]}" for i in rows], {}, texts
     if isinstance(dataset, ClassificationDataset):
         if modality == "text":
             prompts = dataset.prompts()
@@ -262,9 +277,7 @@ def fingerprint(keys: Sequence[str]) -> str:
     return hashlib.sha1("\x1f".join(keys).encode()).hexdigest()
 
 
-def stored_table(
-    dataset: ImageTextDataset | ClassificationDataset, split: str, modality: str, encoder_id: str, store: str | Path
-) -> Path | None:
+def stored_table(dataset: AnyDataset, split: str, modality: str, encoder_id: str, store: str | Path) -> Path | None:
     """The folder of the complete table of this split, modality and encoder id, if the store holds
     it with the dataset's current content (same fingerprint); else None."""
     table_split, _, _, _, keys = dataset_rows(dataset, split, modality)
@@ -278,7 +291,7 @@ def stored_table(
 
 
 def embed_dataset(
-    dataset: ImageTextDataset | ClassificationDataset,
+    dataset: AnyDataset,
     split: str,
     encoder: Encoder,
     store: str | Path,
@@ -294,7 +307,7 @@ def embed_dataset(
     return embed_rows(encoder, load, ids, folder, metadata=metadata, columns=columns, keys=keys, **options)
 
 
-def table_metadata(dataset: ImageTextDataset | ClassificationDataset, table_split: str) -> dict:
+def table_metadata(dataset: AnyDataset, table_split: str) -> dict:
     """What a table records of its dataset: name, split and, for a user's table file, its path."""
     source = getattr(dataset, "source", None)
     return {"dataset": dataset.name, "split": table_split, **({"source": source} if source else {})}

@@ -2,8 +2,9 @@
 
 The store holds embeddings, not pictures: a gallery or a search answer that shows images
 re-opens the dataset the table came from. The bundled benchmarks re-render theirs, the Iconify
-sets re-read the packed sets kept under ``STORE/_npm``, and a user's table file is reloaded from
-the path (and columns) its tables recorded when embedded (``source`` in their metadata).
+sets re-read the packed sets kept under ``STORE/_npm``, and a user's data (any format of
+``sotalign.data.formats``) is reloaded from the location, format and columns its tables recorded
+when embedded (``source`` in their metadata); unpaired images are shown without captions.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from sotalign.checks import InputError
-from sotalign.data.datasets import ImageTextDataset
+from sotalign.data.datasets import ImageDataset, ImageTextDataset, TextDataset
 from sotalign.data.extract import MANIFEST
 from sotalign.data.registry import BUNDLED, NPM_CACHE, is_iconify, load_dataset
 
@@ -75,6 +77,12 @@ def open_items(dataset: str, store: str | Path) -> DatasetItems | str:
         if source is None:
             return f"the store's {dataset} tables do not record their source file (embedded before it was kept)"
         loaded = load_dataset(source.pop("name"), **source)
+    if isinstance(loaded, TextDataset):
+        return f"{dataset} is text-only: it has no images to show"
+    if isinstance(loaded, ImageDataset):  # unpaired images: shown without captions
+        loaded = ImageTextDataset(
+            loaded.name, loaded.image_ids, [], np.zeros(0, dtype=int), loaded.splits, loaded.load_image
+        )
     if not isinstance(loaded, ImageTextDataset):
         return f"{dataset} is a classification dataset, not image-caption pairs"
     return DatasetItems.of(loaded)

@@ -1,11 +1,14 @@
-"""Datasets by name: a bundled benchmark, an Iconify dataset, an image-caption table file, or a labelled image folder."""
+"""Datasets by name: a bundled benchmark, an Iconify dataset, or a user's data in one of the formats of
+``sotalign.data.formats`` (image-caption table, class folder, image folder, texts, WebDataset shards,
+Hugging Face dataset, COCO caption JSON), local or on object storage where the format allows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from sotalign.checks import InputError
-from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
+from sotalign.data import fs
+from sotalign.data.datasets import AnyDataset
 
 BUNDLED = ("openmoji", "digits")
 ICONIFY = (
@@ -21,8 +24,10 @@ def is_iconify(name: str) -> bool:
     return name in ICONIFY or name.startswith("iconify:")
 
 
-def load_dataset(name: str, **options) -> ImageTextDataset | ClassificationDataset:
-    """``options`` go to the generic loaders (``image_column``, ``caption_column``, ``skip_bad``), or,
+def load_dataset(name: str, **options) -> AnyDataset:
+    """``options`` go to ``sotalign.data.formats.load_user_dataset`` (``format``, ``dataset_name``,
+    ``image_column``, ``caption_column``, ``image_root``, ``skip_bad``: what a user dataset's
+    recorded ``source`` holds, so ``load_dataset(**source)`` re-reads it), or,
     for an Iconify dataset, ``npm_cache``: the folder its packed sets are kept in (``sotalign embed``
     uses ``STORE/_npm``)."""
     if is_iconify(name):
@@ -39,16 +44,11 @@ def load_dataset(name: str, **options) -> ImageTextDataset | ClassificationDatas
         from sotalign.data.digits import load_digits
 
         return load_digits()
-    path = Path(name)
-    if path.is_file():
-        from sotalign.data.generic import load_image_text_table
+    if fs.is_remote(name) or "{" in name or Path(name).exists():
+        from sotalign.data.formats import load_user_dataset
 
-        return load_image_text_table(path, **options)
-    if path.is_dir():
-        from sotalign.data.generic import load_image_folder
-
-        return load_image_folder(path, skip_bad=options.get("skip_bad", False))
+        return load_user_dataset(name, **options)
     raise InputError(
         f"unknown dataset {name!r}: neither a bundled one ({', '.join(BUNDLED)}), an Iconify one "
-        f"({', '.join(ICONIFY)}, iconify:SET[,SET...]) nor an existing table file or image folder"
+        f"({', '.join(ICONIFY)}, iconify:SET[,SET...]) nor an existing file, folder or shard pattern"
     )
