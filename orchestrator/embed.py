@@ -111,12 +111,13 @@ def run(args: argparse.Namespace) -> int:
         print(describe_duplicates(dataset.duplicates, args.dataset))
     specs = args.encoder or DEFAULT_ENCODERS
     missing = [spec for spec in specs if spec_modality(spec) not in dataset.modalities]
-    if missing and args.encoder:
-        raise InputError(
-            f"dataset {dataset.name!r} has only {' and '.join(dataset.modalities)}: it cannot feed "
-            f"{', '.join(missing)} (drop that --encoder)"
+    if missing and args.encoder:  # one command line embeds every source: each takes the encoders it can feed
+        print(
+            f"{dataset.name} has only {' and '.join(m + 's' for m in dataset.modalities)}: not embedded with {', '.join(missing)}"
         )
     specs = [spec for spec in specs if spec_modality(spec) in dataset.modalities]
+    if not specs:
+        raise InputError(f"dataset {dataset.name!r} has only {' and '.join(dataset.modalities)}: no --encoder for it")
     splits = args.split or list(dataset.splits)
     for split in splits:
         if split not in dataset.splits:

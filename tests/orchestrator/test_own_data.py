@@ -74,13 +74,13 @@ def own_data(tmp_path_factory):
 def embedded(own_data):
     """`sotalign embed` of each source, as README shows it."""
     store = own_data / "store"
-    for dataset, name in (
-        ("pairs/{00000..00001}.tar", "own-pairs"),
-        ("unpaired-images", "own-images"),
-        ("unpaired-texts.txt", "own-texts"),
-        ("test/captions.json", "own-test"),
+    for dataset, name, form in (
+        ("pairs/{00000..00001}.tar", "own-pairs", "auto"),
+        ("unpaired-images", "own-images", "images"),  # sub-folders are not classes here
+        ("unpaired-texts.txt", "own-texts", "auto"),
+        ("test/captions.json", "own-test", "auto"),
     ):
-        args = ["embed", "--dataset", str(own_data / dataset), "--name", name, "--out", str(store)]
+        args = ["embed", "--dataset", str(own_data / dataset), "--name", name, "--format", form, "--out", str(store)]
         assert main([*args, "--encoder", IMAGE, "--encoder", TEXT, "--device", "cpu"]) == 0, dataset
     return store
 
