@@ -1,8 +1,9 @@
 """``sotalign embed``: extract frozen-encoder embeddings of a dataset into the Parquet store; and
 ``ensure_tables``, which ``train`` and ``sweep`` call to have every table an experiment reads.
 
-Iconify datasets keep their npm-packed icon sets in ``STORE/_npm``, so a rerun needs neither
-npm nor the network. Tables already complete in the store are not recomputed, and an encoder
+Iconify datasets keep their npm-packed icon sets in ``STORE/_npm`` (in a local cache for a store on
+object storage), so a rerun needs neither npm nor the network. The store is a local folder or an
+``s3://`` URI (``sotalign.data.fs``), checked reachable before any work. Tables already complete in the store are not recomputed, and an encoder
 whose every asked-for table is complete is not even loaded (its id comes from its spec).
 """
 
@@ -13,8 +14,9 @@ import os
 from pathlib import Path
 
 from sotalign.checks import InputError
+from sotalign.data import fs
 from sotalign.data.extract import embed_dataset, is_complete, read_table, stored_table, table_dir
-from sotalign.data.registry import BUNDLED, ICONIFY, NPM_CACHE, is_iconify, load_dataset
+from sotalign.data.registry import BUNDLED, ICONIFY, is_iconify, load_dataset, npm_cache
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, spec_modality
 from sotalign.experiments.bundled import DEMO_IMAGE_ENCODER, ensure_embedded
 from sotalign.experiments.experiment import Experiment
@@ -42,7 +44,7 @@ def add_parser(commands) -> None:
         "--skip-bad", action="store_true", help="skip missing/unreadable images and empty captions (and report them)"
     )
     p.add_argument("--split", action="append", help="split(s) to embed (default: all of the dataset's splits)")
-    p.add_argument("--out", type=Path, required=True, help="the embedding store folder")
+    p.add_argument("--out", required=True, help="the embedding store: a folder, or s3://BUCKET/PREFIX")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
@@ -60,9 +62,10 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    fs.check_reachable(args.out)
     options = {}  # for user datasets only; the bundled ones have fixed columns and no bad rows
     if is_iconify(args.dataset):
-        options = {"npm_cache": str((args.out / NPM_CACHE).resolve())}
+        options = {"npm_cache": npm_cache(args.out)}
     elif args.dataset not in BUNDLED:
         options = {"skip_bad": args.skip_bad}
         if not Path(args.dataset).is_dir():
