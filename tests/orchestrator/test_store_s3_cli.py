@@ -85,3 +85,21 @@ def test_the_mlflow_server_keeps_artifacts_in_a_bucket(s3, tmp_path, free_port):
     objects = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").list_objects_v2(Bucket=s3.bucket)
     keys = [o["Key"] for o in objects.get("Contents", [])]
     assert any(k.startswith("mlflow/") and k.endswith(f"{run.info.run_id}/artifacts/eval.json") for k in keys), keys
+
+
+def test_ray_train_checkpoints_reach_an_s3_storage_path(s3, tmp_path):
+    """Ray Train's own storage layer (what ``RunConfig(storage_path=...)`` builds on every worker) finds the
+    custom endpoint through the AWS environment alone: s3 locations pass through unchanged."""
+    from ray.train import Checkpoint
+    from ray.train.v2._internal.execution.storage import StorageContext
+
+    from orchestrator.experiment_file import with_absolute_paths
+
+    tree = with_absolute_paths({"data": {"store": f"{s3.url}/store"}, "run": {"storage_path": f"{s3.url}/ray"}})
+    storage_path = tree["run"]["storage_path"]
+    assert tree["data"]["store"] == f"{s3.url}/store" and storage_path == f"{s3.url}/ray"
+    (tmp_path / "state.pt").write_bytes(b"heads")
+    storage = StorageContext(storage_path=storage_path, experiment_dir_name="run-1")
+    persisted = storage.persist_current_checkpoint(Checkpoint.from_directory(str(tmp_path)), "checkpoint_000000")
+    assert persisted.path == f"{s3.bucket}/ray/run-1/checkpoint_000000"
+    assert fs.read_bytes(f"s3://{persisted.path}/state.pt") == b"heads"
