@@ -18,6 +18,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from sotalign.encoders import Encoder
 
 MANIFEST = "_COMPLETE.json"
 SHARD_SIZE = 1024  # rows per Parquet shard: the unit of resumption and of distributed work
+READ_THREADS = 8  # shards read at once by read_table (benchmarks/store_read.py)
 
 
 def encoder_slug(encoder_id: str) -> str:
@@ -193,7 +195,8 @@ def read_table(folder: str | os.PathLike) -> EmbeddingTable:
     if not is_complete(folder):
         raise InputError(f"no complete embedding table at {folder} (run `sotalign embed` first, or let it finish)")
     manifest = json.loads(fs.read_text(fs.join(folder, MANIFEST)))
-    parts = [read_embeddings(shard_path(folder, i)) for i in range(manifest["shards"])]
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # pyarrow reads without the GIL: overlaps object-store latency
+        parts = list(pool.map(read_embeddings, [shard_path(folder, i) for i in range(manifest["shards"])]))
     columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
     table = EmbeddingTable(
         ids=[i for p in parts for i in p.ids],
