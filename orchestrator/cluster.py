@@ -1,7 +1,8 @@
 """Connecting to Ray, and what a cluster of several nodes asks of a run before it starts.
 
 ``connect_ray`` joins ``RAY_ADDRESS``'s cluster or the one running on this node (``ray up``'s
-head), else starts a local one. ``check_cluster_fit`` refuses, before any training, what works
+head), else starts a local one. ``check_storage`` refuses an object store (``s3://`` store or
+checkpoints) that does not answer or lacks its bucket, before any work. ``check_cluster_fit`` refuses, before any training, what works
 on one node but not on several: an MLflow sqlite file that Train workers on other nodes cannot
 reach, a ``run.storage_path`` for Train checkpoints that some node does not see (a restarted
 worker on another node would find no checkpoint to resume from), and for a sweep an embedding
@@ -17,6 +18,7 @@ from pathlib import Path
 from orchestrator.experiment_file import RunOptions
 from sotalign.checks import InputError
 from sotalign.data import fs
+from sotalign.experiments.experiment import Experiment
 
 LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/stack.md: ~3 s per run)
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -46,6 +48,14 @@ def connect_ray() -> None:
         for name, value in LOCAL_TRAIN_SETTINGS.items():
             os.environ.setdefault(name, value)
         ray.init(resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=False)
+
+
+def check_storage(experiments: list[Experiment], options: RunOptions) -> None:
+    """Every object-store location the runs read or write answers and has its bucket: the experiments'
+    stores, and the Train checkpoints' ``run.storage_path`` when Train workers run (InputError naming it)."""
+    stores = [e.data.store for e in experiments if e.data.dataset != "synthetic"]
+    for location in dict.fromkeys(stores + ([options.storage_path] if options.workers else [])):
+        fs.check_reachable(location)
 
 
 def alive_nodes() -> list[dict]:

@@ -1,11 +1,13 @@
 """``sotalign embed``: extract frozen-encoder embeddings of a dataset into the Parquet store; and
 ``ensure_tables``, which ``train`` and ``sweep`` call to have every table an experiment reads.
 
-Iconify datasets keep their npm-packed icon sets in ``STORE/_npm``, so a rerun needs neither
-npm nor the network. Tables already complete in the store are not recomputed, and an encoder
-whose every asked-for table is complete is not even loaded (its id comes from its spec). A user
-dataset is read in one of the formats of ``sotalign.data.formats``; only the encoders of the
-modalities it has run (an image-only source writes only its image table).
+Iconify datasets keep their npm-packed icon sets in ``STORE/_npm`` (in a local cache for a store on
+object storage), so a rerun needs neither npm nor the network. The store is a local folder or an
+``s3://`` URI (``sotalign.data.fs``), checked reachable before any work. Tables already complete in
+the store are not recomputed, and an encoder whose every asked-for table is complete is not even
+loaded (its id comes from its spec). A user dataset is read in one of the formats of
+``sotalign.data.formats``; only the encoders of the modalities it has run (an image-only source
+writes only its image table).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sotalign.checks import InputError
 from sotalign.data import fs
 from sotalign.data.extract import embed_dataset, read_table, stored_table
 from sotalign.data.formats import FORMATS, describe_duplicates
-from sotalign.data.registry import BUNDLED, ICONIFY, NPM_CACHE, is_iconify, load_dataset
+from sotalign.data.registry import BUNDLED, ICONIFY, is_iconify, load_dataset, npm_cache
 from sotalign.data.sources import check_source
 from sotalign.encoders import DEFAULT_TEXT_ENCODER, encoder_id, load_encoder, spec_modality
 from sotalign.experiments.bundled import DEMO_IMAGE_ENCODER, ensure_embedded
@@ -68,7 +70,7 @@ def add_parser(commands) -> None:
         "--skip-bad", action="store_true", help="skip missing/unreadable images and empty captions (and report them)"
     )
     p.add_argument("--split", action="append", help="split(s) to embed (default: all of the dataset's splits)")
-    p.add_argument("--out", type=Path, required=True, help="the embedding store folder")
+    p.add_argument("--out", required=True, help="the embedding store: a folder, or s3://BUCKET/PREFIX")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
@@ -86,9 +88,10 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    fs.check_reachable(args.out)
     options = {}  # for user datasets only; the bundled ones have fixed columns and no bad rows
     if is_iconify(args.dataset):
-        options = {"npm_cache": str((args.out / NPM_CACHE).resolve())}
+        options = {"npm_cache": npm_cache(args.out)}
     elif args.dataset not in BUNDLED:
         image_root = args.image_root
         if image_root and not fs.is_remote(image_root):

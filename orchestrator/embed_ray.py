@@ -4,7 +4,7 @@ Every actor loads the dataset description and one encoder (one GPU per actor on 
 then writes whole shards with ``sotalign.data.extract.embed_shard``, the function the local
 path uses, so the store is the same either way; shards already on disk are skipped (resume).
 The driver writes the table's manifest once every shard is in. The store must be on storage
-that every node sees (NFS, a mounted bucket) on a multi-node cluster.
+that every node sees (``s3://...``, NFS) on a multi-node cluster.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def embed_with_ray(
     device: str = "auto",
     batch_size: int = 64,
     shard_size: int | None = None,
-) -> Path:
+) -> str:
     """Run the extraction of one split on the connected Ray cluster; returns the table folder."""
     import ray
     import ray.data
@@ -112,7 +112,7 @@ def embed_with_ray(
         split=split,
         encoder=encoder,
         device="cuda" if gpus_per_actor else device,
-        store=str(Path(store).resolve()),
+        store=fs.absolute(store),
         batch_size=batch_size,
         shard_size=shard_size,
     )
@@ -132,7 +132,7 @@ def embed_with_ray(
         raise RuntimeError(
             f"the Ray job returned shards {sorted(int(r['shard']) for r in results)}, expected 0..{n_shards - 1}"
         )
-    encoder_id, dim, folder = results[0]["encoder"], int(results[0]["dim"]), Path(results[0]["folder"])
+    encoder_id, dim, folder = results[0]["encoder"], int(results[0]["dim"]), str(results[0]["folder"])
     missing = [k for k in range(n_shards) if not fs.is_file(shard_path(folder, k))]
     if missing:  # written on another node's disk: a manifest here would promise what this store lacks
         raise InputError(

@@ -15,6 +15,7 @@ import yaml
 
 from orchestrator.overrides import with_changes
 from sotalign.checks import InputError
+from sotalign.data import fs
 from sotalign.experiments.experiment import DataSpec, Experiment
 from sotalign.fields import check_fields, from_mapping, option
 
@@ -61,11 +62,11 @@ def split_tree(tree: dict[str, Any]) -> tuple[Experiment, RunOptions]:
 
 
 def with_absolute_paths(tree: dict[str, Any]) -> dict[str, Any]:
-    """``data.store`` and a local ``run.storage_path`` resolved against the current directory, so
+    """A local ``data.store`` and ``run.storage_path`` resolved against the current directory (URIs kept), so
     that Ray actors (Tune runs trials in their own folders) read and write the same places."""
     tree = dict(tree)
     data, run = dict(tree.get("data") or {}), dict(tree.get("run") or {})
-    data["store"] = str(Path(data.get("store") or DataSpec.store).resolve())
+    data["store"] = fs.absolute(data.get("store") or DataSpec.store)
     storage = run.get("storage_path") or RunOptions.storage_path
     run["storage_path"] = storage if "://" in storage else str(Path(storage).resolve())
     return {**tree, "data": data, "run": run}

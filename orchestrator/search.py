@@ -19,7 +19,8 @@ import torch
 from orchestrator.gallery import contact_sheet
 from orchestrator.tracking import client, tracking_uri
 from sotalign.checks import InputError
-from sotalign.data.extract import is_complete, read_table, table_dir
+from sotalign.data import fs
+from sotalign.data.extract import MANIFEST, is_complete, read_table, table_dir
 from sotalign.data.items import open_items
 from sotalign.encoders import encoder_id, load_encoder
 from sotalign.model import AlignedModel
@@ -118,7 +119,8 @@ def candidates(where: dict, modality: str, model: AlignedModel):
     spec = where[f"{modality}_encoder"]
     folder = table_dir(where["store"], where["dataset"], where["split"], modality, encoder_id(spec))
     if not is_complete(folder):
-        others = sorted(p.name for p in folder.parent.glob("*") if is_complete(p))
+        tables = fs.list_files(fs.parent(folder), recursive=True)  # ENCODER/part-*.parquet, ENCODER/_COMPLETE.json
+        others = sorted(fs.name(fs.parent(f)) for f in tables if fs.name(f) == MANIFEST)
         held = (
             f"it holds {modality} embeddings by {', '.join(others)} only"
             if others

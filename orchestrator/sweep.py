@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from orchestrator import tracking
-from orchestrator.cluster import check_cluster_fit, connect_ray
+from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import split_tree, with_absolute_paths
 from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
@@ -137,6 +137,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
             "a Train driver otherwise) are fixed for the sweep; set it in base"
         )
     scheduler = space.build_scheduler(base_experiment.align.steps)
+    check_storage(experiments, split_tree(space.base)[1])
     ids = ensure_tables(experiments)  # embeds the bundled data for every encoder pair once, here
     connect_ray()
     check_cluster_fit(uri, split_tree(space.base)[1], _store_read(base_experiment))

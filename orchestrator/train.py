@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from orchestrator import tracking
-from orchestrator.cluster import check_cluster_fit, connect_ray
+from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import RunOptions, load_experiment_file
 from orchestrator.overrides import add_set_argument, parse_assignments
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     experiment, options = load_experiment_file(args.config, changes)
     uri = tracking.tracking_uri(args.tracking_uri)
     tracking.ensure_reachable(uri)  # before any data loading or training
+    check_storage([experiment], options)
     ids = ensure_tables([experiment])
     if options.workers:
         connect_ray()

@@ -2,7 +2,9 @@
 
 For a sqlite store it starts ``mlflow server`` on loopback and waits for it; for a server URI it
 only prints links. On a cluster's head (cluster.yaml) it is the tracking server every node logs
-to: ``--host 0.0.0.0``, artifacts proxied to ``--artifacts-destination``, and ``--stop-with-ray``
+to: ``--host 0.0.0.0``, artifacts proxied to ``--artifacts-destination`` (a folder, or ``s3://BUCKET/PREFIX``
+with the AWS environment: ``AWS_ENDPOINT_URL`` for an S3-compatible store, checked reachable before the
+server starts), and ``--stop-with-ray``
 ends it with the head's Ray node, so that ``ray stop`` / ``ray down`` leave nothing running. The links go straight to the runs table (``#/experiments/<id>/runs``): MLflow
 3.17 opens in GenAI mode otherwise (docs/stack.md).
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from orchestrator.tracking import PAIRS_VIEW, client, ensure_reachable, runs_link, tracking_uri
 from sotalign.checks import InputError
+from sotalign.data import fs
 
 RAY_POLL_S = 2.0  # how often --stop-with-ray looks for the raylet: the server outlives `ray stop` by at most this
 
@@ -33,7 +36,8 @@ def add_parser(commands) -> None:
     p.add_argument(
         "--artifacts-destination",
         default=None,
-        help="where the server stores the artifacts that clients send it (default: mlartifacts/ beside the sqlite file)",
+        help="where the server stores the artifacts that clients send it: a folder or s3://BUCKET/PREFIX "
+        "(default: mlartifacts/ beside the sqlite file)",
     )
     p.add_argument(
         "--stop-with-ray",
@@ -120,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--stop-with-ray: no Ray node of this user runs on this machine (start it first: `ray start`)")
     server = f"http://{args.host}:{args.port}"
     artifacts = args.artifacts_destination or str(Path(store.removeprefix("sqlite:///")).parent / "mlartifacts")
+    fs.check_reachable(artifacts)
     if args.background:  # the same command in the foreground of a new session; ready when it answers
         command = [
             sys.executable,

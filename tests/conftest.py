@@ -1,9 +1,17 @@
 """Shared fixtures: tiny real encoders built from configs and saved locally (nothing downloads),
-and a small real Iconify set packed with npm once per test session, with a store of a few dozen
-of its concepts (used by tests/sotalign/test_iconify.py and tests/orchestrator/test_iconify_cli.py)."""
+a small real Iconify set packed with npm once per test session, with a store of a few dozen
+of its concepts (used by tests/sotalign/test_iconify.py and tests/orchestrator/test_iconify_cli.py),
+and a real S3-compatible server (moto) on loopback with a fresh bucket per test."""
 
 import dataclasses
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -108,3 +116,54 @@ def tiny_store(small_set, tmp_path_factory):
         dataset=tiny,
         image_encoder=TINY_STORE_IMAGE_ENCODER,
     )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """``http://127.0.0.1:PORT`` of a moto S3 server run as its own process for the session, stopped at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not answer at {endpoint}") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(moto_endpoint, monkeypatch):
+    """A fresh bucket on the moto server, with the AWS environment pointing at it for this test.
+
+    ``.url``: ``s3://BUCKET``; ``.bucket``; ``.endpoint``; ``.env``: the variables, for subprocesses."""
+    import boto3
+
+    from sotalign.data import fs
+
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE"):  # nothing of the user's AWS setup
+        monkeypatch.delenv(key, raising=False)
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    fs._remote.cache_clear()  # clients are cached per bucket with the endpoint they were made with
+    yield SimpleNamespace(url=f"s3://{bucket}", bucket=bucket, endpoint=moto_endpoint, env=env)
+    fs._remote.cache_clear()

@@ -4,31 +4,35 @@ A table is a folder of Parquet shards (``part-00000.parquet`` ...) of ``shard_si
 plus ``_COMPLETE.json`` once every shard is written. Extraction is resumable: shards already
 on disk are checked (same encoder id and dim, same ids) and skipped; a folder holding another
 encoder's shards is refused. Ids are deterministic, so a resumed or distributed run (the Ray
-Data job in ``orchestrator``) writes the same table as a local one.
+Data job in ``orchestrator``) writes the same table as a local one. The manifest is written last
+and atomically, and readers read complete tables only, so a reader never sees a table half-written.
 
-Layout: ``<store>/<dataset>/<split>/<modality>/<encoder slug>/``.
+Layout: ``<store>/<dataset>/<split>/<modality>/<encoder slug>/``, where the store is a local
+folder or an object-store URI (``s3://bucket/store``; ``sotalign.data.fs``): locations are strings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from sotalign.checks import InputError
+from sotalign.data import fs
 from sotalign.data.datasets import AnyDataset, ClassificationDataset, ImageDataset, TextDataset
 from sotalign.data.store import EmbeddingTable, read_embeddings, read_metadata, write_embeddings
 from sotalign.encoders import Encoder
-from sotalign.io import atomic_path
 
 MANIFEST = "_COMPLETE.json"
 SHARD_SIZE = 1024  # rows per Parquet shard: the unit of resumption and of distributed work
+READ_THREADS = 8  # shards read at once by read_table (benchmarks/store_read.py)
 
 
 def encoder_slug(encoder_id: str) -> str:
@@ -37,22 +41,22 @@ def encoder_slug(encoder_id: str) -> str:
     return f"{readable}-{hashlib.sha1(encoder_id.encode()).hexdigest()[:8]}"
 
 
-def table_dir(store: str | Path, dataset: str, split: str, modality: str, encoder_id: str) -> Path:
-    return Path(store) / dataset / split / modality / encoder_slug(encoder_id)
+def table_dir(store: str | os.PathLike, dataset: str, split: str, modality: str, encoder_id: str) -> str:
+    return fs.join(store, dataset, split, modality, encoder_slug(encoder_id))
 
 
-def shard_path(folder: Path, index: int) -> Path:
-    return folder / f"part-{index:05d}.parquet"
+def shard_path(folder: str | os.PathLike, index: int) -> str:
+    return fs.join(folder, f"part-{index:05d}.parquet")
 
 
 def shard_ranges(n_rows: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, n_rows)) for start in range(0, n_rows, shard_size)]
 
 
-def check_existing_shard(path: Path, encoder: Encoder, content: str) -> bool:
+def check_existing_shard(path: str, encoder: Encoder, content: str) -> bool:
     """True if ``path`` already holds this shard (same encoder, same content fingerprint);
     raise if it holds something else."""
-    if not path.exists():
+    if not fs.is_file(path):
         return False
     meta = read_metadata(path)
     if meta.get("encoder") != encoder.id or meta.get("dim") != encoder.dim:
@@ -63,7 +67,7 @@ def check_existing_shard(path: Path, encoder: Encoder, content: str) -> bool:
     if meta.get("fingerprint") != content:
         raise InputError(
             f"{path} holds other content than this extraction would write (the dataset changed, or two "
-            f"datasets share the name {meta.get('dataset')!r}); delete {path.parent} or use another store"
+            f"datasets share the name {meta.get('dataset')!r}); delete {fs.parent(path)} or use another store"
         )
     return True
 
@@ -72,7 +76,7 @@ def embed_shard(
     encoder: Encoder,
     load: Callable[[int], object],
     ids: Sequence[str],
-    folder: Path,
+    folder: str,
     index: int,
     *,
     metadata: dict,
@@ -112,7 +116,7 @@ def embed_rows(
     encoder: Encoder,
     load: Callable[[int], object],
     ids: Sequence[str],
-    folder: str | Path,
+    folder: str | os.PathLike,
     *,
     metadata: dict,
     keys: Sequence[str],
@@ -120,13 +124,13 @@ def embed_rows(
     batch_size: int = 64,
     shard_size: int = SHARD_SIZE,
     progress: bool = True,
-) -> Path:
+) -> str:
     """Embed row i = ``load(i)`` for every id into sharded Parquet under ``folder``.
 
     ``keys[i]`` describes row i's content (its caption, its image path); shards and the
     manifest record a fingerprint of them.
     """
-    folder = Path(folder)
+    folder = str(folder)
     ranges = shard_ranges(len(ids), shard_size)
     n_shards = len(ranges)
     bar = tqdm(
@@ -164,7 +168,7 @@ def embed_rows(
     return folder
 
 
-def write_shard(path: Path, encoder: Encoder, ids, embeddings: torch.Tensor, metadata: dict, columns: dict) -> None:
+def write_shard(path: str, encoder: Encoder, ids, embeddings: torch.Tensor, metadata: dict, columns: dict) -> None:
     write_embeddings(
         path,
         ids,
@@ -175,25 +179,24 @@ def write_shard(path: Path, encoder: Encoder, ids, embeddings: torch.Tensor, met
 
 
 def write_manifest(
-    folder: Path, encoder_id: str, modality: str, dim: int, n_rows: int, n_shards: int, metadata: dict
+    folder: str | os.PathLike, encoder_id: str, modality: str, dim: int, n_rows: int, n_shards: int, metadata: dict
 ) -> None:
     """Mark a table complete: written last, after every shard."""
     manifest = {**metadata, "encoder": encoder_id, "modality": modality, "dim": dim, "n": n_rows, "shards": n_shards}
-    with atomic_path(folder / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2))
+    fs.write_bytes(fs.join(folder, MANIFEST), json.dumps(manifest, indent=2).encode())
 
 
-def is_complete(folder: str | Path) -> bool:
-    return (Path(folder) / MANIFEST).is_file()
+def is_complete(folder: str | os.PathLike) -> bool:
+    return fs.is_file(fs.join(folder, MANIFEST))
 
 
-def read_table(folder: str | Path) -> EmbeddingTable:
+def read_table(folder: str | os.PathLike) -> EmbeddingTable:
     """All shards of a complete table, concatenated in order."""
-    folder = Path(folder)
     if not is_complete(folder):
         raise InputError(f"no complete embedding table at {folder} (run `sotalign embed` first, or let it finish)")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    parts = [read_embeddings(shard_path(folder, i)) for i in range(manifest["shards"])]
+    manifest = json.loads(fs.read_text(fs.join(folder, MANIFEST)))
+    with ThreadPoolExecutor(READ_THREADS) as pool:  # pyarrow reads without the GIL: overlaps object-store latency
+        parts = list(pool.map(read_embeddings, [shard_path(folder, i) for i in range(manifest["shards"])]))
     columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
     table = EmbeddingTable(
         ids=[i for p in parts for i in p.ids],
@@ -277,14 +280,16 @@ def fingerprint(keys: Sequence[str]) -> str:
     return hashlib.sha1("\x1f".join(keys).encode()).hexdigest()
 
 
-def stored_table(dataset: AnyDataset, split: str, modality: str, encoder_id: str, store: str | Path) -> Path | None:
+def stored_table(
+    dataset: AnyDataset, split: str, modality: str, encoder_id: str, store: str | os.PathLike
+) -> str | None:
     """The folder of the complete table of this split, modality and encoder id, if the store holds
     it with the dataset's current content (same fingerprint); else None."""
     table_split, _, _, _, keys = dataset_rows(dataset, split, modality)
     folder = table_dir(store, dataset.name, table_split, modality, encoder_id)
     if not is_complete(folder):
         return None
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = json.loads(fs.read_text(fs.join(folder, MANIFEST)))
     return (
         folder if manifest.get("encoder") == encoder_id and manifest.get("fingerprint") == fingerprint(keys) else None
     )
@@ -294,9 +299,9 @@ def embed_dataset(
     dataset: AnyDataset,
     split: str,
     encoder: Encoder,
-    store: str | Path,
+    store: str | os.PathLike,
     **options,
-) -> Path:
+) -> str:
     """Embed one split of ``dataset`` with ``encoder`` into ``store``; returns the table folder."""
     stored = stored_table(dataset, split, encoder.modality, encoder.id, store)
     if stored is not None:

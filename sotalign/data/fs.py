@@ -53,6 +53,11 @@ def name(location: str | os.PathLike) -> str:
     return posixpath.basename(str(location).rstrip("/"))
 
 
+def absolute(location: str | os.PathLike) -> str:
+    """A local path made absolute (Ray actors run in other working directories); a URI unchanged."""
+    return str(location) if is_remote(location) else str(Path(location).resolve())
+
+
 @lru_cache(maxsize=16)
 def _remote(scheme_and_bucket: str) -> pafs.FileSystem:
     """One client per bucket and process, configured from the environment."""
@@ -79,15 +84,34 @@ def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     return _remote(f"{scheme}://{bucket}"), rest.rstrip("/")
 
 
+def check_reachable(location: str | os.PathLike) -> None:
+    """Raise ``InputError`` naming ``location`` when its object store does not answer (bad endpoint,
+    bad credentials) or has no such bucket: a pre-flight check, before any work starts. A local path
+    passes (it is created when written)."""
+    if not is_remote(location):
+        return
+    fs, path = resolve(location)
+    bucket = path.split("/", 1)[0]
+    try:
+        found = fs.get_file_info(bucket).type != pafs.FileType.NotFound
+    except OSError as error:
+        raise InputError(f"cannot reach {location}: {short_error(error)}") from None
+    if not found:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        at = f" at {endpoint}" if endpoint and str(location).startswith("s3://") else ""
+        raise InputError(f"no bucket {bucket!r}{at} for {location}: create it, or fix the location")
+
+
 def _info(location: str | os.PathLike) -> pafs.FileInfo:
     fs, path = resolve(location)
     try:
         return fs.get_file_info(path)
     except OSError as error:  # unreachable endpoint, bad credentials, no such bucket
-        raise InputError(f"cannot reach {location}: {_short(error)}") from None
+        raise InputError(f"cannot reach {location}: {short_error(error)}") from None
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
+    """An OS or S3 error as one line (the AWS SDK's messages span lines and carry request ids)."""
     return " ".join(str(error).split())[:300]
 
 
@@ -111,7 +135,7 @@ def list_files(location: str | os.PathLike, recursive: bool = False) -> list[str
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
     except OSError as error:
-        raise InputError(f"cannot list {location}: {_short(error)}") from None
+        raise InputError(f"cannot list {location}: {short_error(error)}") from None
     base = str(location).rstrip("/").rstrip(os.sep)
     return sorted(
         join(base, *posixpath.relpath(info.path, path).split("/")) for info in infos if info.type == pafs.FileType.File
@@ -126,7 +150,7 @@ def open_input(location: str | os.PathLike):
     except FileNotFoundError:
         raise InputError(f"no file at {location}") from None
     except OSError as error:
-        raise InputError(f"cannot read {location}: {_short(error)}") from None
+        raise InputError(f"cannot read {location}: {short_error(error)}") from None
 
 
 def open_stream(location: str | os.PathLike, buffer_size: int = 1 << 22):
@@ -138,7 +162,7 @@ def open_stream(location: str | os.PathLike, buffer_size: int = 1 << 22):
     except FileNotFoundError:
         raise InputError(f"no file at {location}") from None
     except OSError as error:
-        raise InputError(f"cannot read {location}: {_short(error)}") from None
+        raise InputError(f"cannot read {location}: {short_error(error)}") from None
 
 
 def read_bytes(location: str | os.PathLike) -> bytes:
@@ -168,7 +192,7 @@ def atomic_local_path(location: str | os.PathLike) -> Iterator[Path]:
         try:
             _upload(fs, tmp, path)
         except OSError as error:
-            raise InputError(f"cannot write {location}: {_short(error)}") from None
+            raise InputError(f"cannot write {location}: {short_error(error)}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -2,7 +2,7 @@
 
 The store holds embeddings, not pictures: a gallery or a search answer that shows images
 re-opens the dataset the table came from. The bundled benchmarks re-render theirs, the Iconify
-sets re-read the packed sets kept under ``STORE/_npm``, and a user's data (any format of
+sets re-read the packed sets kept under ``STORE/_npm`` (``registry.npm_cache``), and a user's data (any format of
 ``sotalign.data.formats``) is reloaded from the location, format and columns its tables recorded
 when embedded (``source`` in their metadata); unpaired images are shown without captions.
 """
@@ -10,16 +10,17 @@ when embedded (``source`` in their metadata); unpaired images are shown without 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from sotalign.checks import InputError
+from sotalign.data import fs
 from sotalign.data.datasets import ImageDataset, ImageTextDataset, TextDataset
 from sotalign.data.extract import MANIFEST
-from sotalign.data.registry import BUNDLED, NPM_CACHE, is_iconify, load_dataset
+from sotalign.data.registry import BUNDLED, is_iconify, load_dataset, npm_cache
 
 CHANGED = "its files differ from what the store embedded (a file gone or changed since `sotalign embed`)"
 
@@ -61,7 +62,7 @@ class DatasetItems:
         return self.dataset.captions[self.caption_index[store_id]]
 
 
-def open_items(dataset: str, store: str | Path) -> DatasetItems | str:
+def open_items(dataset: str, store: str | os.PathLike) -> DatasetItems | str:
     """The items of ``dataset`` as embedded in ``store``, or why they cannot be shown (synthetic data
     has no images; a table embedded before its source was recorded)."""
     if dataset == "synthetic":
@@ -69,11 +70,11 @@ def open_items(dataset: str, store: str | Path) -> DatasetItems | str:
     if dataset in BUNDLED:
         loaded = load_dataset(dataset)
     elif is_iconify(dataset):
-        loaded = load_dataset(dataset, npm_cache=str(Path(store) / NPM_CACHE))
-    elif not (Path(store) / dataset).is_dir():
-        return f"no folder {Path(store) / dataset} on this machine (the store is not shared with it)"
+        loaded = load_dataset(dataset, npm_cache=npm_cache(store))
+    elif not fs.is_dir(fs.join(store, dataset)):
+        return f"no folder {fs.join(store, dataset)} on this machine (the store is not shared with it)"
     else:
-        source = _recorded_source(Path(store) / dataset)
+        source = _recorded_source(fs.join(store, dataset))
         if source is None:
             return f"the store's {dataset} tables do not record their source file (embedded before it was kept)"
         loaded = load_dataset(source.pop("name"), **source)
@@ -88,10 +89,10 @@ def open_items(dataset: str, store: str | Path) -> DatasetItems | str:
     return DatasetItems.of(loaded)
 
 
-def _recorded_source(folder: Path) -> dict | None:
-    """The ``source`` of the first complete table under a dataset's store folder."""
-    for manifest in sorted(folder.glob(f"*/*/*/{MANIFEST}")):
-        source = json.loads(manifest.read_text()).get("source")
+def _recorded_source(folder: str) -> dict | None:
+    """The ``source`` of the first complete table under a dataset's store folder (SPLIT/MODALITY/ENCODER/)."""
+    for manifest in (f for f in fs.list_files(folder, recursive=True) if fs.name(f) == MANIFEST):
+        source = json.loads(fs.read_text(manifest)).get("source")
         if source:
             return dict(source)
     return None

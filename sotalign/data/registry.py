@@ -4,6 +4,7 @@ Hugging Face dataset, COCO caption JSON), local or on object storage where the f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sotalign.checks import InputError
@@ -18,6 +19,14 @@ ICONIFY = (
 
 
 NPM_CACHE = "_npm"  # STORE/_npm: the packed Iconify sets (`sotalign embed` keeps them there)
+
+
+def npm_cache(store: str | os.PathLike) -> str:
+    """The folder the Iconify sets of ``store`` are packed into: ``STORE/_npm`` for a local store; a local
+    ``~/.cache/sotalign/_npm`` for one on object storage (npm writes files; each machine packs its own)."""
+    if fs.is_remote(store):
+        return str(Path.home() / ".cache" / "sotalign" / NPM_CACHE)
+    return str((Path(store) / NPM_CACHE).resolve())
 
 
 def is_iconify(name: str) -> bool:

@@ -3,14 +3,16 @@
 A table has an ``id`` column (string), an ``embedding`` column (fixed-size list of float32
 or float16) and any extra per-row columns (e.g. ``image_id`` for captions, ``label``).
 Table-level metadata (encoder id, dim, pooling, dataset, split, ...) is stored as JSON in
-the Parquet schema metadata under ``sotalign``. Writes are atomic (temp file + rename).
+the Parquet schema metadata under ``sotalign``. A table lives on a local disk or on object
+storage (``sotalign.data.fs``); writes are atomic on both (a local temp file renamed, or one PUT).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from sotalign.checks import InputError
-from sotalign.io import atomic_path
+from sotalign.data import fs
 
 META_KEY = b"sotalign"
 
@@ -33,13 +35,13 @@ class EmbeddingTable:
 
 
 def write_embeddings(
-    path: str | Path,
+    path: str | os.PathLike,
     ids,
     embeddings,
     metadata: dict[str, Any] | None = None,
     columns: dict[str, Any] | None = None,
     dtype: str = "float32",
-) -> Path:
+) -> str:
     """Write one table atomically; ``metadata`` must be JSON-serialisable."""
     emb = np.ascontiguousarray(torch.as_tensor(embeddings).detach().cpu().numpy(), dtype=np.dtype(dtype))
     ids = [str(i) for i in ids]
@@ -61,26 +63,38 @@ def write_embeddings(
         arrays[name] = pa.array(values)
     meta = {**(metadata or {}), "dim": dim, "n": n, "dtype": dtype}
     table = pa.table(arrays).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-    with atomic_path(path) as tmp:
+    with fs.atomic_local_path(path) as tmp:
         pq.write_table(table, tmp)
-    return Path(path)
+    return str(path)
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    schema = pq.read_schema(path)
+def _read(read: Callable, path: str | os.PathLike):
+    """``read(path, filesystem=...)`` of pyarrow.parquet on the location's filesystem; a missing file or
+    an unreachable store becomes an ``InputError`` naming the location."""
+    filesystem, inner = fs.resolve(path)
+    try:
+        return read(inner, filesystem=filesystem)
+    except FileNotFoundError:
+        raise InputError(f"no embedding table at {path}") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {fs.short_error(error)}") from None
+
+
+def _metadata(schema: pa.Schema, path: str | os.PathLike) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise InputError(f"{path} is not a sotalign embedding table (no '{META_KEY.decode()}' metadata)")
     return json.loads(raw)
 
 
-def read_embeddings(path: str | Path) -> EmbeddingTable:
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    return _metadata(_read(pq.read_schema, path), path)
+
+
+def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     """Read a table back (embeddings as float32 tensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no embedding table at {path}")
-    meta = read_metadata(path)
-    table = pq.read_table(path)
+    table = _read(pq.read_table, path)
+    meta = _metadata(table.schema, path)
     emb_col = table.column("embedding").combine_chunks()
     emb = emb_col.values.to_numpy(zero_copy_only=False).reshape(len(table), meta["dim"])
     extra = {name: table.column(name).to_numpy() for name in table.column_names if name not in ("id", "embedding")}

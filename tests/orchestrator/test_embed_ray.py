@@ -1,5 +1,7 @@
 """The Ray Data extraction writes the same store as the local path (local Ray, 2 CPU actors)."""
 
+from pathlib import Path
+
 import torch
 
 from orchestrator.embed_ray import embed_with_ray
@@ -21,7 +23,7 @@ def test_ray_store_equals_local_store(ray_cluster, tmp_path):
             progress=False,
         )
     )
-    folder = embed_with_ray("digits", "test", SPEC, tmp_path / "ray", actors=2, device="cpu", shard_size=200)
+    folder = Path(embed_with_ray("digits", "test", SPEC, tmp_path / "ray", actors=2, device="cpu", shard_size=200))
     distributed = read_table(folder)
     assert distributed.metadata["shards"] == 4 and len(list(folder.glob("part-*.parquet"))) == 4
     assert distributed.ids == local.ids

@@ -1,5 +1,7 @@
 """Embedding extraction: bundled datasets, sharded resumable tables, refusals, aligned views."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -76,13 +78,13 @@ def test_digits_bundle():
 def test_tables_are_sharded_resumable_and_match(tmp_path, image_encoder, text_encoder):
     d = toy_dataset()
     counting = CountingEncoder(text_encoder)
-    folder = embed_dataset(d, "pool", counting, tmp_path, shard_size=4, batch_size=3, progress=False)
+    folder = Path(embed_dataset(d, "pool", counting, tmp_path, shard_size=4, batch_size=3, progress=False))
     total = counting.rows
     table = read_table(folder)
     assert table.metadata["shards"] == len(list(folder.glob("part-*.parquet"))) > 2
     assert len(table.ids) == total == len(d.split_indices("pool")[1])
     # a lost shard and manifest: only that shard is recomputed, the table comes back identical
-    shard_path(folder, 1).unlink()
+    Path(shard_path(folder, 1)).unlink()
     (folder / "_COMPLETE.json").unlink()
     counting.rows = 0
     embed_dataset(d, "pool", counting, tmp_path, shard_size=4, batch_size=3, progress=False)
@@ -104,7 +106,7 @@ def test_tables_are_sharded_resumable_and_match(tmp_path, image_encoder, text_en
 
 def test_refuses_to_mix_encoders_and_incomplete_tables(tmp_path, text_encoder, tiny_bert_dir):
     d = toy_dataset()
-    folder = embed_dataset(d, "test", text_encoder, tmp_path, progress=False)
+    folder = Path(embed_dataset(d, "test", text_encoder, tmp_path, progress=False))
     other = load_encoder(f"hf:{tiny_bert_dir}?pooling=cls", device="cpu")
     ids = read_table(folder).ids
     with pytest.raises(ValueError, match="refusing to mix encoders"):

@@ -9,6 +9,7 @@ a few dozen of its concepts; the CLI on it is tested in tests/orchestrator/test_
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,7 +163,7 @@ def test_store_tables_carry_concepts_and_group_retrieval(small_set, tmp_path, ti
     d.splits = {"all": np.arange(len(d.image_ids))}
     image_encoder = load_encoder("packaged:efficientnet-lite0?image_size=32", device="cpu")
     text_encoder = load_encoder(f"hf:{tiny_bert_dir}", device="cpu")
-    folders = [embed_dataset(d, "all", e, tmp_path, progress=False) for e in (image_encoder, text_encoder)]
+    folders = [Path(embed_dataset(d, "all", e, tmp_path, progress=False)) for e in (image_encoder, text_encoder)]
     images, texts = (read_table(f) for f in folders)
     assert set(images.columns) == {"set", "style", "licence", "concept"} and set(texts.columns) == {
         "image_id",

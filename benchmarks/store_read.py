@@ -1,0 +1,104 @@
+"""Reading a store's tables from object storage vs from a local disk: rows/s of each and their ratio.
+
+One table of ``--rows`` random ``--dim``-dim float32 embeddings in shards of ``SHARD_SIZE`` rows (what
+``sotalign embed`` writes) is stored twice, in a local folder and in a bucket of a moto S3 server started
+here on loopback, then read whole with ``read_table`` (what training and sweeps do), min over repeats.
+moto is a Python server: the ratio bounds the layer's per-request overhead on this machine, not a real
+object store's bandwidth.
+
+Usage: ``uv run --frozen python -m benchmarks.store_read [--rows 32768] [--dim 512] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from benchmarks.harness import table
+from sotalign.data import fs
+from sotalign.data.extract import SHARD_SIZE, read_table, shard_path, shard_ranges, write_manifest
+from sotalign.data.store import write_embeddings
+
+BUCKET = "bench"
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on a free loopback port, answering; the AWS environment points at it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(endpoint, timeout=2).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    return server, endpoint
+
+
+def write_table(folder: str, embeddings: torch.Tensor) -> None:
+    """The table as ``embed_rows`` lays it out: shards, then the manifest."""
+    ids = [f"bench/{i}" for i in range(len(embeddings))]
+    ranges = shard_ranges(len(ids))
+    for index, (start, stop) in enumerate(ranges):
+        write_embeddings(shard_path(folder, index), ids[start:stop], embeddings[start:stop], {"encoder": "bench"})
+    write_manifest(folder, "bench", "image", embeddings.shape[1], len(ids), len(ranges), {"dataset": "bench"})
+
+
+def seconds_to_read(folder: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        read_table(folder)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=32768)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    embeddings = torch.randn(args.rows, args.dim, generator=torch.Generator().manual_seed(0))
+    server, endpoint = start_moto()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        with tempfile.TemporaryDirectory() as local:
+            folders = {"local disk": fs.join(local, "table"), "S3 (moto, loopback)": f"s3://{BUCKET}/table"}
+            for folder in folders.values():
+                write_table(folder, embeddings)
+            seconds = {where: seconds_to_read(folder, args.repeats) for where, folder in folders.items()}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    local_s, remote_s = seconds.values()
+    rows = [[where, f"{s:.3f}", f"{args.rows / s:,.0f}"] for where, s in seconds.items()]
+    shards = len(shard_ranges(args.rows))
+    print(f"# Store read: {args.rows} rows x {args.dim} float32 in {shards} shards of {SHARD_SIZE}\n")
+    print(table(["where", "seconds", "rows/s"], rows))
+    print(f"\nS3 / local time: {remote_s / local_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
