@@ -4,6 +4,7 @@ each built here from a few tiny images, read into dataset descriptions and embed
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,9 +290,9 @@ def test_an_empty_text_in_a_table_is_a_bad_row(tmp_path):
 def test_an_interrupted_webdataset_extraction_resumes(tmp_path, image_encoder):
     d = load_dataset(pairs_shards(tmp_path / "shards"))
     store = tmp_path / "store"
-    folder = embed_dataset(d, "all", image_encoder, store, shard_size=2, progress=False)
+    folder = Path(embed_dataset(d, "all", image_encoder, store, shard_size=2, progress=False))
     table = read_table(folder)
-    shard_path(folder, 1).unlink()
+    Path(shard_path(folder, 1)).unlink()
     (folder / "_COMPLETE.json").unlink()
     calls = []
     inner = d.load_image
