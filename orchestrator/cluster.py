@@ -89,7 +89,9 @@ def check_cluster_fit(uri: str, options: RunOptions, store: str | None = None) -
                 "could not resume from its checkpoints: set run.storage_path to s3://... / gs://... or a "
                 "folder shared by every node (NFS)"
             )
-    if store is not None and not fs.is_remote(store):
+    if store is not None and fs.is_remote(store):
+        fs.check_reachable(store)  # from this node too: it needs the AWS settings that the driver had
+    elif store is not None:
         here = ray_node_address()
         if not os.path.isdir(store):
             raise InputError(

@@ -296,7 +296,8 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
     scored = [r for r in rows if r["status"] == "done" and isinstance(r[space.metric], (int, float))]
     if not scored:
         raise InputError(
-            f"no trial of sweep {space.name!r} finished with {space.metric!r} (see the trial errors above)"
+            f"no trial of sweep {space.name!r} finished with {space.metric!r}: "
+            + (_input_error(results) or "see the trial errors above")
         )
     best = (max if space.mode == "max" else min)(scored, key=lambda r: r[space.metric])
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -317,6 +318,17 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
 
     plot_metric_vs_params(scored, space.metric, names, folder / "metric_vs_params.png")
     return {"rows": rows, "table": table, "best_params": {n: best[n] for n in names}, "best_value": best[space.metric]}
+
+
+def _input_error(results) -> str | None:
+    """The message of an ``InputError`` a trial raised (bad input found where the trial started, e.g. a
+    store that node does not see), from the trials' errors; None when none was one."""
+    marker = f"{InputError.__module__}.{InputError.__name__}: "
+    for result in results:
+        lines = [line for line in str(result.error or "").splitlines() if line.startswith(marker)]
+        if lines:
+            return lines[-1][len(marker) :]
+    return None
 
 
 def _markdown(rows: list[dict], columns: list[str]) -> str:

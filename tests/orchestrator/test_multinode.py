@@ -1,29 +1,37 @@
-"""Several Ray nodes on this machine, each a `ray start --block` process tree as on a real cluster:
-a head that offers only the trial drivers' resource, and one-CPU worker nodes. Every run logs to
-one MLflow server over HTTP.
+"""Several Ray nodes on this machine that share no disk, each a `ray start --block` process tree as
+on a real cluster: a head that offers only the trial drivers' resource, and one-CPU worker nodes,
+each with its own working folder and temp dirs and (as root, with unshare) its own view of the
+folder ``unshared``, a tmpfs that nothing else sees. The embedding store, the Train checkpoints and
+the MLflow artifacts live on an S3-compatible server (moto's, on loopback); every run logs to one
+MLflow server over HTTP.
 
-- a run whose storage_path some node does not see (a node in its own mount namespace), or that
-  logs to a sqlite file, is refused before any training;
-- a sweep's trials run on different nodes, all in one MLflow server, with the Optuna study and
-  the Tune state on the head as on one node;
+- a run whose storage_path, or a sweep whose store, the worker nodes do not see, or that logs to a
+  sqlite file, is refused before any training; so is a sweep whose store was fine when it was
+  submitted to a head alone, once its trial starts on a node that joined later (``min_workers: 0``);
+- a sweep's trials (in their actors, and as Train runs) run on different nodes, read a real
+  embedded dataset from S3 and log to one MLflow server, with the Optuna study and the Tune state
+  on the head as on one node;
 - 2 Train workers on two nodes, one of which is lost mid-run (every process of it killed, as a
-  preempted spot instance): the run goes on from its latest checkpoint on the remaining nodes
-  and ends where the uninterrupted one-process run ends.
+  preempted spot instance): the run goes on from its latest checkpoint on S3 on the remaining
+  nodes and ends where the uninterrupted one-process run ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import psutil
@@ -33,6 +41,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cluster import LOCAL_TRAIN_SETTINGS
 from orchestrator.experiment_file import split_tree
+from sotalign.data.registry import load_dataset
 
 RAY = str(Path(sys.executable).parent / "ray")
 TREE = {  # adamw: Lion's sign update would turn float round-off into different steps
@@ -61,11 +70,12 @@ class LocalNodes:
     """Ray nodes as `ray start --block` process trees on this machine, with their own ports, temp
     dir and worker-port ranges; ``lose`` kills every process of one node at once."""
 
-    def __init__(self, folder: Path, free_port) -> None:
+    def __init__(self, folder: Path, free_port, env: dict[str, str] | None = None) -> None:
         self.folder, self.free_port = folder, free_port
         # Ray's session folder holds AF_UNIX sockets (107-byte paths at most): a short path, not pytest's
         # (under pytest-xdist, /tmp/pytest-of-root/pytest-N/popen-gw1/... is too long)
-        self.ray_temp = Path(tempfile.mkdtemp(prefix="ray-nodes-"))
+        self.ray_temp = Path(tempfile.mkdtemp(prefix="ray-nodes-"))  # the head's; worker nodes make their own
+        self.temp_dirs = [self.ray_temp]
         self.port, self.dashboard = free_port(), free_port()
         self.env = {
             **os.environ,
@@ -73,6 +83,7 @@ class LocalNodes:
             "RAY_AUTH_MODE": "disabled",  # as the cluster files: `ray start --address` sends no token (docs/stack.md)
             "RAY_health_check_period_ms": "1000",  # the GCS declares a lost node dead in ~3 s, not Ray's ~15 s
             "RAY_health_check_failure_threshold": "3",
+            **(env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.lost: set[str] = set()
@@ -82,16 +93,24 @@ class LocalNodes:
         return f"127.0.0.1:{self.port}"
 
     def start(self, name: str, *flags: str, wrap: tuple[str, ...] = ()) -> None:
+        """A node in its own working folder (relative paths of its processes resolve there) with its
+        own temp dirs, as on a machine of its own."""
         index = len(self.processes)
         ports = [
             f"--dashboard-agent-listen-port={self.free_port()}",
             f"--min-worker-port={31000 + 200 * index}",
             f"--max-worker-port={31199 + 200 * index}",
         ]
+        home = self.folder / name
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        if "--head" not in flags:
+            self.temp_dirs.append(Path(tempfile.mkdtemp(prefix=f"ray-{name}-")))  # short: AF_UNIX paths
+            ports.append(f"--temp-dir={self.temp_dirs[-1]}")
         log = open(self.folder / f"{name}.log", "w")
         self.processes[name] = subprocess.Popen(
             [*wrap, RAY, "start", "--block", *flags, *ports],
-            env=self.env,
+            env={**self.env, "TMPDIR": str(home / "tmp")},
+            cwd=home,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -158,31 +177,93 @@ class LocalNodes:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.lose(name)
-        shutil.rmtree(self.ray_temp, ignore_errors=True)
+        for folder in self.temp_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-PRIVATE_VIEW = os.geteuid() == 0 and shutil.which("unshare") is not None  # a mount namespace for node_c
+PRIVATE_VIEW = os.geteuid() == 0 and shutil.which("unshare") is not None  # mount namespaces for the workers
+IMAGE, TEXT = "packaged:efficientnet-lite0?image_size=32", "packaged:all-minilm-l6-v2"  # the packaged weights
+N_ITEMS = 120  # OpenMoji pairs in the WebDataset on S3: 30 pairs, 20 validation, 30 test, 40 unpaired
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, free_port):
-    folder = tmp_path_factory.mktemp("nodes")
-    nodes = LocalNodes(folder, free_port)
-    unshared = folder / "unshared"  # node_c mounts an empty tmpfs here: it sees nothing the others write there
-    unshared.mkdir()
-    private = (
+def private_view(folder: Path) -> tuple[str, ...]:
+    """A command prefix: run in a mount namespace with an empty tmpfs over ``folder`` (a disk of its own)."""
+    if not PRIVATE_VIEW:
+        return ()
+    return (
         "unshare",
         "--mount",
         "--propagation",
         "private",
         "sh",
         "-c",
-        f'mount -t tmpfs tmpfs "{unshared}" && exec "$0" "$@"',
+        f'mount -t tmpfs tmpfs "{folder}" && exec "$0" "$@"',
     )
+
+
+@pytest.fixture(scope="module")
+def bucket(moto_endpoint):
+    """A bucket on the session's S3 server, the AWS environment pointing at it (this process, the nodes,
+    the MLflow server), and a real dataset there: OpenMoji pairs as WebDataset shards, embedded by
+    `sotalign embed` into ``s3://BUCKET/store``."""
+    import boto3
+
+    from orchestrator.cli import main
+    from sotalign.data import fs
+    from tests.orchestrator.test_own_data import add, png
+
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    name = "multinode-store"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        fs._remote.cache_clear()
+        boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+        emoji = load_dataset("openmoji")
+        for shard in range(2):
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for i in range(shard * N_ITEMS // 2, (shard + 1) * N_ITEMS // 2):
+                    add(tar, f"{i:06d}.png", png(emoji.load_image(i)))
+                    add(tar, f"{i:06d}.txt", emoji.captions[list(emoji.caption_image).index(i)].encode())
+            fs.write_bytes(f"s3://{name}/raw/{shard:05d}.tar", buffer.getvalue())
+        shards = f"s3://{name}/raw/{{00000..00001}}.tar"
+        embed = ["embed", "--dataset", shards, "--name", "moji", "--encoder", IMAGE, "--encoder", TEXT]
+        assert main([*embed, "--out", f"s3://{name}/store", "--device", "cpu"]) == 0
+        yield SimpleNamespace(url=f"s3://{name}", env=env, shards=shards, embed=embed)
+    fs._remote.cache_clear()
+
+
+def moji(store: str) -> dict:
+    """The data section of an experiment on the embedded WebDataset: its pairing hidden but for 30 pairs."""
+    return {
+        "dataset": "moji",
+        "store": store,
+        "image_encoder": IMAGE,
+        "text_encoder": TEXT,
+        "pool_split": "all",
+        "test_split": None,
+        "n_test": 30,
+        "n_val": 20,
+        "n_pairs": 30,
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, free_port, bucket):
+    folder = tmp_path_factory.mktemp("nodes")
+    nodes = LocalNodes(folder, free_port, bucket.env)
+    unshared = folder / "unshared"  # every worker node mounts an empty tmpfs here: only the head sees its files
+    unshared.mkdir()
     try:
         nodes.start_head()
         for count, name in enumerate(("node_a", "node_b", "node_c"), start=2):
-            nodes.add(name, wrap=private if name == "node_c" and PRIVATE_VIEW else ())
+            nodes.add(name, wrap=private_view(unshared))
             nodes.wait_for(
                 count
             )  # one at a time: a raylet that has not registered within 30 s aborts (Ray's own limit)
@@ -192,8 +273,8 @@ def cluster(tmp_path_factory, free_port):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, free_port):
-    """A real MLflow server over HTTP (what the cluster files start on the head)."""
+def server(tmp_path_factory, free_port, bucket):
+    """A real MLflow server over HTTP (what the cluster files start on the head), its artifacts on S3."""
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     process = subprocess.Popen(
@@ -206,7 +287,10 @@ def server(tmp_path_factory, free_port):
             f"sqlite:///{folder / 'mlflow.db'}",
             "--port",
             str(port),
+            "--artifacts-destination",
+            f"{bucket.url}/mlflow",
         ],
+        env={**os.environ, **bucket.env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -222,6 +306,12 @@ def server(tmp_path_factory, free_port):
     yield uri
     process.terminate()
     process.wait(timeout=60)
+
+
+def s3_keys(location: str) -> list[str]:
+    from sotalign.data import fs
+
+    return fs.list_files(location, recursive=True)
 
 
 def cli(cluster: LocalNodes, folder: Path, *args: str) -> subprocess.Popen:
@@ -242,11 +332,11 @@ def finished(process: subprocess.Popen, timeout: float = RUN_S) -> str:
     return out
 
 
-def experiment_file(folder: Path, **align) -> Path:
+def experiment_file(folder: Path, storage: str | None = None, **align) -> Path:
     tree = {
         **TREE,
         "align": {**TREE["align"], **align},
-        "run": {**TREE["run"], "storage_path": str(folder / "checkpoints")},
+        "run": {**TREE["run"], "storage_path": storage or str(folder / "checkpoints")},
     }
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(tree))
@@ -258,7 +348,73 @@ def run_of(output: str, uri: str):
     return MlflowClient(uri).get_run(run_id)
 
 
-def test_unshared_storage_and_a_sqlite_store_are_refused_before_training(cluster, server, tmp_path):
+def sweep_space(folder: Path, name: str, base: dict, **changes) -> Path:
+    """A two-trial grid (SAIL and SOTAlign) over ``base``, written to ``folder / NAME.yaml``."""
+    space = {
+        "name": name,
+        "base": base,
+        "metric": "val/mean_recall_at_1",
+        "mode": "max",
+        "max_concurrent": 2,
+        "sampler": {"type": "grid"},
+        "parameters": {"method": {"type": "categorical", "choices": ["sail", "sotalign"]}},
+        **changes,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def embedded_here(bucket, store: Path) -> None:
+    """The S3 dataset embedded again into a folder of this node (the head's disk)."""
+    from orchestrator.cli import main
+
+    assert main([*bucket.embed, "--out", str(store), "--device", "cpu"]) == 0
+
+
+def finished_runs(server: str, experiment: str) -> tuple[list, list]:
+    """(parent, children) runs of the sweep logged to ``experiment``."""
+    client = MlflowClient(server)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    return parent, children
+
+
+def test_a_store_on_the_heads_disk_is_refused_where_a_trial_starts_on_a_node_that_joined_later(
+    tmp_path, free_port, bucket, server
+):
+    """``min_workers: 0``: at submit the cluster is its head alone, so a store on its disk passes; the
+    trial waits for a CPU, a worker node joins, and the trial, started there, refuses the store that
+    node does not see: one error, no training."""
+    if not PRIVATE_VIEW:
+        pytest.skip("a node with its own view of the disk needs root and unshare (mount namespace)")
+    (tmp_path / "unshared").mkdir()
+    store = tmp_path / "unshared" / "store"
+    embedded_here(bucket, store)
+    nodes = LocalNodes(tmp_path, free_port, bucket.env)
+    try:
+        nodes.start_head()
+        base = {"name": "joined", "data": moji(str(store)), "align": {"steps": 20, "head_dim": 16}}
+        base["run"] = {"workers": 0, "storage_path": str(tmp_path / "ray")}
+        driver = cli(nodes, tmp_path, "sweep", str(sweep_space(tmp_path, "joined", base)), "--tracking-uri", server)
+        client, deadline = MlflowClient(server), time.monotonic() + RUN_S
+        while not client.get_experiment_by_name("joined"):  # the sweep passed its checks at submit
+            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0][-3000:]
+            time.sleep(0.5)
+        nodes.add("late", wrap=private_view(tmp_path / "unshared"))
+        out, _ = driver.communicate(timeout=RUN_S)
+    finally:
+        nodes.stop()
+    assert driver.returncode == 2, out[-3000:]
+    error = [line for line in out.splitlines() if line.startswith("error:")]
+    assert error and f"data.store {store} is not on node" in error[-1], out[-3000:]
+    assert "where this trial started" in error[-1] and "s3://" in error[-1]
+    parent, children = finished_runs(server, "joined")
+    assert not children  # refused before a run started
+
+
+def test_unshared_storage_stores_and_a_sqlite_store_are_refused_before_training(cluster, server, bucket, tmp_path):
     sqlite = cli(
         cluster,
         tmp_path,
@@ -285,33 +441,44 @@ def test_unshared_storage_and_a_sqlite_store_are_refused_before_training(cluster
         f"run.storage_path={storage}",
     )
     out, _ = refused.communicate(timeout=RUN_S)
-    assert refused.returncode == 2 and "is not shared: 1 of the cluster's 4 nodes" in out, out[-3000:]
-    assert cluster.node_id("node_c")[:8] in out  # the node that cannot see it is named
+    assert refused.returncode == 2 and "is not shared: 3 of the cluster's 4 nodes" in out, out[-3000:]
+    assert all(cluster.node_id(name)[:8] in out for name in ("node_a", "node_b", "node_c"))  # each blind node named
     assert list(storage.iterdir()) == []  # no checkpoint, no marker left behind
     assert not MlflowClient(server).search_experiments(filter_string="name = 'multinode'")  # no run started
 
+    store = cluster.folder / "unshared" / "store"  # on the head's disk alone
+    embedded_here(bucket, store)
+    base = {"name": "local-store", "data": moji(str(store)), "run": {"workers": 0}}
+    refused = cli(cluster, tmp_path, "sweep", str(sweep_space(tmp_path, "local", base)), "--tracking-uri", server)
+    out, _ = refused.communicate(timeout=RUN_S)
+    assert refused.returncode == 2 and f"data.store {store} is a folder that 3 of the cluster's 4 nodes" in out, out
+    assert "s3://" in out.splitlines()[-1]  # what to do instead
+    assert not MlflowClient(server).search_experiments(filter_string="name = 'local-store'")
 
-def test_a_sweep_runs_its_trials_on_different_nodes_into_one_server(cluster, server, tmp_path):
-    space = yaml.safe_load((Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml").read_text())
-    space.update(name="spread", max_concurrent=2)  # two trials, each on the one CPU of a worker node
-    space["base"] = {
-        **space["base"],
+
+def test_a_sweep_runs_its_trials_on_different_nodes_reading_the_store_from_s3(cluster, server, bucket, tmp_path):
+    base = {
         "name": "multinode-sweep",
-        "run": {"workers": 0, "storage_path": str(tmp_path / "ray")},
+        "data": moji(f"{bucket.url}/store"),
+        "align": {"head_dim": 16, "steps": 40, "batch_unpaired": 32, "log_every": 20, "eval_every": 20},
+        "run": {"workers": 0, "storage_path": str(tmp_path / "ray")},  # two trials, each on a worker's CPU
     }
-    (tmp_path / "spread.yaml").write_text(yaml.safe_dump(space))
-    out = finished(cli(cluster, tmp_path, "sweep", str(tmp_path / "spread.yaml"), "--tracking-uri", server))
-    client = MlflowClient(server)
-    experiment = client.get_experiment_by_name("multinode-sweep")
-    runs = client.search_runs([experiment.experiment_id])
-    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    out = finished(
+        cli(cluster, tmp_path, "sweep", str(sweep_space(tmp_path, "spread", base)), "--tracking-uri", server)
+    )
+    parent, children = finished_runs(server, "multinode-sweep")
+    runs = parent + children
     assert len(parent) == 1 and len(children) == 2 and all(r.info.status == "FINISHED" for r in runs), out[-3000:]
+    assert {r.data.tags["dataset"] for r in children} == {"moji"} and all(
+        0 <= r.data.metrics["mean_recall_at_1"] <= 100 for r in children
+    )
     nodes = {
         r.data.tags["ray.worker_nodes"] for r in children
     }  # the head offers no CPU: each trial took a worker node's
     assert len(nodes) == 2 and nodes <= {cluster.node_id(name) for name in ("node_a", "node_b", "node_c")}
+    client = MlflowClient(server)
     assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"config.yaml", "eval.json", "model"}
+    assert any(key.endswith("/eval.json") for key in s3_keys(f"{bucket.url}/mlflow"))  # the artifacts are on S3
     folder = tmp_path / "ray" / "sweeps" / "spread"  # on the driver's disk: the Optuna study and Tune's state
     study = optuna.load_study(study_name="spread", storage=f"sqlite:///{folder / 'optuna.db'}")
     assert [t.state for t in study.trials].count(optuna.trial.TrialState.COMPLETE) == 2
@@ -320,20 +487,43 @@ def test_a_sweep_runs_its_trials_on_different_nodes_into_one_server(cluster, ser
     assert tune.Tuner.can_restore(str(folder / "tune"))
 
 
+def test_train_trials_on_two_nodes_read_the_store_and_checkpoint_on_s3(cluster, server, bucket, tmp_path):
+    storage = f"{bucket.url}/train-sweep"
+    base = {
+        "name": "multinode-train-sweep",
+        "data": moji(f"{bucket.url}/store"),
+        "align": {"head_dim": 16, "steps": 40, "batch_unpaired": 32, "log_every": 20, "eval_every": 20},
+        "run": {"workers": 1, "checkpoint_every": 20, "storage_path": storage},  # a Train worker per trial
+    }
+    path = sweep_space(tmp_path, "train-spread", base)
+    out = finished(cli(cluster, tmp_path, "sweep", str(path), "--tracking-uri", server))
+    parent, children = finished_runs(server, "multinode-train-sweep")
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in parent + children), out[-3000:]
+    nodes = {r.data.tags["ray.worker_nodes"] for r in children}  # one-CPU nodes: two concurrent workers, two nodes
+    assert len(nodes) == 2 and nodes <= {cluster.node_id(name) for name in ("node_a", "node_b", "node_c")}
+    checkpoints = {key.split("/checkpoint_")[0] for key in s3_keys(storage) if "/checkpoint_" in key}
+    assert len(checkpoints) == 2  # each Train run's checkpoints are on S3
+
+
 def test_two_workers_on_two_nodes_survive_losing_one_and_equal_one_process(
-    cluster, server, tmp_path, uninterrupted, same_model
+    cluster, server, bucket, tmp_path, uninterrupted, same_model
 ):
-    path = experiment_file(tmp_path, steps=200, log_every=40, eval_every=40)
+    storage = f"{bucket.url}/checkpoints"  # every node reaches it; a node-local folder would die with its node
+    path = experiment_file(tmp_path, storage, steps=200, log_every=40, eval_every=40)
     tree = yaml.safe_load(path.read_text())
     tree["run"] = {**tree["run"], "checkpoint_every": 40, "max_failures": 2}
     path.write_text(yaml.safe_dump(tree))
     driver = cli(cluster, tmp_path, "train", str(path), "--tracking-uri", server)
     deadline = time.monotonic() + RUN_S
-    while len(list((tmp_path / "checkpoints").glob("*/checkpoint_*"))) < 2:  # the first one is surely registered
+
+    def checkpoints() -> int:
+        return len({key.rsplit("/", 1)[0] for key in s3_keys(storage) if "/checkpoint_" in key})
+
+    while checkpoints() < 2:  # the first one is surely registered
         assert driver.poll() is None and time.monotonic() < deadline, (
             driver.communicate()[0][-3000:] if driver.poll() is not None else "no checkpoint"
         )
-        time.sleep(0.1)
+        time.sleep(0.5)
     client = MlflowClient(server)
     run = client.search_runs(
         [client.get_experiment_by_name("multinode").experiment_id], "attributes.status = 'RUNNING'"
