@@ -31,27 +31,25 @@ from sotalign.data.store import write_embeddings
 BUCKET = "bench"
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """A moto S3 server on a free loopback port, answering; the AWS environment points at it."""
+def start_moto(timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server (its own process) on a free loopback port, once it answers: (process, endpoint).
+    The tests' S3 fixture starts it this way too."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
             urllib.request.urlopen(endpoint, timeout=2).close()
-            break
+            return server, endpoint
         except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto_server did not answer at {endpoint}") from None
             time.sleep(0.2)
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    return server, endpoint
 
 
 def write_table(folder: str, embeddings: torch.Tensor) -> None:
@@ -80,6 +78,12 @@ def main() -> None:
     args = parser.parse_args()
     embeddings = torch.randn(args.rows, args.dim, generator=torch.Generator().manual_seed(0))
     server, endpoint = start_moto()
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     try:
         import boto3
 

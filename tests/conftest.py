@@ -5,13 +5,7 @@ and a real S3-compatible server (moto) on loopback with a fresh bucket per test.
 
 import dataclasses
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -121,22 +115,10 @@ def tiny_store(small_set, tmp_path_factory):
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """``http://127.0.0.1:PORT`` of a moto S3 server run as its own process for the session, stopped at the end."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    from benchmarks.store_read import start_moto
+
+    server, endpoint = start_moto()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not answer at {endpoint}") from None
-                time.sleep(0.2)
         yield endpoint
     finally:
         server.terminate()

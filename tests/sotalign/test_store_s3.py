@@ -14,20 +14,9 @@ from sotalign.data.registry import load_dataset
 from sotalign.data.store import read_embeddings, write_embeddings
 from sotalign.encoders import load_encoder
 from sotalign.experiments.experiment import Experiment, load_data
+from tests.sotalign.test_extract import CountingEncoder
 
 IMAGE = "packaged:efficientnet-lite0?image_size=32"
-
-
-class CountingEncoder:
-    """Wraps a real encoder and counts rows embedded (to see which shards a resume recomputes)."""
-
-    def __init__(self, encoder):
-        self.inner, self.rows = encoder, 0
-        self.modality, self.dim, self.id = encoder.modality, encoder.dim, encoder.id
-
-    def embed(self, batch):
-        self.rows += len(batch)
-        return self.inner.embed(batch)
 
 
 @pytest.fixture(scope="module")
