@@ -1,8 +1,10 @@
 """``make bench``: every benchmark suite, as Markdown tables on stdout and JSON in ``bench_output/``.
 
 Suites: ``klot`` (explicit vs unrolled vs POT), ``sinkhorn`` (vs POT, and the bandwidth bound),
-``training`` (steps/s at the paper's layer sizes, chunked retrieval 5k x 25k) and ``scale``
-(n = 32768 and one step at the paper's batch). Each case runs in its own process
+``training`` (steps/s at the paper's layer sizes, chunked retrieval 5k x 25k), ``scale``
+(n = 32768 and one step at the paper's batch), ``formats`` (embedding throughput from an image
+folder, WebDataset shards and a Parquet of image bytes) and ``store`` (reading a store from S3 on
+a loopback moto server vs from a local disk). Each case runs in its own process
 (``benchmarks.harness``), so its peak memory is its own; ratios compare cases of the same run.
 
 Usage: ``uv run python -m benchmarks.run [--suites klot sinkhorn] [--quick]``
@@ -16,17 +18,27 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import klot, scale, sinkhorn, training
+from benchmarks import embed_formats, klot, scale, sinkhorn, store_read, training
 
-SUITES = ("klot", "sinkhorn", "training", "scale")
+SUITES = ("klot", "sinkhorn", "training", "scale", "formats", "store")
 FULL = {
     "klot": [1024, 2048, 4096, 8192],
     "sinkhorn": [1024, 2048, 4096],
     "bandwidth": [4096, 8192],
     "training": [1024, 4096, 8192],
     "scale": [16384, 32768],
+    "formats": 512,  # images
+    "store": 32768,  # rows of 512-d
 }
-QUICK = {"klot": [256, 512], "sinkhorn": [256, 512], "bandwidth": [2048], "training": [512], "scale": [4096]}
+QUICK = {
+    "klot": [256, 512],
+    "sinkhorn": [256, 512],
+    "bandwidth": [2048],
+    "training": [512],
+    "scale": [4096],
+    "formats": 64,
+    "store": 4096,
+}
 
 
 def main() -> None:
@@ -54,8 +66,12 @@ def main() -> None:
             text, recs = sinkhorn.run(sizes["sinkhorn"], sizes["bandwidth"], args.repeats)
         elif suite == "training":
             text, recs = training.run(sizes["training"], args.repeats)
-        else:
+        elif suite == "scale":
             text, recs = scale.run(sizes["scale"], paper_step=not args.quick)
+        elif suite == "formats":
+            text, recs = embed_formats.run(sizes["formats"], args.repeats)
+        else:
+            text, recs = store_read.run(sizes["store"], 512, args.repeats)
         text += f"\n\n({suite}: {time.perf_counter() - start:.0f} s)"
         print(text + "\n", flush=True)
         sections.append(text)

@@ -29,6 +29,12 @@ from sotalign.data.extract import SHARD_SIZE, read_table, shard_path, shard_rang
 from sotalign.data.store import write_embeddings
 
 BUCKET = "bench"
+AWS_ENVIRONMENT = {  # moto accepts any credentials; AWS_ENDPOINT_URL is set to the server started here
+    "AWS_ENDPOINT_URL": None,
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def start_moto(timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
@@ -70,38 +76,50 @@ def seconds_to_read(folder: str, repeats: int) -> float:
     return min(times)
 
 
+def run(n_rows: int, dim: int, repeats: int) -> tuple[str, list[dict]]:
+    """The Markdown section and the records of one measurement (a moto server started and stopped here)."""
+    import boto3
+
+    embeddings = torch.randn(n_rows, dim, generator=torch.Generator().manual_seed(0))
+    server, endpoint = start_moto()
+    saved = {key: os.environ.get(key) for key in AWS_ENVIRONMENT}
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, **{k: v for k, v in AWS_ENVIRONMENT.items() if v})
+    fs._remote.cache_clear()
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        with tempfile.TemporaryDirectory() as local:
+            folders = {"local disk": fs.join(local, "table"), "S3 (moto, loopback)": f"s3://{BUCKET}/table"}
+            for folder in folders.values():
+                write_table(folder, embeddings)
+            seconds = {where: seconds_to_read(folder, repeats) for where, folder in folders.items()}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for key, value in saved.items():  # the caller's AWS environment back as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        fs._remote.cache_clear()
+    local_s, remote_s = seconds.values()
+    rows = [[where, f"{s:.3f}", f"{n_rows / s:,.0f}"] for where, s in seconds.items()]
+    shards = len(shard_ranges(n_rows))
+    text = (
+        f"## Store read: {n_rows} rows x {dim} float32 in {shards} shards of {SHARD_SIZE}\n\n"
+        + table(["where", "seconds", "rows/s"], rows)
+        + f"\n\nS3 / local time: {remote_s / local_s:.1f}x"
+    )
+    records = [{"suite": "store", "where": where, "rows": n_rows, "seconds": s} for where, s in seconds.items()]
+    return text, records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=32768)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    embeddings = torch.randn(args.rows, args.dim, generator=torch.Generator().manual_seed(0))
-    server, endpoint = start_moto()
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        with tempfile.TemporaryDirectory() as local:
-            folders = {"local disk": fs.join(local, "table"), "S3 (moto, loopback)": f"s3://{BUCKET}/table"}
-            for folder in folders.values():
-                write_table(folder, embeddings)
-            seconds = {where: seconds_to_read(folder, args.repeats) for where, folder in folders.items()}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    local_s, remote_s = seconds.values()
-    rows = [[where, f"{s:.3f}", f"{args.rows / s:,.0f}"] for where, s in seconds.items()]
-    shards = len(shard_ranges(args.rows))
-    print(f"# Store read: {args.rows} rows x {args.dim} float32 in {shards} shards of {SHARD_SIZE}\n")
-    print(table(["where", "seconds", "rows/s"], rows))
-    print(f"\nS3 / local time: {remote_s / local_s:.1f}x")
+    print(run(args.rows, args.dim, args.repeats)[0])
 
 
 if __name__ == "__main__":

@@ -456,6 +456,20 @@ def test_unshared_storage_stores_and_a_sqlite_store_are_refused_before_training(
     assert not MlflowClient(server).search_experiments(filter_string="name = 'local-store'")
 
 
+def test_embed_on_the_cluster_refuses_to_complete_a_table_its_actors_wrote_on_other_disks(cluster, bucket, tmp_path):
+    """`embed --ray` into a folder of the head: the actors (on the workers: the head has no CPU) write
+    their shards to their own disks, so the head sees none and writes no manifest."""
+    if not PRIVATE_VIEW:
+        pytest.skip("a node with its own view of the disk needs root and unshare (mount namespace)")
+    store = cluster.folder / "unshared" / "ray-store"
+    args = ["embed", "--ray", "--actors", "1", "--dataset", bucket.shards, "--name", "moji", "--encoder", IMAGE]
+    driver = cli(cluster, tmp_path, *args, "--out", str(store))
+    out, _ = driver.communicate(timeout=RUN_S)
+    assert driver.returncode == 2, out[-3000:]
+    assert "1 of 1 shards of" in out and "are not in the store as this node sees it" in out, out[-3000:]
+    assert not list(store.rglob("_COMPLETE.json"))  # nothing marked complete
+
+
 def test_a_sweep_runs_its_trials_on_different_nodes_reading_the_store_from_s3(cluster, server, bucket, tmp_path):
     base = {
         "name": "multinode-sweep",
