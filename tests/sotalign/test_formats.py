@@ -302,30 +302,16 @@ def test_an_interrupted_webdataset_extraction_resumes(tmp_path, image_encoder):
     assert again.ids == table.ids and torch.allclose(again.embeddings, table.embeddings, atol=1e-6)
 
 
-def test_webdataset_on_object_storage(tmp_path, monkeypatch):
-    """The same shards in a bucket of a real S3 endpoint (moto's server, local): read through sotalign.data.fs."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for key, value in {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            monkeypatch.setenv(key, value)
-        pairs_shards(tmp_path / "shards")
-        client = boto3.client("s3", endpoint_url=f"http://{host}:{port}")
-        client.create_bucket(Bucket="formats-wds")
-        for shard in ("00000.tar", "00001.tar"):
-            client.upload_file(str(tmp_path / "shards" / shard), "formats-wds", f"data/shards/{shard}")
-        d = load_dataset("s3://formats-wds/data/shards/{00000..00001}.tar")
-        local = load_dataset(str(tmp_path / "shards" / "{00000..00001}.tar"))
-        assert d.name == "shards" and d.image_ids == local.image_ids and d.captions == local.captions
-        assert np.array_equal(np.asarray(d.load_image(4)), np.asarray(local.load_image(4)))
-        assert d.source["name"] == "s3://formats-wds/data/shards/{00000..00001}.tar"
-    finally:
-        server.stop()
+def test_webdataset_on_object_storage(tmp_path, s3):
+    """The same shards in a bucket of a real S3 endpoint (moto's server, its own process): read through
+    sotalign.data.fs."""
+    from sotalign.data import fs
+
+    pairs_shards(tmp_path / "shards")
+    for shard in ("00000.tar", "00001.tar"):
+        fs.write_bytes(f"{s3.url}/data/shards/{shard}", (tmp_path / "shards" / shard).read_bytes())
+    d = load_dataset(f"{s3.url}/data/shards/{{00000..00001}}.tar")
+    local = load_dataset(str(tmp_path / "shards" / "{00000..00001}.tar"))
+    assert d.name == "shards" and d.image_ids == local.image_ids and d.captions == local.captions
+    assert np.array_equal(np.asarray(d.load_image(4)), np.asarray(local.load_image(4)))
+    assert d.source["name"] == f"{s3.url}/data/shards/{{00000..00001}}.tar"
