@@ -2,7 +2,9 @@
 files, from WebDataset tar shards and from a Parquet column of image bytes (images/s, one run).
 
 What it measures is ``sotalign embed``'s whole path for one image table: reading the source
-(listing, indexing the shards, checking every image up front) and embedding it into a fresh store.
+(listing, indexing the shards, checking every image up front) and embedding it into a fresh store;
+and, beside it, the reading alone (the same opening and checks, then every image decoded), which is
+what a format changes.
 The images are the bundled OpenMoji ones (128 px PNGs), the encoder the demo's EfficientNet-Lite0
 at 128 px on the CPU, so the ratios say what a format costs beside the encoder, not what a GPU does.
 
@@ -71,26 +73,43 @@ def embed_case(location: str, format: str):
     return run
 
 
+def read_case(location: str, format: str):
+    """The reading alone: open the source (index, check every image) and decode every image."""
+    from sotalign.data.registry import load_dataset
+
+    def run() -> None:
+        dataset = load_dataset(location, format=format, dataset_name="bench")
+        for i in range(len(dataset.image_ids)):
+            dataset.load_image(i)
+
+    return run
+
+
 def run(n: int, repeats: int) -> tuple[str, list[dict]]:
     with tempfile.TemporaryDirectory() as folder:
         build(Path(folder), n)
         results = {
-            label: measure(
-                "benchmarks.embed_formats:embed_case",
+            (label, case): measure(
+                f"benchmarks.embed_formats:{case}_case",
                 repeats=repeats,
                 location=str(Path(folder) / where),
                 format=format,
             )
             for label, (where, format) in FORMATS.items()
+            for case in ("embed", "read")
         }
-    base = results["image folder"]
     rows, records = [], []
-    for label, result in results.items():
-        rate = None if "error" in result else n / result["seconds"]
-        speed = ratio(base, result, "seconds")
-        rows.append([label, fmt(result.get("seconds")), fmt(rate, ".0f"), fmt(speed, ".2f", "x")])
-        records.append({"suite": "embed_formats", "format": label, "images": n, **result})
-    text = table(["source", "seconds", "images/s", "vs folder"], rows)
+    for label in FORMATS:
+        row = [label]
+        for case in ("embed", "read"):
+            result = results[label, case]
+            rate = None if "error" in result else n / result["seconds"]
+            speed = ratio(results["image folder", case], result, "seconds")
+            row += [fmt(result.get("seconds")), fmt(rate, ".0f"), fmt(speed, ".2f", "x")]
+            records.append({"suite": "embed_formats", "format": label, "case": case, "images": n, **result})
+        rows.append(row)
+    headers = ["source", "embed s", "images/s", "vs folder", "read + decode s", "images/s", "vs folder"]
+    text = table(headers, rows)
     return f"## Embedding {n} images by input format (EfficientNet-Lite0 @ 128 px, CPU)\n\n{text}", records
 
 
