@@ -84,7 +84,7 @@ def test_experiment_files_and_bad_input(tmp_path, capsys):
     for text, message in [
         ("data: {dataset: synthetic, n_pairs: [1,\n", "exp.yaml:2: malformed YAML"),
         ("align: {epsilon: 0.1}\n", "unknown AlignConfig key(s): epsilon"),
-        ("data: {dataset: coco}\n", "no image embeddings of dataset 'coco'"),
+        ("data: {dataset: coco}\n", "holds no coco:pool (embed it first with `sotalign embed"),
         ("method: ridge\n", "unknown method 'ridge'"),
         ("run: {workers: -1}\n", "run.workers must be >= 0, got -1"),
         ("runs: {workers: 2}\n", "unknown experiment key(s): runs"),
