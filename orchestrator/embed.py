@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         }
     elif args.format != "auto" or args.name or args.image_root:
         raise InputError(f"--format, --name and --image-root are for your own data, not the bundled {args.dataset!r}")
+    on_ray = args.ray or bool(os.environ.get("RAY_ADDRESS"))
+    if on_ray and options and not is_iconify(args.dataset) and not fs.is_remote(args.dataset):
+        args.dataset = os.path.abspath(args.dataset)  # read once here, its paths used by actors in other folders
     dataset = load_dataset(args.dataset, **options)
     if dataset.skipped:
         shown = "; ".join(f"{item} ({why})" for item, why in dataset.skipped[:10])
@@ -125,7 +128,6 @@ def run(args: argparse.Namespace) -> int:
     for split in splits:
         if split not in dataset.splits:
             raise InputError(f"dataset {dataset.name!r} has no split {split!r}; splits: {', '.join(dataset.splits)}")
-    on_ray = args.ray or bool(os.environ.get("RAY_ADDRESS"))
     device = (
         "cuda" if on_ray and args.gpus_per_actor else args.device
     )  # where the encoders run (as embed_with_ray decides)
@@ -147,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
                     spec,
                     args.out,
                     dataset_options=options,
+                    loaded=dataset,
                     actors=args.actors,
                     gpus_per_actor=args.gpus_per_actor,
                     device=args.device,

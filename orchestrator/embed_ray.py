@@ -1,8 +1,12 @@
 """``sotalign embed --ray``: the extraction as a Ray Data job over an actor pool of encoders.
 
-Every actor loads the dataset description and one encoder (one GPU per actor on a cluster),
+Every actor gets the dataset description and loads one encoder (one GPU per actor on a cluster),
 then writes whole shards with ``sotalign.data.extract.embed_shard``, the function the local
 path uses, so the store is the same either way; shards already on disk are skipped (resume).
+A user's dataset is read and checked once, on the driver, and its description (an index of
+paths, shard offsets and captions: kilobytes) shipped to the actors, which read only their own
+rows' images: a WebDataset on object storage is not downloaded again by every actor. A bundled
+dataset is loaded by name in each actor.
 The driver writes the table's manifest once every shard is in. The store must be on storage
 that every node sees (``s3://...``, NFS) on a multi-node cluster.
 """
@@ -16,6 +20,7 @@ import numpy as np
 
 from sotalign.checks import InputError
 from sotalign.data import fs
+from sotalign.data.datasets import AnyDataset
 from sotalign.data.extract import (
     dataset_rows,
     embed_shard,
@@ -26,7 +31,7 @@ from sotalign.data.extract import (
     table_metadata,
     write_manifest,
 )
-from sotalign.data.registry import BUNDLED, load_dataset
+from sotalign.data.registry import BUNDLED, is_iconify, load_dataset
 from sotalign.encoders import load_encoder, spec_modality
 
 
@@ -35,7 +40,7 @@ class ShardEmbedder:
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | AnyDataset,
         dataset_options: dict,
         split: str,
         encoder: str,
@@ -44,7 +49,7 @@ class ShardEmbedder:
         batch_size: int,
         shard_size: int,
     ):
-        data = load_dataset(dataset, **dataset_options)
+        data = load_dataset(dataset, **dataset_options) if isinstance(dataset, str) else dataset
         self.encoder = load_encoder(encoder, device=device)
         table_split, self.load, self.ids, self.columns, self.keys = dataset_rows(data, split, self.encoder.modality)
         self.folder = table_dir(store, data.name, table_split, self.encoder.modality, self.encoder.id)
@@ -84,13 +89,15 @@ def embed_with_ray(
     store: str | Path,
     *,
     dataset_options: dict | None = None,
+    loaded: AnyDataset | None = None,
     actors: int = 2,
     gpus_per_actor: float = 0.0,
     device: str = "auto",
     batch_size: int = 64,
     shard_size: int | None = None,
 ) -> str:
-    """Run the extraction of one split on the connected Ray cluster; returns the table folder."""
+    """Run the extraction of one split on the connected Ray cluster; returns the table folder.
+    ``loaded``: the dataset as the caller already read it, from an absolute location (else it is read here)."""
     import ray
     import ray.data
 
@@ -101,13 +108,13 @@ def embed_with_ray(
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"))
     modality = spec_modality(encoder)
-    data = load_dataset(dataset, **dataset_options)
+    if dataset not in BUNDLED and not is_iconify(dataset) and not fs.is_remote(dataset):
+        dataset = os.path.abspath(dataset)  # actors may run in another working directory (a shard pattern too)
+    data = loaded or load_dataset(dataset, **dataset_options)
     table_split, _, ids, _, keys = dataset_rows(data, split, modality)
     n_shards = len(shard_ranges(len(ids), shard_size))
-    if dataset not in BUNDLED and not fs.is_remote(dataset) and (Path(dataset).exists() or "{" in dataset):
-        dataset = os.path.abspath(dataset)  # actors may run in another working directory (a shard pattern too)
     kwargs = dict(
-        dataset=dataset,
+        dataset=dataset if dataset in BUNDLED or is_iconify(dataset) else data,  # a user's: read once, here
         dataset_options=dataset_options,
         split=split,
         encoder=encoder,
