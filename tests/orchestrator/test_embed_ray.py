@@ -38,3 +38,24 @@ def test_ray_store_equals_local_store(ray_cluster, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in folder.glob("part-*.parquet")}
     embed_with_ray("digits", "test", SPEC, tmp_path / "ray", actors=2, device="cpu", shard_size=200)
     assert {p: p.stat().st_mtime_ns for p in folder.glob("part-*.parquet")} == mtimes
+
+
+def test_a_users_webdataset_is_read_once_and_its_index_shipped_to_the_actors(ray_cluster, tmp_path):
+    """The driver reads the shards (and checks every image) once; the actors get its index and read only
+    their rows, writing the table the local path writes."""
+    from tests.sotalign.test_formats import pairs_shards
+
+    pattern = pairs_shards(tmp_path / "shards")
+    dataset = load_dataset(pattern)
+    local = read_table(
+        embed_dataset(
+            dataset, "all", load_encoder(SPEC, device="cpu"), tmp_path / "local", shard_size=2, progress=False
+        )
+    )
+    folder = embed_with_ray(
+        pattern, "all", SPEC, tmp_path / "ray", loaded=dataset, actors=2, device="cpu", shard_size=2
+    )
+    distributed = read_table(folder)
+    assert distributed.ids == local.ids and distributed.metadata["shards"] == 3
+    assert torch.allclose(distributed.embeddings, local.embeddings, rtol=1e-5, atol=1e-4)
+    assert distributed.metadata["source"] == local.metadata["source"]  # galleries re-read it the same way

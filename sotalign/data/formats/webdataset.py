@@ -120,6 +120,10 @@ class ShardReader:
         handle.seek(offset)
         return handle.read(size)
 
+    def __getstate__(self) -> dict:
+        """Pickled without its open file (the dataset is shipped to Ray actors, which open their own)."""
+        return {"shards": self.shards, "open": None}
+
 
 def load_webdataset(location: str, name: str, skip_bad: bool = False) -> ImageTextDataset | ImageDataset | TextDataset:
     location = str(location) if fs.is_remote(location) else os.path.abspath(location)
