@@ -2,8 +2,10 @@
 much of the teacher's OT plan lands on true partners where the unpaired data's pairing is known.
 
 Retrieval and k-NN work on query chunks, so memory is O(chunk x n) rather than O(n^2).
-Ranks count the candidates scored strictly above the best-scored correct one, which is exact and
-needs no sort. Accuracies and recalls are in percent, as the paper reports them. Metric
+A query's hit at k is its expected value when ties are broken uniformly at random: wrong
+candidates scored above its best-scored correct one push it down, and wrong candidates tied with
+that score push it down in proportion to their share of the tie, so a collapsed model (constant
+embeddings) scores chance, never 100 (``hit_probability``). Exact, and needs no sort. Accuracies and recalls are in percent, as the paper reports them. Metric
 keys contain no ``@`` (MLflow refuses it): ``t2i_recall_at_1``, ``mean_recall_at_1``.
 """
 
@@ -68,26 +70,46 @@ def retrieval(
             else "every image group needs at least one caption in text_to_image"
         )
 
-    def ranks(
+    def standings(
         queries: torch.Tensor, candidates: torch.Tensor, query_group: torch.Tensor, candidate_group: torch.Tensor
-    ):
-        out = torch.empty(len(queries), dtype=torch.long, device=images.device)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per query: wrong candidates above its best correct score, wrong ones tied with it, correct ones at it."""
+        above, tied, level = (torch.empty(len(queries), dtype=torch.long, device=images.device) for _ in range(3))
         for start in range(0, len(queries), chunk_size):
             sims = queries[start : start + chunk_size] @ candidates.T
             correct = candidate_group[None, :] == query_group[start : start + chunk_size, None]
             best = sims.masked_fill(~correct, float("-inf")).amax(1, keepdim=True)
-            out[start : start + len(sims)] = (sims > best).sum(1)
-        return out
+            rows = slice(start, start + len(sims))
+            above[rows] = ((sims > best) & ~correct).sum(1)
+            tied[rows] = ((sims == best) & ~correct).sum(1)
+            level[rows] = ((sims == best) & correct).sum(1)
+        return above, tied, level
 
-    t2i_ranks = ranks(texts, images, text_group, image_group)
-    i2t_ranks = ranks(images, texts, image_group, text_group)
+    t2i = standings(texts, images, text_group, image_group)
+    i2t = standings(images, texts, image_group, text_group)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"i2t_recall_at_{k}"] = 100.0 * (i2t_ranks < k).double().mean().item()
-        out[f"t2i_recall_at_{k}"] = 100.0 * (t2i_ranks < k).double().mean().item()
+        out[f"i2t_recall_at_{k}"] = 100.0 * hit_probability(*i2t, k).mean().item()
+        out[f"t2i_recall_at_{k}"] = 100.0 * hit_probability(*t2i, k).mean().item()
     if 1 in ks:
         out["mean_recall_at_1"] = 0.5 * (out["i2t_recall_at_1"] + out["t2i_recall_at_1"])
     return out
+
+
+def hit_probability(above: torch.Tensor, tied: torch.Tensor, level: torch.Tensor, k: int) -> torch.Tensor:
+    """P(a correct candidate is in the top ``k``) for each query, ties broken uniformly at random.
+
+    ``above``: wrong candidates scored above the query's best correct score; ``tied``: wrong ones
+    scored equal to it; ``level``: correct ones scored equal to it (>= 1). The tied block fills the
+    ``k - above`` places left; the query misses when they all go to wrong candidates, which happens
+    with probability prod_{i < k - above} (tied - i) / (tied + level - i).
+    """
+    left = k - above
+    miss = torch.ones(above.shape, dtype=torch.float64, device=above.device)
+    for i in range(k):
+        share = (tied - i).clamp(min=0).double() / (tied + level - i).clamp(min=1).double()
+        miss = torch.where(i < left, miss * share, miss)
+    return torch.where(left > 0, 1.0 - miss, torch.zeros_like(miss))
 
 
 def class_embeddings(class_text_emb) -> torch.Tensor:
@@ -115,8 +137,11 @@ def zero_shot(image_emb, labels, class_text_emb, *, ks: Sequence[int] = (1, 5)) 
         raise InputError(f"labels must lie in [0, {classes.shape[0]}) (one class text per class)")
     scores = images @ classes.T
     correct = scores.gather(1, labels[:, None])
-    ranks = (scores > correct).sum(1)
-    return {f"top{k}": 100.0 * (ranks < k).double().mean().item() for k in ks if k <= classes.shape[0]}
+    above, tied = (scores > correct).sum(1), (scores == correct).sum(1) - 1  # the own class ties itself
+    level = torch.ones_like(above)
+    return {
+        f"top{k}": 100.0 * hit_probability(above, tied, level, k).mean().item() for k in ks if k <= classes.shape[0]
+    }
 
 
 @torch.no_grad()

@@ -96,6 +96,11 @@ class DataSpec:
     def _refuse_overlaps(self, unpaired: dict[str, list[SourceRef]]) -> None:
         """Evaluation data is never trained on: no training source is the validation or the test data."""
         held_out = {"data.validation": self.validation_ref(), "data.test": self.test_ref()}
+        if held_out["data.test"] is not None and held_out["data.validation"] == held_out["data.test"]:
+            raise InputError(
+                f"data.validation and data.test both name {held_out['data.test']}: the model would be selected "
+                "on the data it is scored on (name another validation split, or hold n_val pairs out)"
+            )
         training = {("data.pairs" if self.pairs else "data.pool_split"): [self.pairs_ref()]}
         training.update({f"data.unpaired_{m}s": refs for m, refs in unpaired.items()})
         for name, refs in training.items():

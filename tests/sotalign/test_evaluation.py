@@ -148,3 +148,44 @@ def test_plan_accuracy_on_a_planted_case():
         plan_accuracy(images, texts, image_labels, text_labels + 10)
     with pytest.raises(ValueError, match="one label per image"):
         plan_accuracy(images, texts, image_labels[:-1], text_labels)
+
+
+def test_a_collapsed_model_scores_chance_not_a_perfect_recall():
+    """Constant embeddings tie every candidate: ties are broken at random in expectation, so recall@k is
+    k / n (and zero-shot top-1 is 1 / classes), never the 100 that counting only strict wins gave."""
+    scores = retrieval(torch.zeros(50, 8), torch.zeros(50, 8))
+    for k in (1, 5, 10):
+        assert scores[f"i2t_recall_at_{k}"] == pytest.approx(100 * k / 50)
+        assert scores[f"t2i_recall_at_{k}"] == pytest.approx(100 * k / 50)
+    assert zero_shot(torch.ones(30, 4), np.arange(30) % 10, torch.ones(10, 4))["top1"] == pytest.approx(10.0)
+
+
+def expected_hits_by_enumeration(sims: np.ndarray, correct: np.ndarray, k: int) -> float:
+    """Mean over queries of the share of all tie-breaking orders (every permutation of the candidates,
+    used as the tie-breaker under the scores) in which a correct candidate is in the top k."""
+    from itertools import permutations
+
+    hits = []
+    for row, right in zip(sims, correct):
+        orders = list(permutations(range(len(row))))
+        top = [sorted(range(len(row)), key=lambda c, order=order: (-row[c], order[c]))[:k] for order in orders]
+        hits.append(np.mean([right[t].any() for t in top]))
+    return 100.0 * float(np.mean(hits))
+
+
+def test_ties_count_as_their_expected_share_against_enumerating_every_order():
+    """Embeddings on a few lattice points, so that many scores tie exactly; 6 candidates, every order."""
+    rng = np.random.default_rng(0)
+    images = torch.tensor(rng.integers(0, 2, (6, 3)), dtype=torch.float32)
+    texts = torch.tensor(rng.integers(0, 2, (6, 3)), dtype=torch.float32)
+    images[images.sum(1) == 0, 0] = 1.0  # no zero vector (normalising it keeps it zero; fine, but keep rows real)
+    texts[texts.sum(1) == 0, 1] = 1.0
+    groups = np.array([0, 0, 1, 2, 2, 3])  # images 0-1 and 3-4 share their captions
+    scores = retrieval(images, texts, np.arange(6), image_groups=groups, ks=(1, 2, 3))
+    unit = lambda x: (x / x.norm(dim=1, keepdim=True)).double().numpy()  # noqa: E731
+    sims = unit(images) @ unit(texts).T
+    same = groups[:, None] == groups[None, :]  # image i, caption j (caption j belongs to image j)
+    for k in (1, 2, 3):
+        assert scores[f"i2t_recall_at_{k}"] == pytest.approx(expected_hits_by_enumeration(sims, same, k), abs=1e-9)
+        assert scores[f"t2i_recall_at_{k}"] == pytest.approx(expected_hits_by_enumeration(sims.T, same.T, k), abs=1e-9)
+    assert len(np.unique(np.round(sims, 9))) < sims.size  # the case has ties to break

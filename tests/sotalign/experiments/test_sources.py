@@ -246,8 +246,18 @@ def test_sources_that_would_train_on_evaluation_data_or_miss_a_side_are_refused(
         load_data(Experiment.from_dict(sources_mode(store, text, **changes)), ids)
 
 
-def test_one_pool_mode_refuses_every_pair_and_training_on_its_test_split():
+def test_one_pool_mode_refuses_every_pair_and_training_or_selecting_on_its_test_split():
     with pytest.raises(ValueError, match=r"data.n_pairs: null \(every pair\) needs data.pairs"):
         Experiment.from_dict({"data": {"n_pairs": None}})
     with pytest.raises(ValueError, match=r"data.unpaired_texts names openmoji:test, which is data.test"):
         Experiment.from_dict({"data": {"unpaired_texts": "openmoji:test"}})
+    with pytest.raises(ValueError, match=r"data.pool_split names openmoji:test, which is data.test"):
+        Experiment.from_dict({"data": {"pool_split": "test"}})
+    with pytest.raises(ValueError, match=r"data.validation and data.test both name iconify-emoji:test"):
+        Experiment.from_dict({"data": {"dataset": "iconify-emoji", "val_split": "test"}})
+
+
+def test_selecting_on_the_test_source_is_refused(pool_store):
+    store, ids, text = pool_store
+    with pytest.raises(ValueError, match=r"data.validation and data.test both name own-test:all"):
+        Experiment.from_dict(sources_mode(store, text, validation="own-test:all"))
