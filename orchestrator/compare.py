@@ -1,6 +1,7 @@
 """``sotalign compare``: compare runs of an MLflow experiment by a tag (encoder pair, method, ...)
-without opening the UI: a table of best and mean ± std per group, a bar chart (PNG) and, with
-``--gallery``, the retrieval galleries of each group's best run side by side (one PNG)."""
+without opening the UI: a table of each group's best run (chosen by the validation metric, its test
+value beside) and mean ± std, a bar chart (PNG) and, with ``--gallery``, the retrieval galleries of
+each group's best run side by side (one PNG)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,15 @@ def add_parser(commands) -> None:
     p.set_defaults(run=run)
 
 
+def selection_metric(metric: str) -> str:
+    """The validation counterpart a best run is chosen by (``mean_recall_at_1`` -> ``val/mean_recall_at_1``):
+    a run is never picked by the test score it is then reported with."""
+    return metric if metric.startswith("val/") else f"val/{metric}"
+
+
 def collect(uri: str, experiment: str, group_by: str, metric: str, filter_string: str = "") -> list[dict]:
-    """One row per run that has ``metric``: its group (tag value) and its value."""
+    """One row per run that has ``metric``: its group (tag value), its value and, where the run logged it,
+    its validation counterpart (``selection_metric``; None otherwise)."""
     from mlflow.exceptions import MlflowException
 
     store = client(uri)
@@ -49,8 +57,14 @@ def collect(uri: str, experiment: str, group_by: str, metric: str, filter_string
         runs = store.search_runs([exp.experiment_id], filter_string, max_results=50000)
     except MlflowException as error:
         raise InputError(f"bad --filter {filter_string!r}: {error.message}") from None
+    select = selection_metric(metric)
     rows = [
-        {"group": r.data.tags.get(group_by, "(no tag)"), metric: r.data.metrics[metric], "run_id": r.info.run_id}
+        {
+            "group": r.data.tags.get(group_by, "(no tag)"),
+            metric: r.data.metrics[metric],
+            select: r.data.metrics.get(select),
+            "run_id": r.info.run_id,
+        }
         for r in runs
         if metric in r.data.metrics
     ]
@@ -65,28 +79,35 @@ def run(args: argparse.Namespace) -> int:
     rows = collect(uri, args.experiment, args.group_by, args.metric, args.filter)
     stats = summarize(rows, args.metric, by=("group",))
     best = best_runs(rows, args.metric, args.mode)
+    select = selection_metric(args.metric)
     counts = {g: sum(r["group"] == g for r in rows) for (g,) in stats}
     order = sorted(stats, key=lambda k: stats[k][0], reverse=args.mode == "max")
-    print(f"| {args.group_by} | runs | best {args.metric} | mean ± std |")
-    print("|---|---|---|---|")
+    print(f"| {args.group_by} | runs | {args.metric} of the best by {select} | its {select} | mean ± std |")
+    print("|---|---|---|---|---|")
     for (group,) in order:
         mean, std = stats[(group,)]
-        print(f"| {group} | {counts[group]} | {best[group][args.metric]:.2f} | {mean:.2f} ± {std:.2f} |")
+        chosen = best.get(group)
+        picked = f"{chosen[args.metric]:.2f} | {chosen[select]:.2f}" if chosen else f"- | - (no {select})"
+        print(f"| {group} | {counts[group]} | {picked} | {mean:.2f} ± {std:.2f} |")
     _plot(order, stats, args.metric, args.group_by, args.out)
     print(f"\nwrote {args.out}")
     if args.gallery is not None:
-        stitch_galleries(
-            uri, [(g, best[g]["run_id"], best[g][args.metric]) for (g,) in order], args.metric, args.gallery
-        )
+        chosen = [(g, best[g]["run_id"], best[g][args.metric]) for (g,) in order if g in best]
+        if not chosen:
+            raise InputError(f"no run logged {select}: no best run to show the gallery of")
+        stitch_galleries(uri, chosen, args.metric, args.gallery)
         print(f"wrote {args.gallery}")
     return 0
 
 
 def best_runs(rows: list[dict], metric: str, mode: str = "max") -> dict[str, dict]:
-    """group -> its best row (``collect``'s rows: group, metric, run_id)."""
-    pick = max if mode == "max" else min
-    groups = dict.fromkeys(row["group"] for row in rows)
-    return {g: pick((r for r in rows if r["group"] == g), key=lambda r: r[metric]) for g in groups}
+    """group -> its best row by the validation counterpart of ``metric`` (``collect``'s rows); a group
+    none of whose runs logged it has no best."""
+    pick, select = (max if mode == "max" else min), selection_metric(metric)
+    groups = dict.fromkeys(row["group"] for row in rows if row[select] is not None)
+    return {
+        g: pick((r for r in rows if r["group"] == g and r[select] is not None), key=lambda r: r[select]) for g in groups
+    }
 
 
 def stitch_galleries(uri: str, runs: list[tuple[str, str, float]], metric: str, out: Path) -> Path:

@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pairs_gallery(uri: str, summary: dict, out: Path) -> bool:
-    """The galleries of this sweep's SOTAlign runs, the best of each encoder pair side by side; False
-    where the sweep trained no SOTAlign run (a user's ``--space``)."""
+    """The galleries of this sweep's SOTAlign runs, the best of each encoder pair (by validation) side by
+    side; False where the sweep trained no SOTAlign run (a user's ``--space``)."""
     scope = f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}' and tags.method = 'sotalign'"
     try:
         best = best_runs(
