@@ -224,8 +224,10 @@ def _grid(rows, metric, row_key, col_key, row_values, col_values, fmt=_show) -> 
         f"| {row_key} \\ {col_key} | " + " | ".join(fmt(c) for c in col_values) + " |",
         "|---" * (len(col_values) + 1) + "|",
     ]
+    seeds = {(r, c): seeds_of(rows, (row_key, col_key), (r, c)) for r in row_values for c in col_values}
+    full = max(seeds.values(), default=0)
     for r in row_values:
-        cells = [cell(stats.get((r, c)), seeds_of(rows, (row_key, col_key), (r, c)) == 1) for c in col_values]
+        cells = [cell(stats.get((r, c)), seeds[r, c], full=full) for c in col_values]
         lines.append(f"| {fmt(r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

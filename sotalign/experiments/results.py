@@ -35,22 +35,27 @@ def format_table(
     digits: dict | None = None,
 ) -> str:
     """A Markdown table: one line per group, ``mean ± std`` per metric (the value alone for a
-    single run); ``labels`` renames columns, ``digits`` sets decimals per metric (default 1)."""
+    single run, ``(n=k)`` on a group with fewer seeds than the table's fullest: ``cell``); ``labels``
+    renames columns, ``digits`` sets decimals per metric (default 1)."""
     labels, digits = labels or {}, digits or {}
     stats = {m: summarize(rows, m, by) for m in metrics}
     lines = [
         "| " + " | ".join([*by, *(labels.get(m, m) for m in metrics)]) + " |",
         "|" + "---|" * (len(by) + len(metrics)),
     ]
-    for key in stats[metrics[0]]:
-        single = seeds_of(rows, by, key) == 1
-        cells = [cell(stats[m].get(key), single, digits.get(m, 1)) for m in metrics]
+    counts = {key: seeds_of(rows, by, key) for key in stats[metrics[0]]}
+    full = max(counts.values(), default=0)
+    for key, seeds in counts.items():
+        cells = [cell(stats[m].get(key), seeds, digits.get(m, 1), full) for m in metrics]
         lines.append("| " + " | ".join([*map(str, key), *cells]) + " |")
     return "\n".join(lines)
 
 
-def cell(stat: tuple[float, float] | None, single: bool = False, digits: int = 1) -> str:
-    """``mean ± std`` (the mean alone for a single seed; ``–`` for no value)."""
+def cell(stat: tuple[float, float] | None, seeds: int = 1, digits: int = 1, full: int = 1) -> str:
+    """``mean ± std`` over ``seeds`` (the mean alone for one seed; ``–`` for no value), marked
+    ``(n=seeds)`` when it averages fewer seeds than ``full``, the table's fullest cell: a cell
+    missing a seed never looks complete."""
     if stat is None:
         return "–"
-    return f"{stat[0]:.{digits}f}" + ("" if single else f" ± {stat[1]:.{digits}f}")
+    text = f"{stat[0]:.{digits}f}" + ("" if seeds == 1 else f" ± {stat[1]:.{digits}f}")
+    return text + (f" (n={seeds})" if seeds < full else "")
