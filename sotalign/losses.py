@@ -25,18 +25,27 @@ Terms = dict[str, torch.Tensor]
 
 
 def siglip_loss(
-    affinity: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, positives: int | None = None
+    affinity: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    positives: int | None = None,
+    positive_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """-(1/n) sum_ij log sigmoid(z_ij (scale * K_ij + bias)), z = +1 for the n positives, -1 elsewhere.
+    """-(1/n) sum_ij log sigmoid(z_ij (scale * K_ij + bias)), z = +1 for positives, -1 elsewhere.
 
-    The positives are the first ``positives`` diagonal entries (default: one per row); every
-    other entry, including extra rows and columns, is a negative (semi-supervised SAIL puts
-    unpaired images and texts there).
+    The n pairs lead the matrix (``positives``, default: one per row). Their positives are the
+    first n diagonal entries, or with ``positive_mask`` ((n, n), the diagonal included) every pair
+    entry it marks: pairs that share their caption are positives of each other. Every other entry,
+    including extra rows and columns, is a negative (semi-supervised SAIL puts unpaired images and
+    texts there). The sum is divided by n either way.
     """
     n = affinity.shape[0] if positives is None else positives
     logits = scale * affinity + bias
     signs = -torch.ones_like(logits)
-    signs[:n, :n].diagonal().fill_(1.0)
+    if positive_mask is None:
+        signs[:n, :n].diagonal().fill_(1.0)
+    else:
+        signs[:n, :n] = torch.where(positive_mask, 1.0, -1.0)
     return -F.logsigmoid(signs * logits).sum() / n
 
 
@@ -52,19 +61,29 @@ class SigLIPLoss(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
 
-    def forward(self, affinity: torch.Tensor, positives: int | None = None) -> Terms:
+    def forward(
+        self, affinity: torch.Tensor, positives: int | None = None, positive_mask: torch.Tensor | None = None
+    ) -> Terms:
         return {
-            "siglip": siglip_loss(affinity, self.log_scale.exp(), self.bias, positives),
+            "siglip": siglip_loss(affinity, self.log_scale.exp(), self.bias, positives, positive_mask),
             "siglip/scale": self.log_scale.detach().exp(),
             "siglip/bias": self.bias.detach(),
         }
 
 
-def info_nce_loss(affinity: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) on a square affinity matrix with positives on the diagonal."""
+def info_nce_loss(
+    affinity: torch.Tensor, temperature: float = 0.07, positive_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) on a square affinity matrix with positives on the diagonal, or with
+    ``positive_mask`` on every entry it marks (pairs sharing a caption): each row's target is then
+    spread evenly over its positives (the multi-positive cross-entropy of SupCon's "out" form)."""
     logits = affinity / temperature
-    labels = torch.arange(affinity.shape[0], device=affinity.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    if positive_mask is None:
+        labels = torch.arange(affinity.shape[0], device=affinity.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    targets = positive_mask.to(logits.dtype)
+    rows, columns = targets / targets.sum(1, keepdim=True), targets.T / targets.T.sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, rows) + F.cross_entropy(logits.T, columns))
 
 
 def klot_divergence(

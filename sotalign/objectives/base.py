@@ -10,7 +10,7 @@ every objective sees the global batch (docs: sotalign.distributed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ class Stage2Inputs:
     unpaired rows (same order). ``val_*`` are the validation images and captions for model
     selection: caption j describes image ``val_caption_image[j]`` and the images of one
     ``val_image_groups`` value share their captions (None: held-out pairs, caption j of image j).
+    ``caption_groups`` (set here) numbers the pairs' distinct captions: pairs that carry the same
+    caption (an identical text embedding: on Iconify, two styles of one concept) are positives of
+    each other in every pair matrix, never negatives; None when every caption is distinct.
     """
 
     paired_images: torch.Tensor
@@ -42,6 +45,11 @@ class Stage2Inputs:
     val_texts: torch.Tensor | None = None
     val_caption_image: np.ndarray | None = None
     val_image_groups: np.ndarray | None = None
+    caption_groups: torch.Tensor | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        distinct, groups = torch.unique(self.paired_texts, dim=0, return_inverse=True)
+        self.caption_groups = groups if len(distinct) < len(self.paired_texts) else None
 
 
 @dataclass
@@ -95,6 +103,15 @@ class Step:
             return embed(head, source[rows])
         return self.distributed.gather(embed(head, source[self.distributed.shard(rows)]))
 
+    def pair_positives(self) -> torch.Tensor | None:
+        """(pairs, pairs) mask of this step's pairs that share their caption (the diagonal and every twin),
+        None when they all differ: the positives of the pair matrix."""
+        groups = self.inputs.caption_groups
+        if groups is None:
+            return None
+        mine = groups[self.rows.pairs]
+        return mine[:, None] == mine[None, :]
+
     def paired(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint-space embeddings of this step's pairs (computed once per step)."""
         if self._paired is None:
@@ -113,5 +130,5 @@ class Objective:
 
     def __call__(self, step: Step) -> tuple[torch.Tensor, Terms]:
         images, texts = step.paired()
-        terms = step.siglip(images @ texts.T)
+        terms = step.siglip(images @ texts.T, positive_mask=step.pair_positives())
         return terms["siglip"], terms

@@ -56,8 +56,9 @@ class NNCLRObjective(Objective):
         pick_text, pick_image = torch.randint(k, (2, len(pairs)), generator=step.generator).to(pairs.device)
         neighbour_texts = step.texts(self.text_pool, self.text_neighbours[pairs, pick_text])
         neighbour_images = step.images(self.image_pool, self.image_neighbours[pairs, pick_image])
-        text_term = step.siglip(images @ neighbour_texts.T)["siglip"]
-        image_term = step.siglip(neighbour_images @ texts.T)["siglip"]
+        twins = step.pair_positives()  # a neighbour of a caption is a positive of every pair carrying it
+        text_term = step.siglip(images @ neighbour_texts.T, positive_mask=twins)["siglip"]
+        image_term = step.siglip(neighbour_images @ texts.T, positive_mask=twins)["siglip"]
         terms.update({"nnclr/text": text_term, "nnclr/image": image_term})
         return total + config.nnclr_text_weight * text_term + config.nnclr_image_weight * image_term, terms
 

@@ -1,7 +1,8 @@
 """Semi-supervised SAIL (paper 4): SigLIP on the pairs with the unpaired images and texts of the
 step as extra negatives. Rows are [paired; unpaired] images, columns [paired; unpaired]
-texts; only the pairs' diagonal is positive, so an unpaired sample is pushed away from every
-text or image, which is all that SigLIP can do with data that has no partner."""
+texts; only the pairs' diagonal (and pairs that share their caption) is positive, so an unpaired
+sample is pushed away from every text or image, which is all that SigLIP can do with data that
+has no partner."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class SemiSAILObjective(Objective):
         extra_images = step.images(step.inputs.unpaired_images, step.rows.images)
         extra_texts = step.texts(step.inputs.unpaired_texts, step.rows.texts)
         terms = step.siglip(
-            torch.cat([images, extra_images]) @ torch.cat([texts, extra_texts]).T, positives=images.shape[0]
+            torch.cat([images, extra_images]) @ torch.cat([texts, extra_texts]).T,
+            positives=images.shape[0],
+            positive_mask=step.pair_positives(),
         )
         return terms["siglip"], terms

@@ -116,3 +116,50 @@ def test_unknown_divergence_is_named():
     assert get_divergence("none") is None
     with pytest.raises(ValueError, match="unknown divergence 'wasserstein'"):
         get_divergence("wasserstein")
+
+
+def test_pairs_that_share_a_caption_are_positives_of_each_other():
+    """Four pairs, the first two with the same caption (two styles of one concept): SigLIP counts (0, 1)
+    and (1, 0) as positives, by hand; so does the stage-2 objective, which finds the twins itself."""
+    from torch import nn
+
+    from sotalign.config import AlignConfig
+    from sotalign.objectives.base import BatchRows, Objective, Stage2Inputs, Step
+
+    images = unit(4, 3, 4)
+    texts = unit(4, 3, 5)
+    texts[1] = texts[0]
+    K = images @ texts.T
+    same = {(0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (3, 3)}
+    naive = -sum(
+        math.log(torch.sigmoid((1.0 if (i, j) in same else -1.0) * (10.0 * K[i, j] - 5.0)).item())
+        for i in range(4)
+        for j in range(4)
+    )
+    mask = torch.tensor([[(i, j) in same for j in range(4)] for i in range(4)])
+    s, b = torch.tensor(10.0, dtype=torch.float64), torch.tensor(-5.0, dtype=torch.float64)
+    assert abs(siglip_loss(K, s, b, positive_mask=mask).item() - naive / 4) < 1e-10
+    inputs, siglip = Stage2Inputs(images, texts), SigLIPLoss(10.0, -5.0).double()
+    step = Step(nn.Identity(), nn.Identity(), siglip, inputs, BatchRows(torch.arange(4)), 1, None)
+    loss, _ = Objective(AlignConfig(), inputs)(step)
+    scale = siglip.log_scale.exp().item()  # 10 up to the float32 round-off of its stored log
+    naive = -sum(
+        math.log(torch.sigmoid((1.0 if (i, j) in same else -1.0) * (scale * K[i, j] - 5.0)).item())
+        for i in range(4)
+        for j in range(4)
+    )
+    assert abs(loss.item() - naive / 4) < 1e-10  # today's loss pushed image 0 away from its own caption
+    assert Stage2Inputs(images, unit(4, 3, 6)).caption_groups is None  # distinct captions: the plain diagonal
+
+
+def test_info_nce_spreads_each_rows_target_over_its_positives():
+    K = unit(3, 4, 7) @ unit(3, 4, 8).T
+    mask = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    logp_rows, logp_cols = torch.log_softmax(K / 0.1, dim=1), torch.log_softmax(K.T / 0.1, dim=1)
+    naive = 0.0
+    for i in range(3):
+        positives = [j for j in range(3) if mask[i, j]]
+        naive -= 0.5 * sum(logp_rows[i, j].item() for j in positives) / len(positives) / 3
+        naive -= 0.5 * sum(logp_cols[i, j].item() for j in positives) / len(positives) / 3
+    assert abs(info_nce_loss(K, 0.1, positive_mask=mask).item() - naive) < 1e-10
+    assert torch.allclose(info_nce_loss(K, 0.1, positive_mask=torch.eye(3, dtype=torch.bool)), info_nce_loss(K, 0.1))
