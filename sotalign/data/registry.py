@@ -11,7 +11,7 @@ from sotalign.checks import InputError
 from sotalign.data import fs
 from sotalign.data.datasets import AnyDataset
 
-BUNDLED = ("openmoji", "digits")
+BUNDLED = ("openmoji", "digits", "digits-captions")
 ICONIFY = (
     "iconify-emoji",
     "iconify-mono",
@@ -53,6 +53,10 @@ def load_dataset(name: str, **options) -> AnyDataset:
         from sotalign.data.digits import load_digits
 
         return load_digits()
+    if name == "digits-captions":
+        from sotalign.data.digits import load_digit_captions
+
+        return load_digit_captions()
     if fs.is_remote(name) or "{" in name or Path(name).exists():
         from sotalign.data.formats import load_user_dataset
 

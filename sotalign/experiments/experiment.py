@@ -103,6 +103,9 @@ class DataSpec:
             )
         training = {("data.pairs" if self.pairs else "data.pool_split"): [self.pairs_ref()]}
         training.update({f"data.unpaired_{m}s": refs for m, refs in unpaired.items()})
+        if self.dataset == "openmoji":  # the bundled benchmark also scores digits zero-shot
+            held_out["the digits zero-shot test (its images)"] = SourceRef("digits", "test")
+            held_out["the digits zero-shot test (its class prompts)"] = SourceRef("digits", "classes")
         for name, refs in training.items():
             for held_name, held in held_out.items():
                 if held is not None and held in refs:

@@ -253,6 +253,11 @@ def test_one_pool_mode_refuses_every_pair_and_training_or_selecting_on_its_test_
         Experiment.from_dict({"data": {"unpaired_texts": "openmoji:test"}})
     with pytest.raises(ValueError, match=r"data.pool_split names openmoji:test, which is data.test"):
         Experiment.from_dict({"data": {"pool_split": "test"}})
+    with pytest.raises(ValueError, match=r"digits:classes, which is the digits zero-shot test \(its class prompts\)"):
+        Experiment.from_dict({"data": {"unpaired_texts": "digits:classes"}})
+    with pytest.raises(ValueError, match=r"digits:test, which is the digits zero-shot test \(its images\)"):
+        Experiment.from_dict({"data": {"unpaired_images": "digits:test"}})
+    Experiment.from_dict({"data": {"unpaired_images": "digits:pool", "unpaired_texts": "digits-captions:pool"}})
     with pytest.raises(ValueError, match=r"data.validation and data.test both name iconify-emoji:test"):
         Experiment.from_dict({"data": {"dataset": "iconify-emoji", "val_split": "test"}})
 
@@ -261,3 +266,16 @@ def test_selecting_on_the_test_source_is_refused(pool_store):
     store, ids, text = pool_store
     with pytest.raises(ValueError, match=r"data.validation and data.test both name own-test:all"):
         Experiment.from_dict(sources_mode(store, text, validation="own-test:all"))
+
+
+def test_digit_captions_are_a_text_source_apart_from_the_zero_shot_prompts():
+    from sotalign.data.digits import TEMPLATES
+    from sotalign.data.registry import load_dataset
+
+    captions, digits = load_dataset("digits-captions"), load_dataset("digits")
+    assert captions.modalities == ("text",) and len(captions.texts) == len(digits.splits["pool"])
+    assert not set(captions.texts) & set(digits.prompts())  # never a prompt the zero-shot score uses
+    assert all(any(name in text for name in digits.class_names) for text in captions.texts)
+    assert {t.format("x") for t in TEMPLATES}.isdisjoint(
+        {t.replace(n, "x") for t in captions.texts for n in digits.class_names}
+    )
