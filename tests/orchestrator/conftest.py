@@ -69,3 +69,23 @@ def same_model():
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
 
     return check
+
+
+@pytest.fixture(scope="session")
+def serving_ui():
+    """A function: ``sotalign ui ARGS`` started as its own process, returned once it prints that it is
+    serving, with the lines it printed by then (the caller stops it)."""
+    import subprocess
+    import sys
+    import time
+
+    def start(args: list[str], cwd, env: dict) -> tuple[subprocess.Popen, list[str]]:
+        command = [sys.executable, "-m", "orchestrator.cli", "ui", *args]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
+        lines, deadline = [], time.monotonic() + 300
+        while time.monotonic() < deadline and not any("serving" in line for line in lines):
+            lines.append(proc.stdout.readline())
+            assert lines[-1] or proc.poll() is None, f"sotalign ui exited: {''.join(lines)}"
+        return proc, lines
+
+    return start

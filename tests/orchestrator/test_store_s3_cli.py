@@ -4,9 +4,6 @@ server keeping its artifacts in a bucket."""
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import boto3
 import pytest
@@ -62,20 +59,14 @@ def test_unreachable_store_or_missing_bucket_exits_2_with_one_line(s3, pairs_csv
     )
 
 
-def test_the_mlflow_server_keeps_artifacts_in_a_bucket(s3, tmp_path, free_port):
+def test_the_mlflow_server_keeps_artifacts_in_a_bucket(s3, tmp_path, free_port, serving_ui):
     from mlflow import MlflowClient
 
     port = free_port()
-    command = [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-    command += ["--artifacts-destination", fs.join(s3.url, "mlflow"), "--port", str(port)]
-    env = {**os.environ, **s3.env, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    args = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)]
+    args += ["--artifacts-destination", fs.join(s3.url, "mlflow")]
+    proc, _ = serving_ui(args, tmp_path, {**os.environ, **s3.env, "MLFLOW_DISABLE_TELEMETRY": "true"})
     try:
-        lines = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any("serving" in line for line in lines):
-            lines.append(proc.stdout.readline())
-            assert lines[-1] or proc.poll() is None, f"sotalign ui exited: {''.join(lines)}"
         client = MlflowClient(f"http://127.0.0.1:{port}")  # not mlflow.set_tracking_uri: no global state left behind
         run = client.create_run(client.create_experiment("s3-artifacts"))
         client.log_text(run.info.run_id, "{}", "eval.json")

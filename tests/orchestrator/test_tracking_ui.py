@@ -27,7 +27,7 @@ def test_tracking_uri_defaults_and_fails_fast(tmp_path, monkeypatch, free_port):
     assert metric_key("t2i_r@1") == "t2i_r_at_1"
 
 
-def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch, free_port):
+def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch, free_port, serving_ui):
     import mlflow
 
     monkeypatch.chdir(tmp_path)  # the plain mlflow client puts artifacts under ./mlruns
@@ -37,19 +37,9 @@ def test_ui_serves_the_store_and_stops_cleanly(tmp_path, monkeypatch, free_port)
     with mlflow.start_run(tags={"encoder_pair": "a + b"}):
         mlflow.log_metric("mean_recall_at_1", 12.5)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "ui", "--tracking-uri", db, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc, lines = serving_ui(["--tracking-uri", db, "--port", str(port)], tmp_path, env)
     try:
-        lines = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any("serving" in line for line in lines):
-            lines.append(proc.stdout.readline())
-            assert lines[-1] or proc.poll() is None, f"sotalign ui exited: {''.join(lines)}"
         link = next(line.split(": ", 1)[1].strip() for line in lines if line.strip().startswith("openmoji:"))
         assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/") and link.endswith("/runs")
         exp_id = link.split("/experiments/")[1].split("/")[0]
