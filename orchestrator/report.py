@@ -49,7 +49,9 @@ VARIED = (
     "encoder_pair",
 )
 RETRIEVAL = ("t2i_recall_at_1", "t2i_recall_at_5", "i2t_recall_at_1", "i2t_recall_at_5", "mean_recall_at_1")
+VAL = "val/mean_recall_at_1"  # what sweeps select by (search_spaces/*.yaml `metric:`)
 LABELS = {
+    VAL: "val mean R@1",
     "t2i_recall_at_1": "T2I R@1",
     "t2i_recall_at_5": "T2I R@5",
     "i2t_recall_at_1": "I2T R@1",
@@ -190,10 +192,7 @@ def build_report(experiment: str, rows: list[dict], metric: str = "mean_recall_a
     elif keys == ["method"]:
         _methods(report, rows, metric)
     else:
-        groups = keys or ["method"]
-        report.sections.append(
-            ("Runs by " + ", ".join(groups), format_table(rows, _present(rows, RETRIEVAL), groups, LABELS))
-        )
+        _settings(report, rows, keys or ["method"])
     return report
 
 
@@ -263,6 +262,19 @@ def _teacher_by_divergence(report: Report, rows, metric) -> None:
         save_figure(fig, path)
 
     report.figures["teacher_by_divergence.png"] = draw
+
+
+def _settings(report: Report, rows, groups: list[str]) -> None:
+    """One row per combination of the varied settings. Where the runs were scored on validation,
+    that score comes first and orders the rows: a setting is chosen by it, the test columns beside
+    it are only read once the choice is made."""
+    if not any(r.get(VAL) is not None for r in rows):
+        report.sections.append(
+            ("Runs by " + ", ".join(groups), format_table(rows, _present(rows, RETRIEVAL), groups, LABELS))
+        )
+        return
+    table = format_table(rows, [VAL, *_present(rows, RETRIEVAL)], groups, LABELS, sort_by=VAL)
+    report.sections.append(("Runs by " + ", ".join(groups) + ", best on validation first", table))
 
 
 def _methods(report: Report, rows, metric) -> None:

@@ -33,17 +33,22 @@ def format_table(
     by: Sequence[str] = ("method",),
     labels: dict | None = None,
     digits: dict | None = None,
+    sort_by: str | None = None,
 ) -> str:
     """A Markdown table: one line per group, ``mean ± std`` per metric (the value alone for a
     single run, ``(n=k)`` on a group with fewer seeds than the table's fullest: ``cell``); ``labels``
-    renames columns, ``digits`` sets decimals per metric (default 1)."""
+    renames columns, ``digits`` sets decimals per metric (default 1); ``sort_by`` (one of
+    ``metrics``) orders the groups by its mean, highest first (else first-seen order)."""
     labels, digits = labels or {}, digits or {}
     stats = {m: summarize(rows, m, by) for m in metrics}
+    order = list(stats[metrics[0]])
+    if sort_by is not None:
+        order.sort(key=lambda key: -stats[sort_by][key][0] if key in stats[sort_by] else float("inf"))
     lines = [
         "| " + " | ".join([*by, *(labels.get(m, m) for m in metrics)]) + " |",
         "|" + "---|" * (len(by) + len(metrics)),
     ]
-    counts = {key: seeds_of(rows, by, key) for key in stats[metrics[0]]}
+    counts = {key: seeds_of(rows, by, key) for key in order}
     full = max(counts.values(), default=0)
     for key, seeds in counts.items():
         cells = [cell(stats[m].get(key), seeds, digits.get(m, 1), full) for m in metrics]

@@ -198,3 +198,26 @@ def test_a_grid_of_both_budgets_gets_one_curve_per_value_of_the_other(tmp_path):
         "n_unpaired_curve_n_pairs_250.png",
         "n_unpaired_curve_n_pairs_1000.png",
     }
+
+
+def test_settings_are_listed_best_on_validation_first_never_by_test():
+    # alpha 30 wins on test, alpha 3 on validation: the table leads with validation and its best
+    rows = [
+        {**row(s, test + d / 1000, alpha=a, head_dim=d), "val/mean_recall_at_1": val - d / 1000}
+        for s in (0, 1)
+        for a, val, test in ((30.0, 10.0, 20.0), (3.0, 12.0, 11.0), (10.0, 11.0, 15.0))
+        for d in (256, 512)
+    ]
+    heading, table = build_report("choice", rows).sections[0]
+    assert heading == "Runs by alpha, head_dim, best on validation first"
+    lines = table.splitlines()
+    assert lines[0].startswith("| alpha | head_dim | val mean R@1 |")
+    order = [tuple(line.split(" | ")[:2]) for line in lines[2:]]
+    assert order == [
+        ("| 3.0", "256"),
+        ("| 3.0", "512"),
+        ("| 10.0", "256"),
+        ("| 10.0", "512"),
+        ("| 30.0", "256"),
+        ("| 30.0", "512"),
+    ]
