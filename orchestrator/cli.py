@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 
 from orchestrator import compare, demo, embed, report, search, sweep, train, ui
 from sotalign.checks import InputError
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sotalign",
         description="Semi-supervised alignment of frozen vision and language encoders via optimal transport.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('sotalign')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(commands)
     embed.add_parser(commands)

@@ -35,6 +35,7 @@ ROOMS = {  # docs/DESIGN.md's map: room -> the other rooms it may import
         "sotalign/stage2",
         "sotalign/two_stage",
     },
+    "sotalign/__main__": {"orchestrator"},  # `python -m sotalign`: hands over to the command, imported by nothing
     "orchestrator": {
         "sotalign",
         "sotalign/core",
@@ -52,7 +53,7 @@ def room(module: str) -> str:
     parts = module.split(".")
     if parts[0] == "orchestrator" or parts == ["sotalign"]:
         return parts[0]
-    named = {"encoders", "data", "objectives", "stage2", "training_free", "two_stage", "experiments"}
+    named = {"__main__", "encoders", "data", "objectives", "stage2", "training_free", "two_stage", "experiments"}
     return f"sotalign/{parts[1]}" if parts[1] in named else "sotalign/core"
 
 

@@ -125,6 +125,15 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "results.json").exists()
 
 
+def test_python_m_sotalign_is_the_command_and_says_its_version(tmp_path):
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "sotalign", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"sotalign {version('sotalign')}"
+    proc = subprocess.run([sys.executable, "-m", "sotalign", "train"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "the following arguments are required" in proc.stderr
+
+
 def test_an_internal_error_exits_1_with_its_traceback(tmp_path):
     """A ValueError raised inside training is a bug, not bad input: no one-line ``error:``, exit 1, the
     traceback kept (only ``InputError`` means the user gave something wrong)."""
