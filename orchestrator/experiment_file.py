@@ -65,11 +65,22 @@ def with_absolute_paths(tree: dict[str, Any]) -> dict[str, Any]:
     """A local ``data.store`` and ``run.storage_path`` resolved against the current directory (URIs kept), so
     that Ray actors (Tune runs trials in their own folders) read and write the same places."""
     tree = dict(tree)
-    data, run = dict(tree.get("data") or {}), dict(tree.get("run") or {})
-    data["store"] = fs.absolute(data.get("store") or DataSpec.store)
-    storage = run.get("storage_path") or RunOptions.storage_path
+    data, run = _section(tree, "data"), _section(tree, "run")
+    store, storage = data.get("store") or DataSpec.store, run.get("storage_path") or RunOptions.storage_path
+    for key, value in (("data.store", store), ("run.storage_path", storage)):
+        if not isinstance(value, str):
+            raise InputError(f"{key} must be a path or a URI, got {value!r}")
+    data["store"] = fs.absolute(store)
     run["storage_path"] = storage if "://" in storage else str(Path(storage).resolve())
     return {**tree, "data": data, "run": run}
+
+
+def _section(tree: dict[str, Any], key: str) -> dict[str, Any]:
+    """A copy of the tree's ``key`` section (empty when absent), which must be a mapping."""
+    value = tree.get(key) or {}
+    if not isinstance(value, dict):
+        raise InputError(f"{key} must be a mapping of keys, got {value!r}")
+    return dict(value)
 
 
 def load_experiment_file(path: str | Path, changes: dict[str, Any] | None = None) -> tuple[Experiment, RunOptions]:

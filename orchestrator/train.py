@@ -1,8 +1,10 @@
 """``sotalign train``: one experiment as a Ray Train run (``TorchTrainer``, Train V2).
 
-The driver draws the experiment's data once and puts it in Ray's object store, creates the
-MLflow run, and starts ``workers`` data-parallel workers (gloo on CPU, nccl on GPU). Rank 0
-fits the stage-1 teacher once and broadcasts it; every worker then runs ``sotalign.fit``'s
+The driver draws the experiment's data once, checks every input and fits a closed-form stage-1
+teacher (``ExperimentData.preflight``: bad input is one ``InputError`` here, never a worker's retried
+failure), puts both in Ray's object store, creates the MLflow run, and starts ``workers``
+data-parallel workers (gloo on CPU, nccl on GPU). A contrastive teacher is trained by rank 0
+once and broadcast; every worker then runs ``sotalign.fit``'s
 stage 2 on its slice of each global batch (``sotalign.distributed``). Every
 ``checkpoint_every`` steps the whole loop state (heads, optimiser, schedule, sampler RNG,
 best-so-far, teacher) is a Ray Train checkpoint; ``FailureConfig(max_failures)`` restarts
@@ -32,7 +34,7 @@ from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import RunOptions, load_experiment_file
 from orchestrator.overrides import add_set_argument, parse_assignments
-from sotalign.experiments.experiment import Experiment, load_data
+from sotalign.experiments.experiment import Experiment, ExperimentData, load_data
 
 STATE_FILE, TEACHER_FILE, FINAL_FILE = "state.pt", "teacher.safetensors", "final.json"
 WORKER_NODES_TAG = "ray.worker_nodes"  # the Ray node id of each rank, comma-separated, rank 0 first
@@ -68,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
     tracking.ensure_reachable(uri)  # before any data loading or training
     check_storage([experiment], options)
     ids = ensure_tables([experiment])
+    data = load_data(experiment, ids)
+    data.preflight(experiment.config())  # bad input stops here, before Ray starts
     if options.workers:
         connect_ray()
         check_cluster_fit(uri, options)
-    metrics = train_experiment(experiment, options, uri, ids)
+    metrics = train_experiment(experiment, options, uri, ids, data=data)
     shown = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("recall_at_1", "top1"))}
     print(json.dumps(shown, indent=2))
     print(f"MLflow run {metrics['run_id']} in experiment {experiment.name!r} at {uri}; browse with: sotalign ui")
@@ -101,6 +105,7 @@ def train_experiment(
     callbacks: list | None = None,
     report: Callable[[dict], None] | None = None,
     tags: dict[str, str] | None = None,
+    data: ExperimentData | None = None,
 ) -> dict[str, Any]:
     """Run one experiment on the connected Ray cluster; return rank 0's final metrics (+ ``run_id``).
 
@@ -108,14 +113,15 @@ def train_experiment(
     Train callbacks (a sweep passes ``TuneReportCallback``), ``report`` their in-process
     counterpart (``workers: 0``; a sweep passes ``tune.report``); ``tags`` are added to the run's.
     ``name`` is the Ray Train run name (default: the MLflow run's name and id): the same name
-    and storage path resume a stopped run from its checkpoints.
+    and storage path resume a stopped run from its checkpoints. ``data``: the experiment's data when
+    the caller has loaded it already (else loaded here).
     """
     import ray
     import ray.train
     import ray.train.torch
 
-    data = load_data(experiment, ids)
-    teacher = None  # stage 1 fitted here when the diagnostic needs it, and handed to training (fitted once)
+    data = data or load_data(experiment, ids)
+    teacher = data.preflight(experiment.config())  # bad input stops here, before Ray Train and the MLflow run
     if run_id is None:
         budget = {"n_pairs": str(len(data.paired_images)), "n_unpaired": str(data.n_unpaired)}  # as drawn
         run_tags = {**experiment.tags(), **budget, **(tags or {})}
@@ -125,7 +131,7 @@ def train_experiment(
         if experiment.config().uses_unpaired:  # how far the unpaired data lies from the pairs (paper eq. 14)
             tracking.log_metrics(uri, run_id, data.distribution_shift(), 0)
             if data.unpaired_image_labels is not None:  # the teacher's plan on hidden partners
-                teacher = data.stage1(experiment.config())
+                teacher = teacher or data.stage1(experiment.config())
                 tracking.log_metrics(uri, run_id, data.plan_diagnostic(experiment.config(), teacher), 0)
     name = name or f"{experiment.name}-{run_id}"
     if options.workers == 0:
@@ -138,7 +144,7 @@ def train_experiment(
         "tracking_uri": uri,
         "run_id": run_id,
         "checkpoint_every": options.checkpoint_every,
-        "teacher": teacher,  # None: rank 0 fits it
+        "teacher": teacher,  # the driver's closed form; None (contrastive, unless the diagnostic fitted it): rank 0 fits it
     }
     use_gpu = options.gpus_per_worker > 0
     trainer = ray.train.torch.TorchTrainer(

@@ -129,6 +129,18 @@ def default_teacher_dim(d_image: int, d_text: int, n_pairs: int, center: bool = 
     return max(1, min(d_image, d_text, n_pairs - 1 if center else n_pairs))
 
 
+def checked_teacher_dim(dim: int | None, d_image: int, d_text: int, n_pairs: int, center: bool = True) -> int:
+    """The teacher dim a fit on ``n_pairs`` pairs will use (None = ``default_teacher_dim``), or an
+    ``InputError`` if it cannot hold it; needs the shapes only, so a run checks it before it starts."""
+    limit = min(d_image, d_text, n_pairs)
+    dim = default_teacher_dim(d_image, d_text, n_pairs, center) if dim is None else dim
+    if not 1 <= dim <= limit:
+        raise InputError(
+            f"teacher dim {dim} must be between 1 and min(d_image={d_image}, d_text={d_text}, n_pairs={n_pairs}) = {limit}"
+        )
+    return dim
+
+
 def prepared_pairs(
     image_emb, text_emb, dim: int | None, normalize: bool = True, center: bool = True, image_mean=None, text_mean=None
 ) -> tuple[torch.Tensor, torch.Tensor, Preprocessing, Preprocessing, int]:
@@ -138,13 +150,7 @@ def prepared_pairs(
     images = as_embeddings(image_emb, "paired image embeddings").cpu()  # closed forms run on the CPU in float64
     texts = as_embeddings(text_emb, "paired text embeddings").cpu()
     check_pairs(images, texts)
-    n, d_image, d_text = images.shape[0], images.shape[1], texts.shape[1]
-    limit = min(d_image, d_text, n)
-    dim = default_teacher_dim(d_image, d_text, n, center) if dim is None else dim
-    if not 1 <= dim <= limit:
-        raise InputError(
-            f"teacher dim {dim} must be between 1 and min(d_image={d_image}, d_text={d_text}, n_pairs={n}) = {limit}"
-        )
+    dim = checked_teacher_dim(dim, images.shape[1], texts.shape[1], images.shape[0], center)
     image_prep = _preprocessing(images, normalize, center, image_mean)
     text_prep = _preprocessing(texts, normalize, center, text_mean)
     with torch.no_grad():

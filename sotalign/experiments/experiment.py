@@ -29,7 +29,8 @@ from sotalign.experiments.distances import distribution_shift
 from sotalign.fields import check_fields, from_mapping, option
 from sotalign.methods import METHODS
 from sotalign.stage2 import batch_sizes
-from sotalign.two_stage import checked_inputs, fit, fit_stage1
+from sotalign.teachers import checked_teacher_dim
+from sotalign.two_stage import checked_inputs, fit, fit_stage1, teacher_dim
 
 DIAGNOSTIC_BATCH = 4096  # plan_accuracy's plan is dense: 4096 x 4096 float32 is 64 MiB (our cap, not the paper's)
 
@@ -297,6 +298,23 @@ class ExperimentData:
         a, b, x, y, _ = checked_inputs(
             self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts, None, config
         )
+        return fit_stage1(a, b, x, y, config)
+
+    def preflight(self, config: AlignConfig):
+        """Every input check of a run with ``config``, made here and now: on the driver, before Ray
+        Train or an MLflow run starts, so that bad input is one error, never a worker's failure that
+        Train retries. Returns the stage-1 teacher where it is a closed form (milliseconds to fit;
+        the workers receive it), else None (ASIF has none; the contrastive one is trained, and only
+        its dimension is checked here)."""
+        a, b, x, y, _ = checked_inputs(
+            self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts, None, config
+        )
+        if config.method == "asif":
+            return None
+        if config.teacher == "contrastive":
+            dims = (a.shape[1], b.shape[1], a.shape[0])
+            checked_teacher_dim(teacher_dim(config, *dims), *dims, config.center != "none")
+            return None
         return fit_stage1(a, b, x, y, config)
 
     def plan_diagnostic(self, config: AlignConfig, teacher=None) -> dict[str, float]:

@@ -98,3 +98,20 @@ def test_experiment_files_and_bad_input(tmp_path, capsys):
     assert main(["train", str(path), "--tracking-uri", "http://127.0.0.1:9"]) == 2
     assert "is unreachable" in capsys.readouterr().err
     assert not (tmp_path / "ray").exists()  # nothing started, nothing written
+    assert main(["train", str(path), "--set", "data=3"]) == 2
+    assert "data must be a mapping of keys, got 3" in capsys.readouterr().err
+
+
+def test_bad_input_found_by_stage_1_is_one_error_before_ray_train_or_mlflow_start(tmp_path, capsys):
+    """Stage 1's dimension check (on rank 0, it once was: a Train failure retried max_failures times,
+    then a traceback and a FAILED run) runs on the driver: exit 2, one line, no run, no Ray results."""
+    path, db = tmp_path / "exp.yaml", tmp_path / "m.db"
+    tree = {**TREE, "align": {**TREE["align"], "teacher_dim": 100}, "run": {**TREE["run"], "workers": 1}}
+    path.write_text(yaml.safe_dump({**tree, "run": {**tree["run"], "storage_path": str(tmp_path / "ray")}}))
+    for changes in ([], ["--set", "teacher=contrastive"]):  # the closed form is fitted there, the trained one checked
+        assert main(["train", str(path), "--tracking-uri", f"sqlite:///{db}", *changes]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: teacher dim 100 must be between 1 and min(d_image=96, d_text=64, n_pairs=48) = 48"]
+    client = MlflowClient(f"sqlite:///{db}")
+    assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert not (tmp_path / "ray").exists()
