@@ -153,7 +153,8 @@ def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
         "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
         "base": {
             **SPACE["base"],
-            "align": {**SPACE["base"]["align"], "eval_every": 10},
+            # random heads: at lr 1e-9 they stay at chance (started at the teacher, they would score as it does)
+            "align": {**SPACE["base"]["align"], "eval_every": 10, "head_init": "random"},
             "run": {**SPACE["base"]["run"], "storage_path": str(tmp_path / "ray")},
         },
         "parameters": {"lr": {"type": "categorical", "choices": [1e-2, 1e-9]}},
