@@ -106,7 +106,12 @@ def test_bad_input_found_by_stage_1_is_one_error_before_ray_train_or_mlflow_star
     """Stage 1's dimension check (on rank 0, it once was: a Train failure retried max_failures times,
     then a traceback and a FAILED run) runs on the driver: exit 2, one line, no run, no Ray results."""
     path, db = tmp_path / "exp.yaml", tmp_path / "m.db"
-    tree = {**TREE, "align": {**TREE["align"], "teacher_dim": 100}, "run": {**TREE["run"], "workers": 1}}
+    align = {
+        **TREE["align"],
+        "teacher_dim": 100,
+        "head_init": "random",
+    }  # from the teacher, the config itself refuses it
+    tree = {**TREE, "align": align, "run": {**TREE["run"], "workers": 1}}
     path.write_text(yaml.safe_dump({**tree, "run": {**tree["run"], "storage_path": str(tmp_path / "ray")}}))
     for changes in ([], ["--set", "teacher=contrastive"]):  # the closed form is fitted there, the trained one checked
         assert main(["train", str(path), "--tracking-uri", f"sqlite:///{db}", *changes]) == 2
