@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from orchestrator.experiment_file import RunOptions
+from orchestrator.logs import chatty
 from sotalign.checks import InputError
 from sotalign.data import fs
 from sotalign.experiments.experiment import Experiment
@@ -35,19 +36,21 @@ STORE_ADVICE = (
 
 def connect_ray() -> None:
     """Join ``RAY_ADDRESS``'s cluster or the one running on this node, else start a local one with
-    the custom resource that Tune trial drivers take (docs/stack.md)."""
+    the custom resource that Tune trial drivers take (docs/stack.md). What the workers and trial
+    actors print (their progress) is forwarded to this driver's terminal, unless ``--quiet``."""
     import ray
 
     if ray.is_initialized():
         return
+    forward = chatty()
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=forward)
     except ConnectionError:
         if os.environ.get("RAY_ADDRESS"):
             raise InputError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
         for name, value in LOCAL_TRAIN_SETTINGS.items():
             os.environ.setdefault(name, value)
-        ray.init(resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=False)
+        ray.init(resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=forward)
 
 
 def check_storage(experiments: list[Experiment], options: RunOptions) -> None:

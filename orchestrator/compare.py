@@ -1,7 +1,7 @@
 """``sotalign compare``: compare runs of an MLflow experiment by a tag (encoder pair, method, ...)
 without opening the UI: a table of each group's best run (chosen by the validation metric, its test
 value beside) and mean ± std, a bar chart (PNG) and, with ``--gallery``, the retrieval galleries of
-each group's best run side by side (one PNG)."""
+each group's best run side by side (one PNG). ``--json`` prints the table's rows as a JSON list instead."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.gallery import side_by_side
 from orchestrator.inspection import GALLERY_FILE, GALLERY_TAG
+from orchestrator.output import add_json_argument, json_output
 from orchestrator.tracking import client, ensure_reachable, tracking_uri
 from sotalign.checks import InputError
 from sotalign.experiments.results import summarize
@@ -34,6 +35,7 @@ def add_parser(commands) -> None:
         metavar="PNG",
         help="also stitch the retrieval gallery of each group's best run side by side into PNG",
     )
+    add_json_argument(p, "the table's rows (one per group)")
     p.set_defaults(run=run)
 
 
@@ -82,22 +84,41 @@ def run(args: argparse.Namespace) -> int:
     select = selection_metric(args.metric)
     counts = {g: sum(r["group"] == g for r in rows) for (g,) in stats}
     order = sorted(stats, key=lambda k: stats[k][0], reverse=args.mode == "max")
-    print(f"| {args.group_by} | runs | {args.metric} of the best by {select} | its {select} | mean ± std |")
-    print("|---|---|---|---|---|")
-    for (group,) in order:
-        mean, std = stats[(group,)]
-        chosen = best.get(group)
-        picked = f"{chosen[args.metric]:.2f} | {chosen[select]:.2f}" if chosen else f"- | - (no {select})"
-        print(f"| {group} | {counts[group]} | {picked} | {mean:.2f} ± {std:.2f} |")
-    _plot(order, stats, args.metric, args.group_by, args.out)
-    print(f"\nwrote {args.out}")
-    if args.gallery is not None:
-        chosen = [(g, best[g]["run_id"], best[g][args.metric]) for (g,) in order if g in best]
-        if not chosen:
-            raise InputError(f"no run logged {select}: no best run to show the gallery of")
-        stitch_galleries(uri, chosen, args.metric, args.gallery)
-        print(f"wrote {args.gallery}")
+    with json_output(args.json) as emit:
+        if args.json:
+            emit([_json_row(args, g, counts[g], best.get(g), stats[(g,)]) for (g,) in order])
+        else:
+            print(f"| {args.group_by} | runs | {args.metric} of the best by {select} | its {select} | mean ± std |")
+            print("|---|---|---|---|---|")
+            for (group,) in order:
+                mean, std = stats[(group,)]
+                chosen = best.get(group)
+                picked = f"{chosen[args.metric]:.2f} | {chosen[select]:.2f}" if chosen else f"- | - (no {select})"
+                print(f"| {group} | {counts[group]} | {picked} | {mean:.2f} ± {std:.2f} |")
+        _plot(order, stats, args.metric, args.group_by, args.out)
+        print(f"\nwrote {args.out}")
+        if args.gallery is not None:
+            chosen = [(g, best[g]["run_id"], best[g][args.metric]) for (g,) in order if g in best]
+            if not chosen:
+                raise InputError(f"no run logged {select}: no best run to show the gallery of")
+            stitch_galleries(uri, chosen, args.metric, args.gallery)
+            print(f"wrote {args.gallery}")
     return 0
+
+
+def _json_row(args: argparse.Namespace, group: str, runs: int, chosen: dict | None, stats: tuple) -> dict:
+    """One row of the table as ``--json`` prints it: the group, its run count, its best run (by the
+    validation metric; None where no run logged it) with both values, and the mean and std over runs."""
+    select = selection_metric(args.metric)
+    return {
+        args.group_by: group,
+        "runs": runs,
+        "best_run_id": chosen["run_id"] if chosen else None,
+        args.metric: chosen[args.metric] if chosen else None,
+        select: chosen[select] if chosen else None,
+        "mean": stats[0],
+        "std": stats[1],
+    }
 
 
 def best_runs(rows: list[dict], metric: str, mode: str = "max") -> dict[str, dict]:

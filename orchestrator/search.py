@@ -4,7 +4,7 @@ The model comes from an MLflow run (its ``model`` artifact) or a saved model fol
 candidates are an embedded split of the store. The query is embedded with the frozen encoder
 the model was trained on (recorded in ``model.json``), so the answer is the aligned space's own:
 a store embedded with another encoder is refused, since its vectors are not the ones the model's
-heads read.
+heads read. ``--json`` prints the hits as a JSON list (rank, score, id, caption) instead of the table.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from orchestrator.gallery import contact_sheet
+from orchestrator.output import add_json_argument, json_output
 from orchestrator.tracking import client, tracking_uri
 from sotalign.checks import InputError
 from sotalign.data import fs
@@ -42,6 +43,7 @@ def add_parser(commands) -> None:
     p.add_argument("--split", default=None, help="split of the candidates (default: the model's test split)")
     p.add_argument("--out", type=Path, default=None, help="write a contact sheet of the results (PNG)")
     p.add_argument("--tracking-uri", default=None, help="with --run: MLflow tracking URI (default as `sotalign ui`)")
+    add_json_argument(p, "the hits (rank, score, id, caption)")
     p.set_defaults(run=run)
 
 
@@ -50,39 +52,47 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--k must be >= 1, got {args.k}")
     if args.image is not None and not args.image.is_file():
         raise InputError(f"--image {args.image}: no such file")
-    with tempfile.TemporaryDirectory() as folder:
-        model = load_model(args, Path(folder))
-    where = {**model.provenance, **{k: v for k in ("store", "dataset", "split") if (v := getattr(args, k))}}
-    missing = [k for k in ("image_encoder", "text_encoder", "store", "dataset", "split") if not where.get(k)]
-    if missing:
-        raise InputError(
-            f"the model records no {', '.join(missing)} (saved before models kept their provenance, or trained on "
-            "held-out pairs): pass --store/--dataset/--split; a model without its encoders cannot embed a query"
+    with json_output(args.json) as emit:  # an encoder's chatter must not reach --json's stdout
+        with tempfile.TemporaryDirectory() as folder:
+            model = load_model(args, Path(folder))
+        where = {**model.provenance, **{k: v for k in ("store", "dataset", "split") if (v := getattr(args, k))}}
+        missing = [k for k in ("image_encoder", "text_encoder", "store", "dataset", "split") if not where.get(k)]
+        if missing:
+            raise InputError(
+                f"the model records no {', '.join(missing)} (saved before models kept their provenance, or trained on "
+                "held-out pairs): pass --store/--dataset/--split; a model without its encoders cannot embed a query"
+            )
+        modality = "image" if args.text is not None else "text"  # what is searched
+        table = candidates(where, modality, model)
+        with torch.no_grad():
+            query = embedded_query(args, where, model)
+            found = model.encode_image(table.embeddings) if modality == "image" else model.encode_text(table.embeddings)
+        scores, rows = (found @ query[0]).topk(min(args.k, len(found)))
+        items = open_items(where["dataset"], where["store"])
+        describe = (
+            (lambda i: "") if isinstance(items, str) else (items.caption if modality == "text" else items.describe)
         )
-    modality = "image" if args.text is not None else "text"  # what is searched
-    table = candidates(where, modality, model)
-    with torch.no_grad():
-        query = embedded_query(args, where, model)
-        found = model.encode_image(table.embeddings) if modality == "image" else model.encode_text(table.embeddings)
-    scores, rows = (found @ query[0]).topk(min(args.k, len(found)))
-    items = open_items(where["dataset"], where["store"])
-    describe = (lambda i: "") if isinstance(items, str) else (items.caption if modality == "text" else items.describe)
-    label = args.text if args.text is not None else str(args.image)
-    print(f"top {len(rows)} {modality}s of {where['dataset']}/{where['split']} for {label!r}:")
-    print("| rank | score | id | caption |")
-    print("|---|---|---|---|")
-    ids = [table.ids[int(r)] for r in rows]
-    for rank, (score, store_id) in enumerate(zip(scores.tolist(), ids), start=1):
-        print(f"| {rank} | {score:.3f} | {store_id} | {describe(store_id)} |")
-    if args.out is not None:
-        if isinstance(items, str):
-            raise InputError(f"--out needs the candidates' images, but {items}")
-        pictures = [items.image(i if modality == "image" else i.rpartition("#")[0]) for i in ids]
-        labels = [
-            f"#{rank}  {score:.2f}  {describe(i)}" for rank, (score, i) in enumerate(zip(scores.tolist(), ids), 1)
+        label = args.text if args.text is not None else str(args.image)
+        ids = [table.ids[int(r)] for r in rows]
+        hits = [
+            {"rank": rank, "score": score, "id": store_id, "caption": describe(store_id)}
+            for rank, (score, store_id) in enumerate(zip(scores.tolist(), ids), start=1)
         ]
-        contact_sheet(pictures, labels, args.out, f"{label} -> {where['dataset']}/{where['split']}")
-        print(f"\nwrote {args.out}")
+        if args.json:
+            emit(hits)
+        else:
+            print(f"top {len(rows)} {modality}s of {where['dataset']}/{where['split']} for {label!r}:")
+            print("| rank | score | id | caption |")
+            print("|---|---|---|---|")
+            for hit in hits:
+                print(f"| {hit['rank']} | {hit['score']:.3f} | {hit['id']} | {hit['caption']} |")
+        if args.out is not None:
+            if isinstance(items, str):
+                raise InputError(f"--out needs the candidates' images, but {items}")
+            pictures = [items.image(i if modality == "image" else i.rpartition("#")[0]) for i in ids]
+            labels = [f"#{hit['rank']}  {hit['score']:.2f}  {hit['caption']}" for hit in hits]
+            contact_sheet(pictures, labels, args.out, f"{label} -> {where['dataset']}/{where['split']}")
+            print(f"\nwrote {args.out}")
     return 0
 
 

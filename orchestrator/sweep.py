@@ -16,12 +16,13 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from orchestrator import tracking
+from orchestrator import logs, tracking
 from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import split_tree, with_absolute_paths
@@ -34,6 +35,7 @@ from sotalign.io import atomic_path
 
 STATE = "sweep.json"
 TEST_METRICS = ("mean_recall_at_1", "t2i_recall_at_1", "i2t_recall_at_1", "t2i_recall_at_5", "digits_top1")
+log = logging.getLogger(__name__)
 
 
 def add_parser(commands) -> None:
@@ -159,7 +161,9 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
             {"metric": space.metric, "mode": space.mode, "num_samples": space.num_samples},
         )
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id),
+        tune.with_parameters(
+            run_trial, space=space, uri=uri, ids=ids, parent_run_id=parent_run_id, log_level=logs.level()
+        ),
         _trial_resources(split_tree(space.base)[1]),
     )
     with tracking.ending_run(uri, parent_run_id) as outcome:
@@ -171,7 +175,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
                 tmp.write_text(json.dumps({"parent_run_id": parent_run_id, "space": _fingerprint(space)}))
         results = tuner.fit()
         if freed := free_job_worker_groups():  # a stopped trial's workers must not starve what runs next
-            print(f"freed {freed} worker placement group(s) that stopped trials left behind")
+            log.info("freed %d worker placement group(s) that stopped trials left behind", freed)
         _close_stopped_trials(uri, parent_run_id, base_experiment.name, results)
         summary = {
             "interrupted": results.num_terminated + results.num_errors < space.num_samples,
@@ -250,11 +254,13 @@ def _close_stopped_trials(uri: str, parent_run_id: str, experiment: str, results
             tracking.end_run(uri, run.info.run_id, "KILLED")
 
 
-def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_id: str) -> None:
-    """One trial (runs in Tune's trial actor): the base experiment with ``params``, as a Train run."""
+def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_id: str, log_level: int) -> None:
+    """One trial (runs in Tune's trial actor): the base experiment with ``params``, as a Train run;
+    its progress lines (``log_level``: the driver's) name the trial and its parameters."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    logs.configure(log_level)
     trial_id = tune.get_context().get_trial_id()
     remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
     experiment, options = split_tree(space.experiment_tree(params))
@@ -274,8 +280,14 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
         parent_run_id=parent_run_id,
         run_id=run_id,
         tags={"sweep": space.name, "trial_id": trial_id},
+        label=f"{space.name}-{trial_id} " + ", ".join(f"{k}={_short(v)}" for k, v in params.items()),
         **in_process,
     )
+
+
+def _short(value: Any) -> str:
+    """A parameter value as a progress line shows it (floats to 3 significant digits)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:

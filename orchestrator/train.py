@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,15 +30,18 @@ from typing import Any
 
 import torch
 
-from orchestrator import tracking
+from orchestrator import logs, tracking
 from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import RunOptions, load_experiment_file
+from orchestrator.output import add_json_argument, json_output
 from orchestrator.overrides import add_set_argument, parse_assignments
+from orchestrator.progress import Progress
 from sotalign.experiments.experiment import Experiment, ExperimentData, load_data
 
 STATE_FILE, TEACHER_FILE, FINAL_FILE = "state.pt", "teacher.safetensors", "final.json"
 WORKER_NODES_TAG = "ray.worker_nodes"  # the Ray node id of each rank, comma-separated, rank 0 first
+log = logging.getLogger(__name__)
 
 
 def add_parser(commands) -> None:
@@ -56,6 +60,7 @@ def add_parser(commands) -> None:
         default=None,
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)",
     )
+    add_json_argument(p, "the final metrics, the MLflow run id, experiment and tracking URI")
     p.set_defaults(run=run)
 
 
@@ -67,15 +72,28 @@ def run(args: argparse.Namespace) -> int:
         changes["run.gpus_per_worker"] = args.gpus_per_worker
     experiment, options = load_experiment_file(args.config, changes)
     uri = tracking.tracking_uri(args.tracking_uri)
-    tracking.ensure_reachable(uri)  # before any data loading or training
-    check_storage([experiment], options)
-    ids = ensure_tables([experiment])
-    data = load_data(experiment, ids)
-    data.preflight(experiment.config())  # bad input stops here, before Ray starts
-    if options.workers:
-        connect_ray()
-        check_cluster_fit(uri, options)
-    metrics = train_experiment(experiment, options, uri, ids, data=data)
+    with json_output(args.json) as emit:
+        tracking.ensure_reachable(uri)  # before any data loading or training
+        check_storage([experiment], options)
+        ids = ensure_tables([experiment])
+        data = load_data(experiment, ids)
+        data.preflight(experiment.config())  # bad input stops here, before Ray starts
+        if options.workers:
+            connect_ray()
+            check_cluster_fit(uri, options)
+        metrics = train_experiment(experiment, options, uri, ids, data=data)
+    if args.json:
+        run_id, checkpoint = metrics.pop("run_id"), metrics.pop("checkpoint")
+        emit(
+            {
+                "run_id": run_id,
+                "experiment": experiment.name,
+                "tracking_uri": uri,
+                "checkpoint": checkpoint,
+                "metrics": metrics,
+            }
+        )
+        return 0
     shown = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("recall_at_1", "top1"))}
     print(json.dumps(shown, indent=2))
     print(f"MLflow run {metrics['run_id']} in experiment {experiment.name!r} at {uri}; browse with: sotalign ui")
@@ -106,6 +124,7 @@ def train_experiment(
     report: Callable[[dict], None] | None = None,
     tags: dict[str, str] | None = None,
     data: ExperimentData | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Run one experiment on the connected Ray cluster; return rank 0's final metrics (+ ``run_id``).
 
@@ -114,7 +133,8 @@ def train_experiment(
     counterpart (``workers: 0``; a sweep passes ``tune.report``); ``tags`` are added to the run's.
     ``name`` is the Ray Train run name (default: the MLflow run's name and id): the same name
     and storage path resume a stopped run from its checkpoints. ``data``: the experiment's data when
-    the caller has loaded it already (else loaded here).
+    the caller has loaded it already (else loaded here). ``label`` leads its progress lines (default:
+    ``name``).
     """
     import ray
     import ray.train
@@ -134,9 +154,11 @@ def train_experiment(
                 teacher = teacher or data.stage1(experiment.config())
                 tracking.log_metrics(uri, run_id, data.plan_diagnostic(experiment.config(), teacher), 0)
     name = name or f"{experiment.name}-{run_id}"
+    where = f"on {options.workers} Ray Train worker(s)" if options.workers else "in this process"
+    log.info("training %s %s: MLflow run %s in experiment %r", name, where, run_id, experiment.name)
     if options.workers == 0:
         with tracking.ending_run(uri, run_id):
-            final = train_in_process(experiment, data, uri, run_id, report, teacher)
+            final = train_in_process(experiment, data, uri, run_id, label or name, report, teacher)
             return {**final, "run_id": run_id, "checkpoint": None}
     loop_config = {
         "experiment": experiment.to_dict(),
@@ -145,6 +167,8 @@ def train_experiment(
         "run_id": run_id,
         "checkpoint_every": options.checkpoint_every,
         "teacher": teacher,  # the driver's closed form; None (contrastive, unless the diagnostic fitted it): rank 0 fits it
+        "label": label or name,
+        "log_level": logs.level(),  # the driver's --quiet / --verbose
     }
     use_gpu = options.gpus_per_worker > 0
     trainer = ray.train.torch.TorchTrainer(
@@ -165,6 +189,8 @@ def train_experiment(
             failure_config=ray.train.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest + one in case it is torn
             callbacks=callbacks or [],
+            # Ray Train's own info lines (resources, every report) drown the progress: --verbose shows them
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if logs.level() <= logs.VERBOSE else "WARNING"),
         ),
     )
     with tracking.ending_run(uri, run_id):
@@ -177,21 +203,28 @@ def train_in_process(
     data,
     uri: str,
     run_id: str,
+    label: str,
     report: Callable[[dict], None] | None = None,
     teacher=None,
 ) -> dict:
-    """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs."""
+    """``workers: 0``: fit in this process, logging what rank 0 of a Train run logs and showing its
+    progress (led by ``label``)."""
     import ray
 
     if ray.is_initialized():  # a sweep's trial actor
         tracking.client(uri).set_tag(run_id, WORKER_NODES_TAG, ray.get_runtime_context().get_node_id())
 
+    config = experiment.config()
+    progress = Progress(config.steps, label)
+
     def on_record(step: int, record: dict) -> None:
+        progress.update(step, record)
         tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
         if report is not None and "val/mean_recall_at_1" in record:
             report(dict(record))
 
-    model = data.fit(experiment.config(), teacher=teacher, callback=on_record)
+    with progress:
+        model = data.fit(config, teacher=teacher, callback=on_record)
     final = _final_metrics(model, data, 0)
     _log_final(uri, run_id, model, experiment, data, final)
     if report is not None:
@@ -249,6 +282,7 @@ def train_worker(loop_config: dict) -> None:
     from sotalign.teachers import Teacher
     from sotalign.two_stage import checked_inputs, fit_stage1
 
+    logs.configure(loop_config["log_level"])  # a worker process: set up as its driver is
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     experiment = Experiment.from_dict(loop_config["experiment"])
@@ -273,6 +307,8 @@ def train_worker(loop_config: dict) -> None:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
             teacher = Teacher.load(Path(folder) / TEACHER_FILE)
             resumed_from = state["step"]
+            if rank == 0:
+                log.info("[%s] resumed from the checkpoint of step %d", loop_config["label"], resumed_from)
     teacher = teacher or loop_config["teacher"]  # a checkpoint's, else the driver's (fitted for the diagnostic)
     if teacher is None:  # stage 1 once, on rank 0; the other ranks receive it
         box = [None]
@@ -297,8 +333,12 @@ def train_worker(loop_config: dict) -> None:
             torch.save(loop_state, Path(folder) / STATE_FILE)
             teacher.save(Path(folder) / TEACHER_FILE)
             pending["folder"] = folder
+            log.debug("[%s] checkpoint of step %d", loop_config["label"], step)
+
+    progress = Progress(config.steps, loop_config["label"], show=rank == 0)  # the driver sees rank 0's lines
 
     def on_record(step: int, record: dict) -> None:
+        progress.update(step, record)
         if rank == 0 and step > logged_until:
             tracking.log_metrics(uri, run_id, {k: v for k, v in record.items() if k != "step"}, step)
         if "val/mean_recall_at_1" in record or (every and step % every == 0):  # collective: same steps on every rank
@@ -310,13 +350,14 @@ def train_worker(loop_config: dict) -> None:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    model = data.fit(
-        config,
-        teacher=teacher,
-        callback=on_record,
-        distributed=distributed,
-        checkpointing=Checkpointing(every, save, state),
-    )
+    with progress:
+        model = data.fit(
+            config,
+            teacher=teacher,
+            callback=on_record,
+            distributed=distributed,
+            checkpointing=Checkpointing(every, save, state),
+        )
     if rank != 0:
         ray.train.report({})
         return

@@ -4,6 +4,8 @@ embedded by the model's own encoder, so a stored caption finds its image first a
 its caption. A store of another encoder is refused with exit 2; the contact sheet has one cell per
 result."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image, ImageDraw
@@ -94,6 +96,10 @@ def test_a_stored_caption_finds_its_image_first_and_an_image_its_caption(store, 
     assert main(["search", "--model", str(model), "--image", str(store / "leaf.png"), "--k", "2"]) == 0
     rows = result_rows(capsys.readouterr().out)
     assert rows[0][2] == "shapes/leaf.png#0" and rows[0][3] == "a green leaf" and len(rows) == 2
+    assert main(["search", "--model", str(model), "--text", "a red brick", "--k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)  # the hits alone on stdout
+    assert [(h["rank"], h["id"], h["caption"]) for h in hits][0] == (1, "shapes/brick.png", "a red brick")
+    assert len(hits) == 2 and hits[0]["score"] == pytest.approx(1.0, abs=1e-4) and hits[1]["score"] < 1
 
 
 def test_the_contact_sheet_has_one_cell_per_result(store, capsys):

@@ -99,6 +99,16 @@ def test_compare_groups_runs_by_tag(tmp_path, monkeypatch, capsys):
         "| lite0 + minilm | 3 | 10.00 | 30.00 | 12.00 ± 2.00 |",  # picked by validation, not its test 14
     ]
     assert "other" not in out and (tmp_path / "c.png").stat().st_size > 5000
+    json_args = ["compare", "--experiment", "openmoji", "--tracking-uri", db, "--filter", "tags.n_pairs = '300'"]
+    assert main([*json_args, "--out", str(tmp_path / "j.png"), "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)  # the rows alone on stdout, the "wrote" line on stderr
+    assert [(r["encoder_pair"], r["runs"], r["mean_recall_at_1"], r["val/mean_recall_at_1"]) for r in rows] == [
+        ("lite2 + minilm", 2, 22.0, 6.0),
+        ("lite0 + minilm", 3, 10.0, 30.0),
+    ]
+    assert rows[1]["mean"] == 12.0 and rows[1]["std"] == 2.0 and len(rows[1]["best_run_id"]) == 32
+    assert f"wrote {tmp_path / 'j.png'}" in captured.err
     assert main(["compare", "--experiment", "nope", "--tracking-uri", db]) == 2
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
     assert main(["compare", "--experiment", "openmoji", "--tracking-uri", db, "--metric", "digits_top1"]) == 2
