@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +23,18 @@ def json_output(enabled: bool) -> Iterator[Callable[[Any], None]]:
     stdout = sys.stdout
 
     def emit(value: Any) -> None:
-        print(json.dumps(value, indent=2), file=stdout)
+        print(json.dumps(_strict(value), indent=2, allow_nan=False), file=stdout)
 
     with contextlib.redirect_stdout(sys.stderr) if enabled else contextlib.nullcontext():
         yield emit
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as null: strict JSON readers reject ``NaN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value

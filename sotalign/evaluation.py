@@ -38,8 +38,8 @@ def retrieval(
     (any integers) puts images in groups that share their captions, e.g. one concept drawn in
     several styles: caption j then describes every image of the group of ``text_to_image[j]``.
     A query is a hit at k when any correct item is among the top k: for an image, any caption
-    of its group (of itself without groups); for a caption, any image of its group. The rank of
-    a query is the number of candidates scored strictly above its best-scored correct one.
+    of its group (of itself without groups); for a caption, any image of its group. Ties with its
+    best-scored correct one count as broken at random (``hit_probability``).
     """
     images = F.normalize(as_embeddings(image_emb, "image embeddings").float(), dim=1)
     texts = F.normalize(as_embeddings(text_emb, "text embeddings").float(), dim=1).to(images.device)
@@ -50,13 +50,13 @@ def retrieval(
             raise InputError(f"{n_img} images and {n_txt} texts: pass text_to_image to say which caption is whose")
         t2i = torch.arange(n_txt, device=images.device)
     else:
-        t2i = torch.as_tensor(text_to_image, device=images.device).long()
+        t2i = _as_index(text_to_image, images.device).long()
         if t2i.shape != (n_txt,) or (t2i.numel() and (t2i.min() < 0 or t2i.max() >= n_img)):
             raise InputError(f"text_to_image must hold {n_txt} image indices in [0, {n_img})")
     if image_groups is None:
         image_group = torch.arange(n_img, device=images.device)
     else:
-        image_group = torch.as_tensor(image_groups, device=images.device)
+        image_group = _as_index(image_groups, images.device)
         if image_group.shape != (n_img,) or image_group.is_floating_point():
             raise InputError(
                 f"image_groups must hold one integer group per image ({n_img}), got shape {tuple(image_group.shape)}"
@@ -96,6 +96,14 @@ def retrieval(
     return out
 
 
+def _as_index(values, device) -> torch.Tensor:
+    """Indices or labels as a tensor on ``device``; a read-only array (Ray's object store hands
+    them out so) is copied first, since a tensor cannot share read-only memory."""
+    if isinstance(values, np.ndarray) and not values.flags.writeable:
+        values = values.copy()
+    return torch.as_tensor(values, device=device)
+
+
 def hit_probability(above: torch.Tensor, tied: torch.Tensor, level: torch.Tensor, k: int) -> torch.Tensor:
     """P(a correct candidate is in the top ``k``) for each query, ties broken uniformly at random.
 
@@ -130,7 +138,7 @@ def zero_shot(image_emb, labels, class_text_emb, *, ks: Sequence[int] = (1, 5)) 
     images = F.normalize(as_embeddings(image_emb, "image embeddings").float(), dim=1)
     classes = class_embeddings(class_text_emb).to(images.device)
     check_same_dim(images, classes, "image embeddings", "class text embeddings")
-    labels = torch.as_tensor(labels, device=images.device).long()
+    labels = _as_index(labels, images.device).long()
     if labels.shape != (images.shape[0],):
         raise InputError(f"need one label per image: {images.shape[0]} images, labels of shape {tuple(labels.shape)}")
     if labels.min() < 0 or labels.max() >= classes.shape[0]:

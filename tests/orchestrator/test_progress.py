@@ -151,3 +151,13 @@ def test_rank_0_progress_on_ray_train_reaches_the_driver(ray_cluster, tmp_path):
     workers = {line.split(")")[0] for line in lines}  # Ray's "(RayTrainWorker pid=...)" prefix
     assert len(workers) == 1 and "pid=" in workers.pop()  # one rank of the two: rank 0
     assert "Reporting training result" not in done.stderr  # Ray Train's own info lines: --verbose only
+
+
+def test_json_output_writes_nan_as_null(capsys):
+    from orchestrator.output import json_output
+
+    with json_output(True) as emit:
+        print("chatter")
+        emit({"metrics": {"r": float("nan"), "s": 1.5}, "rows": [float("inf")]})
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"metrics": {"r": None, "s": 1.5}, "rows": [None]} and "chatter" in err

@@ -1,5 +1,7 @@
 """Chunked metrics against full-matrix, sort-based naive references."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -189,3 +191,16 @@ def test_ties_count_as_their_expected_share_against_enumerating_every_order():
         assert scores[f"i2t_recall_at_{k}"] == pytest.approx(expected_hits_by_enumeration(sims, same, k), abs=1e-9)
         assert scores[f"t2i_recall_at_{k}"] == pytest.approx(expected_hits_by_enumeration(sims.T, same.T, k), abs=1e-9)
     assert len(np.unique(np.round(sims, 9))) < sims.size  # the case has ties to break
+
+
+def test_read_only_index_arrays_are_taken_without_a_warning():
+    # Ray's object store hands out read-only arrays; a tensor cannot share their memory
+    texts = torch.randn(6, 4)
+    t2i, labels = np.array([0, 1, 2, 0, 1, 2]), np.array([0, 1, 0])
+    t2i.setflags(write=False)
+    labels.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = retrieval(texts[:3], texts, text_to_image=t2i)
+        zero_shot(texts[:3], labels, texts[:2])
+    assert 0 <= scores["mean_recall_at_1"] <= 100
