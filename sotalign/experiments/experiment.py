@@ -256,6 +256,7 @@ class ExperimentData:
     zero_shot: ClassificationView | None = None  # digits for the bundled benchmark
     unpaired_image_labels: np.ndarray | None = None  # None = the pairing is unknown (synthetic data, digits)
     unpaired_text_labels: np.ndarray | None = None
+    _stage1: tuple[AlignConfig, object] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.unpaired_images is not None and len(self.unpaired_images) == 0:
@@ -294,11 +295,16 @@ class ExperimentData:
 
     def stage1(self, config: AlignConfig):
         """The stage-1 teacher ``sotalign.fit`` trains against with ``config`` on this budget (what its
-        ``teacher=`` takes, so that a run that also needs it for ``plan_diagnostic`` fits it once)."""
+        ``teacher=`` takes, so that a run that also needs it for ``plan_diagnostic`` fits it once).
+        Kept for the last config asked: the driver's pre-flight and the run it starts share one fit."""
+        if self._stage1 is not None and self._stage1[0] == config:
+            return self._stage1[1]
         a, b, x, y, _ = checked_inputs(
             self.paired_images, self.paired_texts, self.unpaired_images, self.unpaired_texts, None, config
         )
-        return fit_stage1(a, b, x, y, config)
+        teacher = fit_stage1(a, b, x, y, config)
+        self._stage1 = (config, teacher)
+        return teacher
 
     def preflight(self, config: AlignConfig):
         """Every input check of a run with ``config``, made here and now: on the driver, before Ray
@@ -315,7 +321,7 @@ class ExperimentData:
             dims = (a.shape[1], b.shape[1], a.shape[0])
             checked_teacher_dim(teacher_dim(config, *dims), *dims, config.center != "none")
             return None
-        return fit_stage1(a, b, x, y, config)
+        return self.stage1(config)
 
     def plan_diagnostic(self, config: AlignConfig, teacher=None) -> dict[str, float]:
         """How much of the teacher's OT plan on an unpaired batch falls on true partners, in percent:
