@@ -4,6 +4,8 @@ import ast
 import re
 from pathlib import Path
 
+from sotalign import AlignConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,6 +19,8 @@ def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(python_api_example(), "README.md (Python API)", "exec"), {})
     assert (tmp_path / "aligned").is_dir()
     *klot_losses, scores = capsys.readouterr().out.strip().splitlines()
-    assert len(klot_losses) >= 10 and all(float(line.split()[1]) >= 0 for line in klot_losses)  # step, loss/klot
+    defaults = AlignConfig()  # one line per log_every steps of the default run
+    assert len(klot_losses) == defaults.steps // defaults.log_every
+    assert all(float(line.split()[1]) >= 0 for line in klot_losses)  # step, loss/klot
     scores = ast.literal_eval(scores)
     assert 0 < scores["mean_recall_at_1"] <= 100  # the printed retrieval scores of the trained model

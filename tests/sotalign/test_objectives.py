@@ -17,7 +17,8 @@ from sotalign.objectives.nnclr import nearest_neighbours
 from sotalign.objectives.sclip import caption_pseudo_labels
 from sotalign.objectives.structure import js_divergence, structure_regularizer, transition_matrix
 
-FAST = AlignConfig(
+FAST = AlignConfig(  # random heads: each objective trains from scratch (semi-SAIL started at the teacher
+    head_init="random",  # collapses here: its unpaired negatives push apart pairs the teacher had aligned)
     alpha=10.0,
     eps_teacher=0.05,
     lr=1e-3,
