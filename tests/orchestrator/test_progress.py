@@ -16,27 +16,15 @@ import yaml
 from orchestrator import logs
 from orchestrator.cli import build_parser
 from orchestrator.progress import LINE_PATTERN, Progress
+from tests.orchestrator.test_train import TREE as TRAIN_TREE
 
 RECORDS = [  # what the stage-2 loop hands its callback: log_every 10, eval_every 20
     (10, {"loss/total": 1.5, "loss/siglip": 1.25, "loss/klot": 0.25, "lr": 1e-3, "step": 10}),
     (20, {"loss/total": 1.0, "loss/siglip": 0.75, "loss/klot": 0.25, "val/mean_recall_at_1": 12.5, "step": 20}),
     (30, {"loss/total": 0.875, "loss/siglip": 0.625, "loss/klot": 0.25, "step": 30}),
 ]
-TREE = {  # tests/orchestrator/test_train.py's, shorter: 4 records, 2 of them evaluated
-    "name": "synthetic",
-    "method": "sotalign",
-    "seed": 3,
-    "data": {"dataset": "synthetic", "n_pairs": 48, "n_unpaired": 600, "n_val": 80},
-    "align": {
-        "head_dim": 24,
-        "steps": 40,
-        "batch_unpaired": 97,
-        "eps_teacher": 0.05,
-        "log_every": 10,
-        "eval_every": 20,
-    },
-    "run": {"workers": 0},
-}
+# test_train.py's run, shorter and in this process: 4 records, 2 of them evaluated
+TREE = {**TRAIN_TREE, "align": {**TRAIN_TREE["align"], "steps": 40}, "run": {"workers": 0}}
 STEP = re.compile(r"\[(.+?)\] step (\d+)/40 ")
 
 
