@@ -116,6 +116,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
 
     tracking.ensure_reachable(uri)
     space.base = with_absolute_paths(space.base)
+    space.base.setdefault("name", space.name)  # an unnamed base logs to an MLflow experiment of the sweep's own
     folder = sweep_folder(space)
     state_file, tune_folder = folder / STATE, folder / "tune"
     if resume:

@@ -9,7 +9,7 @@ read as spaces; prompts use CLIP-style templates. Every image is in split ``all`
 
 Bad rows (missing file, unreadable image, empty caption) raise one ``InputError`` with the
 count and the first offenders, unless ``skip_bad`` drops them (listed in ``dataset.skipped``).
-Images are checked up front (``PIL.Image.verify``) so that extraction never dies half-way.
+Images are checked up front (``PIL.Image.verify``, behind a progress bar) so that extraction never dies half-way.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from PIL import Image
 
 from sotalign.checks import InputError
 from sotalign.data.datasets import ClassificationDataset, ImageTextDataset
+from sotalign.data.formats.common import ImageCheck
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 FOLDER_TEMPLATES = [
@@ -49,15 +50,12 @@ def _read_rows(path: Path) -> pa.Table:
     raise InputError(f"{path}: unsupported table format {suffix!r}; use .csv, .jsonl or .parquet")
 
 
-def _image_problem(path: Path) -> str | None:
-    if not path.is_file():
-        return "missing file"
+def _bytes_or_none(path: Path) -> bytes | None:
+    """The file's bytes for the image check; None (a missing file) where there is no file to read."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception:  # PIL raises many types for a broken file
-        return "unreadable image"
-    return None
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _report(bad: list[tuple[str, str]], where: str, skip_bad: bool) -> None:
@@ -82,10 +80,12 @@ def load_image_text_table(
     splits = table.column("split").to_pylist() if "split" in table.column_names else ["all"] * len(images)
 
     problems: dict[str, str | None] = {}
+    with ImageCheck(str(path), total=len(set(images))) as check:  # each image once, behind a bar
+        for image in images:
+            if image not in problems:
+                problems[image] = check.check(image, _bytes_or_none(path.parent / image) if image else None)
     bad, keep = [], []
     for row, (image, caption) in enumerate(zip(images, captions)):
-        if image not in problems:
-            problems[image] = _image_problem((path.parent / image) if image else path.parent / "<empty>")
         why = problems[image] or (None if caption else "empty caption")
         (bad.append((f"row {row}: {image}", why)) if why else keep.append(row))
     _report(bad, str(path), skip_bad)
@@ -116,6 +116,7 @@ def load_image_text_table(
         splits={s: np.asarray([i for i, v in split_of.items() if v == s]) for s in split_names},
         load_image=lambda i: Image.open(path.parent / image_ids[i]).convert("RGB"),
         skipped=bad,
+        duplicates=check.duplicates,
         source={  # rows skipped now are not in the store: skip them when re-read
             "name": str(path.resolve()),
             "image_column": image_column,
@@ -130,10 +131,15 @@ def load_image_folder(root: str | Path, skip_bad: bool = False) -> Classificatio
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise InputError(f"{root} must hold one sub-folder per class (found {len(classes)})")
+    listed = [
+        (label, file)
+        for label, folder in enumerate(classes)
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    ]
     files, labels, bad = [], [], []
-    for label, folder in enumerate(classes):
-        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
-            why = _image_problem(file)
+    with ImageCheck(str(root), total=len(listed)) as check:
+        for label, file in listed:
+            why = check.check(str(file.relative_to(root)), _bytes_or_none(file))
             if why:
                 bad.append((str(file.relative_to(root)), why))
             else:

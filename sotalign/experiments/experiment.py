@@ -166,10 +166,17 @@ class DataSpec:
     def encoder_pair(self) -> str:
         return f"{self.image_encoder} + {self.text_encoder}"
 
+    def family(self) -> str:
+        """The runs this data makes comparable: its dataset, and the test data's where that is another
+        dataset's. An unnamed experiment logs to it, so that runs on a user's data, the bundled benchmark
+        and a sweep (named after itself) never share an MLflow experiment that ``compare`` ranks."""
+        test = self.test_ref()
+        return self.dataset if test is None or test.dataset == self.dataset else f"{self.dataset}-test-{test.dataset}"
+
 
 @dataclass
 class Experiment:
-    name: str = "openmoji"  # the MLflow experiment (one per benchmark, docs/DESIGN.md)
+    name: str | None = None  # the MLflow experiment; None = the data's family (DataSpec.family), docs/DESIGN.md
     method: str = option("sotalign", choices=METHODS)  # the paper's method, or a reference/baseline (sotalign.methods)
     seed: int = 0  # draws the budget and seeds training
     data: DataSpec = field(default_factory=DataSpec)
@@ -177,6 +184,8 @@ class Experiment:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.name is None:
+            self.name = self.data.family()
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputError(f"name (the MLflow experiment) must be a non-empty string, got {self.name!r}")
 

@@ -28,6 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "sotalign-launch"
+USER_RAY_TMPDIR = f"/tmp/ray-{USER}"  # short: Ray's socket paths must fit in 107 bytes; removed at the end
 SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if Path(p).exists()), None)
 UV = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
 SYSTEM_PYTHON = "/usr/bin/python3"  # what the user's login shell finds: the cluster file's `python3 -m pip`
@@ -95,8 +96,9 @@ def wait_until(condition, timeout: float, what: str) -> None:
 def ssh_user(tmp_path_factory):
     """The SSH user with a key-only login, its Ray temp dir, and the project's environment."""
     folder = tmp_path_factory.mktemp("launcher")
-    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
-        run(["useradd", "--create-home", "--shell", "/bin/bash", USER])
+    if subprocess.run(["id", USER], capture_output=True).returncode == 0:  # left by a run that was killed
+        run(["userdel", "--remove", USER], check=False)
+    run(["useradd", "--create-home", "--shell", "/bin/bash", USER])
     run(["usermod", "--password", "*", USER])  # no password, but not locked: sshd refuses a locked ("!") account
     home = Path(pwd.getpwnam(USER).pw_dir)
     for state in ("mlflow", "ray_results"):  # what an earlier run's cluster left: a new cluster starts empty
@@ -108,12 +110,14 @@ def ssh_user(tmp_path_factory):
     ssh.mkdir(mode=0o700, exist_ok=True)
     (ssh / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
     bashrc = home / ".bashrc"
-    line = f"export RAY_TMPDIR=/tmp/ray-{USER}  # this user's Ray temp dir, apart from root's /tmp/ray\n"
-    if line not in bashrc.read_text():
-        bashrc.write_text(bashrc.read_text() + line)
+    line = f"export RAY_TMPDIR={USER_RAY_TMPDIR}  # this user's Ray temp dir, apart from root's /tmp/ray\n"
+    bashrc.write_text(bashrc.read_text() + line)
     provision_environment(home)
     run(["chown", "-R", f"{USER}:{USER}", str(ssh), str(bashrc)])
-    return {"home": home, "key": key, "folder": folder}
+    yield {"home": home, "key": key, "folder": folder}
+    wait_until(lambda: not user_processes(), 60, f"every process of {USER} to end")
+    run(["userdel", "--remove", USER])  # the user, its home and the environment built there: nothing stays
+    shutil.rmtree(USER_RAY_TMPDIR, ignore_errors=True)
 
 
 def provision_environment(home: Path) -> None:
@@ -137,15 +141,20 @@ def provision_environment(home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sshd(ssh_user):
-    """A real sshd on 127.0.0.1:22 only, key login for the test user only."""
-    Path("/run/sshd").mkdir(exist_ok=True)
-    run(["ssh-keygen", "-A"])
+    """A real sshd on 127.0.0.1:22 only, key login for the test user only, with its own host key and
+    privilege-separation folder: the machine's /etc/ssh stays as it was."""
+    privsep = Path("/run/sshd")  # compiled into Debian's sshd; made here when missing, removed after
+    made_privsep = not privsep.exists()
+    privsep.mkdir(mode=0o755, exist_ok=True)
+    host_key = ssh_user["folder"] / "ssh_host_ed25519_key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
     config = ssh_user["folder"] / "sshd_config"
     config.write_text(
         "\n".join(
             [
                 "ListenAddress 127.0.0.1",
                 "Port 22",
+                f"HostKey {host_key}",
                 f"AllowUsers {USER}",
                 "PubkeyAuthentication yes",
                 "PasswordAuthentication no",
@@ -168,6 +177,8 @@ def sshd(ssh_user):
     yield process
     process.terminate()
     process.wait(timeout=30)
+    if made_privsep:
+        privsep.rmdir()
 
 
 def launcher_copy(key: Path, folder: Path) -> Path:
@@ -247,4 +258,3 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
                 ssh.terminate()
         sshd.terminate()
         sshd.wait(timeout=30)
-        wait_until(lambda: not user_processes(), 60, f"every process of {USER} to end")

@@ -347,7 +347,10 @@ def test_in_process_trials_report_to_tune_and_mlflow(ray_cluster, tmp_path):
         "name": "inproc",
         "num_samples": 2,
         "sampler": {"type": "grid"},
-        "base": {**SPACE["base"], "run": {"workers": 0, "storage_path": str(tmp_path / "ray")}},
+        "base": {  # unnamed: the runs log to an MLflow experiment of the sweep's name
+            **{k: v for k, v in SPACE["base"].items() if k != "name"},
+            "run": {"workers": 0, "storage_path": str(tmp_path / "ray")},
+        },
         "parameters": {"method": {"type": "categorical", "choices": ["sail", "nnclr"]}},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space))
@@ -357,6 +360,8 @@ def test_in_process_trials_report_to_tune_and_mlflow(ray_cluster, tmp_path):
     parent = json.loads((tmp_path / "ray" / "sweeps" / "inproc" / "sweep.json").read_text())["parent_run_id"]
     runs = children(client, parent)
     assert sorted(r.data.params["method"] for r in runs) == ["nnclr", "sail"]
+    inproc = client.get_experiment_by_name("inproc").experiment_id
+    assert {r.info.experiment_id for r in runs} == {inproc} and client.get_run(parent).info.experiment_id == inproc
     assert all(r.info.status == "FINISHED" and "mean_recall_at_1" in r.data.metrics for r in runs)
     nnclr = next(r for r in runs if r.data.params["method"] == "nnclr")
     assert {"nnclr/text", "ssw/total"} <= set(nnclr.data.metrics)

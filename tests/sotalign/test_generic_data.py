@@ -46,6 +46,24 @@ def test_tables_group_several_captions_per_image(images, fmt):
     assert list(d.splits) == ["all"] and np.asarray(d.load_image(1)).tolist()[0][0] == [0, 0, 255]
 
 
+
+def test_the_image_check_shows_a_bar_and_finds_copies(images, capsys):
+    """Each distinct image is checked once behind a bar; two files with the same bytes are reported."""
+    (images / "d.png").write_bytes((images / "a.png").read_bytes())
+    d = load_image_text_table(write("csv", images, [*ROWS, ("d.png", "a copy")]))
+    err = capsys.readouterr().err
+    assert "checking images of" in err and "4/4" in err, err
+    assert d.duplicates == [("d.png", "a.png")]
+    load_image_folder(_class_folder(images))
+    assert "2/2" in capsys.readouterr().err
+
+
+def _class_folder(images):
+    for label, name in (("red", "a.png"), ("blue", "b.png")):
+        (images / "classes" / label).mkdir(parents=True)
+        (images / "classes" / label / name).write_bytes((images / name).read_bytes())
+    return images / "classes"
+
 def test_split_column_and_custom_columns(images):
     path = write("jsonl", images, ROWS, {"split": ["train", "test", "train", "train"]})
     d = load_dataset(str(path))

@@ -233,3 +233,15 @@ def test_plan_diagnostic_where_the_pairing_is_known(store):
         )
         == {}
     )
+
+
+def test_an_unnamed_experiment_logs_to_its_datas_family():
+    """Runs scored on different data never share an MLflow experiment by default: the bundled benchmark,
+    a user's dataset, and that dataset scored on another's test split are three."""
+    assert Experiment.from_dict({}).name == "openmoji"
+    assert Experiment.from_dict({"data": {"dataset": "synthetic"}}).name == "synthetic"
+    own = {"pairs": "mine:train", "test": "mine:test", "validation": "mine:val"}
+    assert Experiment.from_dict({"data": own}).name == "mine"
+    assert Experiment.from_dict({"data": {**own, "test": "theirs:test"}}).name == "mine-test-theirs"
+    assert Experiment.from_dict({"name": "mine-v2", "data": own}).name == "mine-v2"
+    assert Experiment.from_dict(Experiment.from_dict({"data": own}).to_dict()).name == "mine"
