@@ -126,6 +126,49 @@ def test_train_in_process_shows_progress_and_json_is_alone_on_stdout(tmp_path):
     assert "MLflow run " in quiet.stdout and '"mean_recall_at_1"' in quiet.stdout  # results still print
 
 
+def test_a_real_terminal_shows_one_bar_redrawn_in_place(tmp_path):
+    """``sotalign train`` with a pseudo-terminal as its stdout and stderr (what a shell gives it): the
+    bar is redrawn in place (carriage returns, no plain lines) and ends at 40/40 with the losses and
+    the last validation R@1."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(TREE))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))  # 40 rows x 200 columns
+    command = [sys.executable, "-m", "orchestrator.cli", "train", "exp.yaml"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    environment = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "TERM": "xterm-256color"}
+    process = subprocess.Popen(
+        [*command, "--tracking-uri", uri],
+        cwd=tmp_path,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=environment,
+    )
+    os.close(follower)
+    screen = b""
+    while True:  # read until the process closes the terminal (EIO on Linux)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0, screen.decode(errors="replace")[-3000:]
+    text = screen.decode(errors="replace")
+    assert not progress_steps(text), "plain progress lines on a terminal"
+    drawn = [part for part in text.replace("\r\n", "\n").split("\r") if "/40 [" in part]  # the bar's redraws
+    assert len(drawn) >= 4, text[-3000:]  # one per record (10, 20, 30, 40), each over the last
+    last = drawn[-1].splitlines()[0]
+    assert "40/40" in last and "loss/total=" in last and "val/R@1=" in last, last
+
+
 def test_rank_0_progress_on_ray_train_reaches_the_driver(ray_cluster, tmp_path):
     tree = {**TREE, "run": {"workers": 2, "checkpoint_every": 0, "storage_path": str(tmp_path / "ray")}}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(tree))
