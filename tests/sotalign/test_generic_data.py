@@ -46,7 +46,6 @@ def test_tables_group_several_captions_per_image(images, fmt):
     assert list(d.splits) == ["all"] and np.asarray(d.load_image(1)).tolist()[0][0] == [0, 0, 255]
 
 
-
 def test_the_image_check_shows_a_bar_and_finds_copies(images, capsys):
     """Each distinct image is checked once behind a bar; two files with the same bytes are reported."""
     (images / "d.png").write_bytes((images / "a.png").read_bytes())
@@ -63,6 +62,7 @@ def _class_folder(images):
         (images / "classes" / label).mkdir(parents=True)
         (images / "classes" / label / name).write_bytes((images / name).read_bytes())
     return images / "classes"
+
 
 def test_split_column_and_custom_columns(images):
     path = write("jsonl", images, ROWS, {"split": ["train", "test", "train", "train"]})
