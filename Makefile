@@ -6,14 +6,16 @@ UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS ?= never
 # .pyc files written at install: where PYTHONDONTWRITEBYTECODE is set (as on these machines) Python
 # otherwise compiles torch, ray and mlflow from source in every process, every Ray worker included
-# (~30 s of CPU each, measured: a 40-step `sotalign train` 47 s -> 24 s; docs/stack.md)
+# (~30 s of CPU each, measured: a 40-step `sotalign train` 47 s -> 24 s; docs/notes/stack.md)
 export UV_COMPILE_BYTECODE ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 # workers run from the project's venv, not through Ray's `uv run` integration (orchestrator/__init__.py)
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV ?= 0
+# Material for MkDocs prints an end-of-life banner on every build: noise in `make test`
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: setup system lint format test demo bench clean
+.PHONY: setup system lint format docs docs-build test demo bench clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -42,7 +44,16 @@ format: setup
 	$(UV) run --frozen ruff check --fix .
 	$(UV) run --frozen ruff format .
 
-test: setup system lint
+# the documentation site (mkdocs.yml, docs/): `make docs` serves it on http://127.0.0.1:8000 and rebuilds on
+# every edit; `make docs-build` builds it strictly into site/ (a broken link or anchor, a page missing from
+# the nav or a docstring the API reference cannot render fails it), offline
+docs: setup
+	$(UV) run --frozen mkdocs serve
+
+docs-build: setup
+	$(UV) run --frozen mkdocs build --strict --site-dir site
+
+test: setup system lint docs-build
 	$(UV) run --frozen pytest
 
 demo: setup
@@ -52,4 +63,4 @@ bench: setup
 	$(UV) run --frozen python -m benchmarks.run
 
 clean:
-	rm -rf .pytest_cache demo_output bench_output ray_results
+	rm -rf .pytest_cache demo_output bench_output ray_results site

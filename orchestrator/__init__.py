@@ -12,7 +12,7 @@ from orchestrator.progress import LINE_PATTERN
 # `uv run python ...` in a copy of the working directory, with a venv of its own built there:
 # seconds to minutes per job on a small machine, and the workers run a copy of the code. The
 # orchestrator's workers run from the environment they were started in (the project's venv on
-# every node of a cluster file), so that is pure overhead (docs/stack.md, measured).
+# every node of a cluster file), so that is pure overhead (docs/notes/stack.md, measured).
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 # Ray prints like lines of several processes within 5 s once, as "[repeated Nx across cluster]"

@@ -21,12 +21,12 @@ from sotalign.checks import InputError
 from sotalign.data import fs
 from sotalign.experiments.experiment import Experiment
 
-LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/stack.md: ~3 s per run)
+LOCAL_TRAIN_SETTINGS = {  # one machine: poll faster, skip the cluster-only watchers (docs/notes/stack.md: ~3 s per run)
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
 }
-LOCAL_DRIVER_RESOURCE = 4  # a token amount on a local cluster: each trial driver takes 0.01 (docs/stack.md)
+LOCAL_DRIVER_RESOURCE = 4  # a token amount on a local cluster: each trial driver takes 0.01 (docs/notes/stack.md)
 SHARED_CHECK_MARKER = ".sotalign-shared-check-"
 STORE_ADVICE = (
     "Put the store on object storage (`sotalign embed --out s3://BUCKET/store`, data.store: s3://BUCKET/store) "
@@ -36,7 +36,7 @@ STORE_ADVICE = (
 
 def connect_ray() -> None:
     """Join ``RAY_ADDRESS``'s cluster or the one running on this node, else start a local one with
-    the custom resource that Tune trial drivers take (docs/stack.md). What the workers and trial
+    the custom resource that Tune trial drivers take (docs/notes/stack.md). What the workers and trial
     actors print (their progress) is forwarded to this driver's terminal, unless ``--quiet``."""
     import ray
 

@@ -76,7 +76,7 @@ METHOD_ORDER = (
     "sclip",
     "sotalign",
 )  # paper Table 4
-PAPER_NOTE = "paper: DINOv3 ViT-L + NV-Embed-v2, 10k CC3M pairs + 1M unpaired, COCO (docs/paper.md 6)"
+PAPER_NOTE = "paper: DINOv3 ViT-L + NV-Embed-v2, 10k CC3M pairs + 1M unpaired, COCO (docs/notes/paper.md 6)"
 
 
 @dataclass

@@ -97,7 +97,7 @@ class SearchSpace:
             return optuna.samplers.GridSampler(self.grid(), **options)
         if kind == "random":
             return optuna.samplers.RandomSampler(**options)
-        # conditional spaces: multivariate + group model the branches jointly (optuna #5299, docs/anchors.md 4)
+        # conditional spaces: multivariate + group model the branches jointly (optuna #5299, docs/notes/anchors.md 4)
         return optuna.samplers.TPESampler(**{"multivariate": True, "group": True, **options})
 
     def build_scheduler(self, steps: int):

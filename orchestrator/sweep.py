@@ -194,7 +194,7 @@ def run_sweep(space: SearchSpace, uri: str, *, resume: bool = False) -> dict[str
 
 def _trial_resources(options) -> dict[str, float]:
     """A trial that trains in its own actor (``run.workers: 0``) holds the worker's CPU/GPU; one
-    that drives Train workers takes none of theirs, only a token custom resource (docs/stack.md)."""
+    that drives Train workers takes none of theirs, only a token custom resource (docs/notes/stack.md)."""
     if options.workers == 0:
         return {"CPU": options.cpus_per_worker, **({"GPU": options.gpus_per_worker} if options.gpus_per_worker else {})}
     return {"TRAIN_DRIVER_RESOURCE": 0.01}

@@ -6,7 +6,7 @@ to: ``--host 0.0.0.0``, artifacts proxied to ``--artifacts-destination`` (a fold
 with the AWS environment: ``AWS_ENDPOINT_URL`` for an S3-compatible store, checked reachable before the
 server starts), and ``--stop-with-ray``
 ends it with the head's Ray node, so that ``ray stop`` / ``ray down`` leave nothing running. The links go straight to the runs table (``#/experiments/<id>/runs``): MLflow
-3.17 opens in GenAI mode otherwise (docs/stack.md).
+3.17 opens in GenAI mode otherwise (docs/notes/stack.md).
 """
 
 from __future__ import annotations

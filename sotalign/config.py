@@ -1,7 +1,7 @@
 """``AlignConfig``: every knob of the two-stage method, with the source of each default.
 
-Sources: "paper" is docs/paper.md (arXiv v1 of SOTAlign), "[T]" the third-party port it
-describes (paper.md 3.8), "findings" docs/findings.md, "validation" the choice made on
+Sources: "paper" is docs/notes/paper.md (arXiv v1 of SOTAlign), "[T]" the third-party port it
+describes (paper.md 3.8), "findings" docs/notes/findings.md, "validation" the choice made on
 iconify-emoji's validation split and confirmed on benchmarks it did not see
 (docs/results/defaults-choice). Where the paper is silent the choice is ours and the comment
 says why. The defaults are the ones every experiment file and search space of the project uses.

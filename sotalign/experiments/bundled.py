@@ -19,7 +19,7 @@ from sotalign.evaluation import retrieval, zero_shot
 
 N_VAL = 200  # pool items held out for model selection
 VAL_SEED = 12345  # the validation items do not change with the budget seed
-DEMO_IMAGE_ENCODER = f"{DEFAULT_IMAGE_ENCODER}?image_size=128"  # docs/assets.md: 64-128 px on CPU
+DEMO_IMAGE_ENCODER = f"{DEFAULT_IMAGE_ENCODER}?image_size=128"  # docs/notes/assets.md: 64-128 px on CPU
 
 
 def ensure_embedded(store: str | Path, image_spec: str, text_spec: str, progress: bool = True) -> None:

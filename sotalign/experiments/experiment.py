@@ -44,7 +44,7 @@ class DataSpec:
 
     dataset: str = "openmoji"  # the bundled retrieval benchmark (+ digits zero-shot), README; or synthetic, or yours
     store: str = "demo_output/store"  # the embedding store `sotalign demo` fills (a folder or s3://BUCKET/PREFIX)
-    image_encoder: str = DEMO_IMAGE_ENCODER  # packaged EfficientNet-Lite0 at 128 px (docs/assets.md)
+    image_encoder: str = DEMO_IMAGE_ENCODER  # packaged EfficientNet-Lite0 at 128 px (docs/notes/assets.md)
     text_encoder: str = DEFAULT_TEXT_ENCODER  # packaged all-MiniLM-L6-v2
     n_pairs: int | None = option(
         300, minimum=2

@@ -1,4 +1,4 @@
-"""The paper's own numbers (docs/paper.md section 6, arXiv v1), for side-by-side reports.
+"""The paper's own numbers (docs/notes/paper.md section 6, arXiv v1), for side-by-side reports.
 
 All: DINOv3 ViT-L + NV-Embed-v2, 10k CC3M pairs + 1M unpaired CC3M images and texts, COCO
 retrieval (R@1/R@5 in %), ImageNet zero-shot top-1. Method names are ``sotalign.methods``'.

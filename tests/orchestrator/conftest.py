@@ -1,4 +1,4 @@
-"""One local Ray cluster for every orchestrator test that needs Ray (docs/stack.md: keep it to one).
+"""One local Ray cluster for every orchestrator test that needs Ray (docs/notes/stack.md: keep it to one).
 
 Two CPUs for Train workers, the custom resource that Tune trial drivers take, and the dashboard
 on: Train V2 cleans up a stopped trial's placement group through the State API it serves.

@@ -80,7 +80,7 @@ class LocalNodes:
         self.env = {
             **os.environ,
             **LOCAL_TRAIN_SETTINGS,
-            "RAY_AUTH_MODE": "disabled",  # as the cluster files: `ray start --address` sends no token (docs/stack.md)
+            "RAY_AUTH_MODE": "disabled",  # as the cluster files: `ray start --address` sends no token (docs/notes/stack.md)
             "RAY_health_check_period_ms": "1000",  # the GCS declares a lost node dead in ~3 s, not Ray's ~15 s
             "RAY_health_check_failure_threshold": "3",
             **(env or {}),
