@@ -86,3 +86,9 @@ def test_the_readme_results_are_the_reports_numbers():
         low, high = (sotalign - 0.05) / (sail + 0.05), (sotalign + 0.05) / (sail - 0.05)  # what rounding allows
         shown = int(row[gain].removeprefix("+").removesuffix("%"))
         assert 100 * (low - 1) - 0.5 <= shown <= 100 * (high - 1) + 0.5, (row[0], shown, low, high)
+
+
+def test_every_relative_link_of_the_readme_exists():
+    links = re.findall(r"\]\(([^)#]+)\)", ROOT.joinpath("README.md").read_text())
+    relative = [link for link in links if "://" not in link]
+    assert relative and not [link for link in relative if not ROOT.joinpath(link).exists()]
