@@ -36,15 +36,15 @@ def sinkhorn_case(impl: str, n: int, dtype: str, eps: float = EPS_TEACHER, n_ite
 
 def iteration_case(solver: str, n: int, eps: float, n_iter: int):
     """``n_iter`` Sinkhorn iterations on half-steps built beforehand (the kernel build is not timed)."""
-    from sotalign.ot import _logsumexp_ops, _matvec_ops, matvec_dtype, potentials
+    from sotalign.ot import _logsumexp_ops, _matvec_ops, potentials
 
     logits = (unit_rows(n, 1024, 1) @ unit_rows(n, 1024, 2).T) / eps
     if solver == "logsumexp":
         ops = _logsumexp_ops(logits)
     else:
-        ops = _matvec_ops(logits, matvec_dtype(float(logits.max() - logits.min()), logits))
+        ops = _matvec_ops(logits)
     like = logits.new_zeros(())
-    return lambda: potentials(*ops, logits.shape, like, n_iter, None, False, 10)
+    return lambda: potentials(ops, logits.shape, like, n_iter, None, False, 10)
 
 
 def copy_case():

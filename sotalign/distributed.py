@@ -36,17 +36,23 @@ class DistributedContext:
         """This rank's contiguous slice of the global row indices (sizes may differ by one)."""
         return torch.tensor_split(rows, self.world_size)[self.rank]
 
-    def gather(self, local: torch.Tensor) -> torch.Tensor:
-        """All ranks' slices in rank order; the local slice is ``local`` itself (keeps its grad)."""
-        size = torch.tensor([local.shape[0]], device=local.device)
-        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
-        dist.all_gather(sizes, size)
-        longest = int(max(s.item() for s in sizes))
-        padded = torch.zeros(longest, *local.shape[1:], dtype=local.dtype, device=local.device)
+    def sizes(self, total: int) -> list[int]:
+        """Every rank's number of rows of a global batch of ``total`` (``shard``'s split: the first
+        ``total % world_size`` ranks take one more), known on every rank without an exchange."""
+        base, extra = divmod(total, self.world_size)
+        return [base + (rank < extra) for rank in range(self.world_size)]
+
+    def gather(self, local: torch.Tensor, total: int) -> torch.Tensor:
+        """All ranks' slices of a global batch of ``total`` rows, in rank order; the local slice is
+        ``local`` itself (keeps its grad). One all-gather, no host sync: the sizes are ``sizes(total)``."""
+        sizes = self.sizes(total)
+        if local.shape[0] != sizes[self.rank]:
+            raise InputError(f"rank {self.rank} holds {local.shape[0]} rows of {total}, expected {sizes[self.rank]}")
+        padded = local.detach().new_zeros(max(sizes), *local.shape[1:])
         padded[: local.shape[0]] = local.detach()
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
-        parts = [p[: int(s.item())] for p, s in zip(parts, sizes)]
+        parts = [part[:size] for part, size in zip(parts, sizes)]
         parts[self.rank] = local
         return torch.cat(parts)
 

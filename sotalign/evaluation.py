@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sotalign.checks import InputError, as_embeddings, check_same_dim
-from sotalign.ot import sinkhorn
+from sotalign.ot_blockwise import rows_per_block, sinkhorn_potentials
 
 
 @torch.no_grad()
@@ -196,7 +196,7 @@ def plan_accuracy(
     Returns ``plan_mass_on_partners`` (the plan's mass on partner cells), ``plan_argmax_on_partners``
     (rows, among those with a partner in the batch, whose largest plan entry is a partner) and
     ``chance_mass_on_partners`` (the mass a uniform plan would put there, the level to beat).
-    The plan is dense (n x m): meant for a diagnostic batch, not the whole pool.
+    Solved from the embeddings (``sotalign.ot_blockwise``): one n x m kernel while it solves, row blocks after.
     """
     images = F.normalize(as_embeddings(image_emb, "image embeddings").float(), dim=1)
     texts = F.normalize(as_embeddings(text_emb, "text embeddings").float(), dim=1).to(images.device)
@@ -207,18 +207,27 @@ def plan_accuracy(
             f"need one label per image and per text: {len(images)} images with labels of shape "
             f"{image_labels.shape}, {len(texts)} texts with labels of shape {text_labels.shape}"
         )
+    if not np.isin(image_labels, text_labels).any():
+        raise InputError("no image of the batch has a partner text (no image label equals a text label)")
     ids = torch.as_tensor(
         np.unique(np.concatenate([image_labels, text_labels]), return_inverse=True)[1].reshape(-1), device=images.device
     )
-    partner = ids[: len(images), None] == ids[None, len(images) :]
-    has_partner = partner.any(1)
-    if not has_partner.any():
-        raise InputError("no image of the batch has a partner text (no image label equals a text label)")
-    log_plan = sinkhorn(images @ texts.T, epsilon, n_iter).log_plan
-    plan = log_plan.exp()
-    argmax_hit = partner.gather(1, log_plan.argmax(1, keepdim=True)).squeeze(1)
+    image_ids, text_ids = ids[: len(images)], ids[len(images) :]
+    u, v, _ = sinkhorn_potentials(images, texts, epsilon, n_iter)  # one n x m kernel while it solves
+    mass, total, partners, hits, with_partner = 0.0, 0.0, 0, 0, 0
+    for start in range(0, len(images), rows := rows_per_block(len(texts))):  # then row blocks only
+        block = slice(start, start + rows)
+        partner = image_ids[block, None] == text_ids[None, :]
+        plan = (images[block] @ texts.T).div_(epsilon).add_(u[block, None]).add_(v[None, :])
+        row_has_partner = partner.any(1)
+        hits += int(partner.gather(1, plan.argmax(1, keepdim=True)).squeeze(1)[row_has_partner].sum())
+        with_partner += int(row_has_partner.sum())
+        partners += int(partner.sum())
+        plan.exp_()
+        total += float(plan.sum())
+        mass += float(plan.masked_fill_(~partner, 0.0).sum())
     return {
-        "plan_mass_on_partners": 100.0 * (plan[partner].sum() / plan.sum()).item(),
-        "plan_argmax_on_partners": 100.0 * argmax_hit[has_partner].double().mean().item(),
-        "chance_mass_on_partners": 100.0 * partner.double().mean().item(),
+        "plan_mass_on_partners": 100.0 * mass / total,
+        "plan_argmax_on_partners": 100.0 * hits / with_partner,
+        "chance_mass_on_partners": 100.0 * partners / (len(images) * len(texts)),
     }

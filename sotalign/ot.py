@@ -20,8 +20,9 @@ non-converged iteration, log-plans and no host syncs in the loop (docs/notes/anc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -64,64 +65,168 @@ def _marginal_error(log_plan: torch.Tensor) -> torch.Tensor:
 SOLVERS = ("auto", "logsumexp", "matvec")
 # exp() underflows below about e^-87 (float32) and e^-708 (float64). In the matvec solver the
 # largest term of every row and column sum lies within R = range(K / eps) of the stabiliser
-# (the potentials' own range is at most R), so R + a ~25-nat precision margin must fit.
+# (the potentials' own range is at most R), so where R and a ~25-nat precision margin fit in the
+# dtype no sum can lose its leading terms: the kernel is used as it is ("plain"). Beyond it (a small
+# teacher epsilon: R = 180 at eps = 0.01 on cosines) the kernel stays in the same dtype, and each
+# half-step checks its sums ("guarded"): a sum below TINY_SUM may have lost its leading terms to
+# underflow and is recomputed exactly, as a log-sum-exp of its row or column. Every term lost
+# elsewhere is below the dtype's smallest normal number, so a sum kept is exact to m * 1.2e-38 / 1e-25,
+# 1e-8 relative at m = 1e5 (float32; tests/sotalign/test_ot.py compares plans with float64's).
 _MATVEC_BUDGET = {torch.float32: 60.0, torch.float64: 650.0}
+TINY_SUM = {torch.float32: 1e-25, torch.float64: 1e-280}
+# beyond this share of a half-step's rows (or columns) recomputed exactly, a guarded solve would cost more
+# than another form: it stops (TooManyUnderflows) and the caller solves another way. A row recomputed from
+# the logits costs m exponentials, about 1/8 of what the log-sum-exp form pays per row
+MAX_EXACT_SHARE = 0.125
+FUSED_BLOCK_BYTES = (
+    1 << 22
+)  # 4 MiB of kernel rows per fused block: read twice while in the L2/L3 cache (benchmarks/sinkhorn.py)
+
+
+class HalfSteps(NamedTuple):
+    """A Sinkhorn iteration's half-steps over the n x m logits L: ``rows(v)_i = log sum_j exp(L_ij + v_j)``,
+    ``cols(u)`` its transpose, and optionally ``iterate(v, log_a)`` = (u, cols(u)) for u = log_a - rows(v)
+    in one pass over a kernel (``fused_ops``), the same numbers in half the memory traffic."""
+
+    rows: Callable[[torch.Tensor], torch.Tensor]
+    cols: Callable[[torch.Tensor], torch.Tensor]
+    iterate: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+class TooManyUnderflows(Exception):
+    """A guarded matvec half-step found too many sums to recompute exactly (see ``MAX_EXACT_SHARE``)."""
 
 
 def _logsumexp_ops(logits: torch.Tensor):
     """Half-steps as log-sum-exp over the n x m logits (the reference's form)."""
-    return (
+    return HalfSteps(
         lambda v: torch.logsumexp(logits + v[None, :], dim=1),
         lambda u: torch.logsumexp(logits + u[:, None], dim=0),
     )
 
 
-def _matvec_ops(logits: torch.Tensor, dtype: torch.dtype):
-    """The same half-steps as matrix-vector products with one row-stabilised kernel.
+def is_plain(logit_range: float, dtype: torch.dtype) -> bool:
+    """True where the matvec kernel of logits of this range cannot lose a leading term to underflow."""
+    return logit_range <= _MATVEC_BUDGET[dtype]
 
-    E = exp(L - r) with r the row maxima; then
-    lse_j(L_ij + v_j) = r_i + max(v) + log (E exp(v - max v))_i and
-    lse_i(L_ij + u_i) = M + log (E^T exp(u + r - M))_j with M = max(u + r).
+
+def _matvec_ops(logits: torch.Tensor):
+    """The same half-steps as matrix-vector products with one kernel stabilised on both sides.
+
+    E = exp(L - r - c) with r the row maxima of L and c the column maxima of L - r, so that every row
+    and every column of E holds a 1; then
+    lse_j(L_ij + v_j) = r_i + M + log (E exp(v + c - M))_i with M = max(v + c), and
+    lse_i(L_ij + u_i) = c_j + M' + log (E^T exp(u + r - M'))_j with M' = max(u + r).
+    Guarded (see ``TINY_SUM``) where the logits' range needs it.
     """
-    row_max = logits.amax(dim=1).to(dtype)
-    return kernel_ops(row_max, (logits.to(dtype) - row_max[:, None]).exp(), logits.dtype)
+    row_max = logits.amax(dim=1)
+    guarded = not is_plain(float((row_max.max() - logits.amin()).detach()), logits.dtype)
+    shifted = logits - row_max[:, None]
+    col_max = shifted.amax(dim=0)
+    exact = (
+        (
+            lambda rows, v: torch.logsumexp(logits[rows] + v[None, :], dim=1),
+            lambda cols, u: torch.logsumexp(logits[:, cols] + u[:, None], dim=0),
+        )
+        if guarded
+        else None
+    )
+    return kernel_ops((shifted - col_max[None, :]).exp(), row_max, col_max, logits.dtype, exact, MAX_EXACT_SHARE)
 
 
-def kernel_ops(row_max: torch.Tensor, kernel: torch.Tensor, out_dtype: torch.dtype):
-    """Matvec half-steps (see ``_matvec_ops``) on a given kernel E = exp(L - r) and its r."""
+def stabilise_(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """In place: the logits L become the kernel E = exp(L - r - c) of ``_matvec_ops``. Returns
+    (E, r, c, plain): ``plain`` where no sum of E can lose a leading term (``is_plain``)."""
+    row_max = logits.amax(dim=1)
+    plain = is_plain(float(row_max.max() - logits.amin()), logits.dtype)
+    logits.sub_(row_max[:, None])
+    col_max = logits.amax(dim=0)
+    return logits.sub_(col_max[None, :]).exp_(), row_max, col_max, plain
+
+
+def kernel_ops(
+    kernel: torch.Tensor,
+    row_max: torch.Tensor,
+    col_max: torch.Tensor,
+    out_dtype: torch.dtype,
+    exact=None,
+    max_exact_share: float = MAX_EXACT_SHARE,
+) -> HalfSteps:
+    """Matvec half-steps (see ``_matvec_ops``) on a given kernel E = exp(L - r - c), its r and c.
+
+    ``exact``: ``(rows(index, v), cols(index, u))``, the exact log-sum-exp of the given rows of L + v
+    and columns of L + u, for the sums that may have underflowed (guarded); None where none can; more
+    than ``max_exact_share`` of them in one half-step raise ``TooManyUnderflows``.
+    Without autograd the iteration is fused: each row block of the kernel gives its rows' u and, while
+    it is still in cache, their share of the column sums (an online log-sum-exp across blocks), so
+    an iteration reads the kernel once instead of twice.
+    """
+    tiny = TINY_SUM[kernel.dtype]
+    n, m = kernel.shape
+    block = max(1, FUSED_BLOCK_BYTES // (m * kernel.element_size()))
 
     def rows(v: torch.Tensor) -> torch.Tensor:
         v = v.to(kernel.dtype)
-        v_max = v.max()
-        return (row_max + v_max + (kernel @ (v - v_max).exp()).log()).to(out_dtype)
+        shifted = v + col_max
+        top = shifted.max()
+        sums = kernel @ (shifted - top).exp()
+        out = row_max + top + sums.log()
+        if exact is not None:
+            out = _repaired(out, sums, tiny, lambda index: exact[0](index, v), max_exact_share)
+        return out.to(out_dtype)
 
     def cols(u: torch.Tensor) -> torch.Tensor:
         shifted = u.to(kernel.dtype) + row_max
         top = shifted.max()
-        return (top + ((shifted - top).exp() @ kernel).log()).to(out_dtype)
+        return _column_lse((shifted - top).exp() @ kernel, top, u)
 
-    return rows, cols
+    def _column_lse(sums: torch.Tensor, top: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        out = col_max + top + sums.log()
+        if exact is not None:
+            out = _repaired(out, sums, tiny, lambda index: exact[1](index, u.to(kernel.dtype)), max_exact_share)
+        return out.to(out_dtype)
+
+    def iterate(v: torch.Tensor, log_a: float) -> tuple[torch.Tensor, torch.Tensor]:
+        v = v.to(kernel.dtype)
+        shifted_v = v + col_max
+        v_top = shifted_v.max()
+        weights = (shifted_v - v_top).exp()
+        u = torch.empty_like(row_max)
+        sums, top = torch.zeros_like(weights), torch.tensor(-torch.inf, dtype=kernel.dtype, device=kernel.device)
+        for start in range(0, n, block):
+            part = slice(start, start + block)
+            row_sums = kernel[part] @ weights
+            u_part = row_max[part] + v_top + row_sums.log()
+            if exact is not None:
+                u_part = _repaired(
+                    u_part, row_sums, tiny, lambda index, at=start: exact[0](index + at, v), max_exact_share, of=n
+                )
+            u[part] = log_a - u_part
+            shifted = u[part] + row_max[part]
+            new_top = torch.maximum(top, shifted.max())
+            sums.mul_((top - new_top).exp()).addmv_(kernel[part].T, (shifted - new_top).exp())
+            top = new_top
+        return u.to(out_dtype), _column_lse(sums, top, u)
+
+    return HalfSteps(rows, cols, None if kernel.requires_grad else iterate)
 
 
-def matvec_dtype(logit_range: float, like: torch.Tensor) -> torch.dtype | None:
-    """The narrowest float type in which the matvec kernel of logits of this range cannot underflow."""
-    for dtype in (torch.float32, torch.float64):
-        if logit_range <= _MATVEC_BUDGET[dtype] and (dtype != torch.float64 or like.device.type != "mps"):
-            return torch.promote_types(dtype, like.dtype)
-    return None
+def _repaired(
+    out: torch.Tensor, sums: torch.Tensor, tiny: float, exact, share: float, of: int | None = None
+) -> torch.Tensor:
+    """``out`` with the entries whose ``sums`` fell below ``tiny`` recomputed by ``exact(index)``; ``of``:
+    the rows of the whole half-step when ``sums`` is one block of it."""
+    index = (sums < tiny).nonzero().squeeze(1)  # one host sync per half-step, on the guarded path only
+    if index.numel() == 0:
+        return out
+    if index.numel() > share * (of or sums.numel()):
+        raise TooManyUnderflows(f"{index.numel()} of {sums.numel()} sums underflowed")
+    return out.index_copy(0, index, exact(index).to(out.dtype))
 
 
 def _half_step_ops(logits: torch.Tensor, solver: str):
     check_choice(solver, SOLVERS, "sinkhorn solver")
-    if solver == "logsumexp":
-        return _logsumexp_ops(logits)
-    need = float(logits.detach().max() - logits.detach().min())
-    dtype = matvec_dtype(need, logits)
-    if dtype is not None:
-        return _matvec_ops(logits, dtype)
-    if solver == "matvec":
-        raise InputError(f"the matvec Sinkhorn would underflow here (range(K/eps) = {need:.0f}); use 'logsumexp'")
-    return _logsumexp_ops(logits)
+    return _logsumexp_ops(logits) if solver == "logsumexp" else _matvec_ops(logits)
 
 
 def check_iterations(epsilon: float, n_iter: int) -> None:
@@ -132,8 +237,7 @@ def check_iterations(epsilon: float, n_iter: int) -> None:
 
 
 def potentials(
-    lse_rows,
-    lse_cols,
+    ops: HalfSteps,
     shape: tuple[int, int],
     like: torch.Tensor,
     n_iter: int,
@@ -141,26 +245,27 @@ def potentials(
     symmetric: bool,
     check_every: int,
 ):
-    """The Sinkhorn iteration on given half-steps: potentials (u, v) and the iterations run.
-
-    ``lse_rows(v)_i = log sum_j exp(L_ij + v_j)`` over the n x m logits L and ``lse_cols(u)`` its
-    transpose; the potentials take ``like``'s dtype and device.
-    """
+    """The Sinkhorn iteration on given half-steps (``HalfSteps``): potentials (u, v) and the iterations
+    run; the potentials take ``like``'s dtype and device."""
     n, m = shape
     log_a, log_b = -math.log(n), -math.log(m)
     u = like.new_zeros(n)
     v = like.new_zeros(m)
     iterations = 0
     for iterations in range(1, n_iter + 1):
-        u = log_a - lse_rows(v)
-        v = log_b - lse_cols(u)
+        if ops.iterate is not None:
+            u, lse_cols = ops.iterate(v, log_a)
+            v = log_b - lse_cols
+        else:
+            u = log_a - ops.rows(v)
+            v = log_b - ops.cols(u)
         if tol is not None and iterations % check_every == 0:
-            row_mass = (u + lse_rows(v)).exp()
+            row_mass = (u + ops.rows(v)).exp()
             if (row_mass - 1.0 / n).abs().sum() < tol:
                 break
     if symmetric:
-        u_extra = log_a - lse_rows(v)
-        v_extra = log_b - lse_cols(u)
+        u_extra = log_a - ops.rows(v)
+        v_extra = log_b - ops.cols(u)
         u, v = 0.5 * (u + u_extra), 0.5 * (v + v_extra)
     return u, v, iterations
 
@@ -172,22 +277,28 @@ def sinkhorn(
     tol: float | None = None,  # reference default: no convergence check
     symmetric: bool = True,  # reference default: final symmetric half-step
     check_every: int = 10,  # how often the tolerance is tested (each test is one host sync)
-    solver: str = "auto",  # "auto" = matvec when it cannot underflow, else logsumexp
+    solver: str = "auto",  # "auto" = matvec (guarded where it could underflow), logsumexp if that fails
 ) -> SinkhornResult:
     """Entropic OT plan of the affinity matrix ``K`` (n x m, cost = -K) at temperature ``epsilon``.
 
     With ``tol`` set, the row-marginal L1 error is computed on the device every
     ``check_every`` iterations and the loop stops once it is below ``tol``. Both solvers
     run the identical iteration; ``matvec`` is several times faster (one exp of the kernel
-    instead of one per half-step) and is chosen whenever its float range is safe.
+    instead of one per half-step); ``auto`` takes it, and log-sum-exp only where more than
+    ``MAX_EXACT_SHARE`` of a half-step's sums underflow in it.
     """
     if K.ndim != 2 or min(K.shape) == 0:
         raise InputError(f"sinkhorn expects a non-empty 2-D affinity matrix, got shape {tuple(K.shape)}")
     check_iterations(epsilon, n_iter)
     logits = K.to(solver_dtype(K)) / epsilon
-    u, v, iterations = potentials(
-        *_half_step_ops(logits, solver), logits.shape, logits, n_iter, tol, symmetric, check_every
-    )
+    try:
+        u, v, iterations = potentials(
+            _half_step_ops(logits, solver), logits.shape, logits, n_iter, tol, symmetric, check_every
+        )
+    except TooManyUnderflows as why:
+        if solver == "matvec":
+            raise InputError(f"the matvec Sinkhorn underflows here ({why}); use 'auto' or 'logsumexp'") from None
+        u, v, iterations = potentials(_logsumexp_ops(logits), logits.shape, logits, n_iter, tol, symmetric, check_every)
     log_plan = logits + u[:, None] + v[None, :]
     return SinkhornResult(log_plan, iterations, _marginal_error(log_plan.detach()))
 
@@ -257,18 +368,61 @@ def klot(
     check_positive(eps_student, "eps_student")
     check_positive(eps_teacher, "eps_teacher")
     scale = mass_scale(mass, K_student.shape[0])
+    options = dict(n_iter=n_iter, tol=tol, symmetric=symmetric, solver=solver)
     with torch.no_grad():
-        student = sinkhorn(K_student.detach(), eps_student, n_iter, tol=tol, symmetric=symmetric, solver=solver)
-        teacher = sinkhorn(K_teacher.detach(), eps_teacher, n_iter, tol=tol, symmetric=symmetric, solver=solver)
-        log_t = teacher.log_plan.to(student.log_plan.dtype)
-        value = scale * plan_kl(log_t, student.log_plan)
-        grad = (student.plan - log_t.exp()) * (scale / eps_student)
+        dtype = solver_dtype(K_student)
+        u_t, v_t, iters_t = _potentials(K_teacher.detach(), eps_teacher, **options)
+        u_s, v_s, iters_s = _potentials(K_student.detach(), eps_student, **options)
+        # three n x m buffers from here on (the solves above held one each, and freed it)
+        log_q = _log_plan(K_teacher.detach(), eps_teacher, u_t, v_t).to(dtype)
+        log_p = _log_plan(K_student.detach(), eps_student, u_s, v_s)
+        q = log_q.exp()
+        cross = torch.dot(q.flatten(), log_q.sub_(log_p).flatten())  # sum Q (log Q - log P), no temporary
+        p = log_p.exp_()
+        value = scale * (cross - q.sum() + p.sum())
+        errors = {"student": _sums_error(p), "teacher": _sums_error(q)}
+        grad = p.sub_(q).mul_(scale / eps_student)  # (P - Q) / eps_student, in P's buffer
+        del q, log_q
     out = with_gradients(value.to(K_student.dtype), (K_student,), (grad,))
     if not return_diagnostics:
         return out
     return out, {
-        "sinkhorn/student_marginal_err": student.marginal_error,
-        "sinkhorn/teacher_marginal_err": teacher.marginal_error,
-        "sinkhorn/student_iters": student.iterations,
-        "sinkhorn/teacher_iters": teacher.iterations,
+        "sinkhorn/student_marginal_err": errors["student"],
+        "sinkhorn/teacher_marginal_err": errors["teacher"],
+        "sinkhorn/student_iters": iters_s,
+        "sinkhorn/teacher_iters": iters_t,
     }
+
+
+def _log_plan(K: torch.Tensor, epsilon: float, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return K.to(u.dtype).div(epsilon).add_(u[:, None]).add_(v[None, :])
+
+
+def _sums_error(plan: torch.Tensor) -> torch.Tensor:
+    n, m = plan.shape
+    return (plan.sum(1) - 1.0 / n).abs().sum() + (plan.sum(0) - 1.0 / m).abs().sum()
+
+
+def _potentials(K: torch.Tensor, epsilon: float, n_iter: int, tol, symmetric: bool, solver: str):
+    """``sinkhorn``'s potentials (u, v) and iterations holding one n x m buffer: the matvec kernel is
+    built in the logits' place, and a guarded half-step recomputes its rows or columns from ``K``."""
+    check_iterations(epsilon, n_iter)
+    check_choice(solver, SOLVERS, "sinkhorn solver")
+    dtype = solver_dtype(K)
+    logits = K.to(dtype) / epsilon
+    run = lambda ops: potentials(ops, logits.shape, logits.new_zeros(()), n_iter, tol, symmetric, 10)  # noqa: E731
+    if solver == "logsumexp":
+        return run(_logsumexp_ops(logits))
+    exact = (
+        lambda rows, v: torch.logsumexp(K[rows].to(dtype) / epsilon + v[None, :], dim=1),
+        lambda cols, u: torch.logsumexp(K[:, cols].to(dtype) / epsilon + u[:, None], dim=0),
+    )
+    kernel, row_max, col_max, plain = stabilise_(logits)  # in the logits' place
+    try:
+        return run(kernel_ops(kernel, row_max, col_max, dtype, None if plain else exact))
+    except TooManyUnderflows as why:
+        if solver == "matvec":
+            raise InputError(f"the matvec Sinkhorn underflows here ({why}); use 'auto' or 'logsumexp'") from None
+        del kernel
+        logits = K.to(dtype) / epsilon
+        return run(_logsumexp_ops(logits))

@@ -1,18 +1,22 @@
 """KLOT without n x m plans: Sinkhorn and the explicit gradient computed from the embeddings.
 
-Dense ``sotalign.ot.klot`` takes the two affinity matrices and holds about ten n x m matrices
-(affinities, logits, kernels, log-plans, plans, the gradient). With K = X Y^T given by its
-factors, ``klot_blockwise`` needs far less, so that the paper's batch (10k pairs + 22k
-unpaired, paper App. A.1) fits in memory:
+Dense ``sotalign.ot.klot`` takes the two affinity matrices and holds three n x m matrices. With
+K = X Y^T given by its factors, ``klot_blockwise`` holds one, so that the paper's batch (10k pairs +
+22k unpaired, paper App. A.1) fits in memory:
 
-* each Sinkhorn solve holds one n x m matrix, and only while it runs: the logits X Y^T / eps,
-  turned into the matvec kernel exp(L - r) in place (float32), copied block by block into a
-  float64 kernel when float32 would underflow (a small teacher epsilon), or iterated over in
-  row blocks with an online log-sum-exp when even float64 would underflow. Afterwards only
-  the potentials (u, v) remain, so the student's and the teacher's kernels never coexist;
-* the value KL(P* || P) and the explicit gradient (P - P*) / eps (Theorem 5.1) are then summed
-  over row blocks whose logits are recomputed from the embeddings: with G the gradient block,
-  dX = G Y and dY += G^T X, so neither the plans nor the n x m gradient is ever formed.
+* each Sinkhorn solve holds one n x m matrix: the logits X Y^T / eps, turned in place into the
+  matvec kernel exp(L - r) in the embeddings' float type. Where a small epsilon (the teacher's) could
+  underflow a row or column sum, the solve is guarded (``sotalign.ot.TINY_SUM``): such sums are
+  recomputed exactly from their rows or columns of X Y^T, so the plan stays the float64 one without a
+  float64 kernel. Only where too many sums underflow does a solve fall back to a float64 kernel, or
+  beyond float64's range to an online log-sum-exp over row blocks;
+* the teacher is solved first and its kernel freed; the student's kernel is kept (when it is plain,
+  i.e. exact) and read by the value and gradient loop, so the student's logits are computed once;
+* the value KL(Q || P) and the explicit gradient (P - Q) / eps (Theorem 5.1) are summed over row
+  blocks, the teacher's block recomputed from its embeddings: with G the gradient block, dX = G Y and
+  dY += G^T X, so neither the gradient nor a second plan is ever formed;
+* a ``TeacherPlanCache`` hit (the same teacher embeddings as the last call) does no teacher work at
+  all: it keeps the teacher's plan, its marginals and sum Q log Q from the first solve.
 
 It runs the very iteration of ``sotalign.ot.sinkhorn`` (the same half-steps, solver choice and
 symmetric half-step), so it equals dense KLOT up to float rounding (tests/sotalign/test_ot_blockwise.py).
@@ -20,14 +24,31 @@ symmetric half-step), so it equals dense KLOT up to float rounding (tests/sotali
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sotalign.checks import InputError, check_positive
-from sotalign.ot import check_iterations, kernel_ops, mass_scale, matvec_dtype, potentials, solver_dtype, with_gradients
+from sotalign.ot import (
+    HalfSteps,
+    TooManyUnderflows,
+    check_iterations,
+    is_plain,
+    kernel_ops,
+    mass_scale,
+    potentials,
+    solver_dtype,
+    stabilise_,
+    with_gradients,
+)
 
 BLOCK_BYTES = (
-    1 << 24
-)  # 16 MiB of float32 logits per row block (128 rows at m = 32k): still large matmuls, small temporaries
+    1 << 23
+)  # 8 MiB of float32 per row block (64 rows at m = 32k, 512 at 4k): large matmuls, small temporaries
+# a row or column recomputed from the embeddings costs a d-long dot product per entry: beyond 1 in 128 of
+# them per half-step, a float64 kernel (twice the bytes per iteration) costs less (about n * 4 B * FLOP/s /
+# (bandwidth * 2 d) rows at d = 1024 on a CPU)
+MAX_EXACT_SHARE = 1 / 128
 
 
 def rows_per_block(m: int, block_rows: int | None = None) -> int:
@@ -54,29 +75,95 @@ def _blockwise_lse_ops(logits: torch.Tensor, rows: int):
             total = torch.logaddexp(total, torch.logsumexp(logits[b] + u[b, None], dim=0))
         return total
 
-    return lse_rows, lse_cols
+    return HalfSteps(lse_rows, lse_cols)
 
 
-def _low_memory_ops(logits: torch.Tensor, rows: int):
-    """Half-steps that reuse ``logits``' own memory for the kernel whenever float32 allows it.
-
-    Takes ownership of ``logits`` (it is overwritten in place on the float32 path).
-    """
+def _wide_ops(logits: torch.Tensor, rows: int):
+    """Half-steps for logits whose sums underflow the kernel's own type: a float64 kernel copied block by
+    block, or beyond float64's range the blockwise log-sum-exp."""
     row_max = logits.amax(dim=1)
-    dtype = matvec_dtype(float(row_max.max() - logits.amin()), logits)
-    if dtype == logits.dtype:
-        return kernel_ops(row_max, logits.sub_(row_max[:, None]).exp_(), logits.dtype)
-    if dtype is not None:
-        row_max = row_max.to(dtype)
-        kernel = torch.empty(logits.shape, dtype=dtype, device=logits.device)
-        for b in _blocks(logits.shape[0], rows):
-            kernel[b] = (logits[b].to(dtype) - row_max[b, None]).exp()
-        return kernel_ops(row_max, kernel, logits.dtype)
-    return _blockwise_lse_ops(logits, rows)
+    if not is_plain(float(row_max.max() - logits.amin()), torch.float64) or logits.device.type == "mps":
+        return _blockwise_lse_ops(logits, rows)
+    row_max = row_max.double()
+    kernel = torch.empty(logits.shape, dtype=torch.float64, device=logits.device)
+    for b in _blocks(logits.shape[0], rows):
+        kernel[b] = (logits[b].double() - row_max[b, None]).exp()
+    return kernel_ops(kernel, row_max, torch.zeros_like(logits[0], dtype=torch.float64), logits.dtype)
+
+
+def _exact_sums(x: torch.Tensor, y: torch.Tensor, epsilon: float, rows: int):
+    """(rows(index, v), cols(index, u)): exact log-sum-exps of the given rows / columns of X Y^T / eps,
+    recomputed from the embeddings in chunks of at most ``rows`` x max(n, m) entries."""
+
+    def chunks(index: torch.Tensor, length: int) -> list[torch.Tensor]:
+        return list(index.split(max(1, rows * x.shape[0] // length)))
+
+    def lse_rows(index: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [torch.logsumexp(_logits(x[c], y, epsilon) + v[None, :], 1) for c in chunks(index, x.shape[0])]
+        )
+
+    def lse_cols(index: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [torch.logsumexp(_logits(x, y[c], epsilon) + u[:, None], 0) for c in chunks(index, y.shape[0])]
+        )
+
+    return lse_rows, lse_cols
 
 
 def _logits(x: torch.Tensor, y: torch.Tensor, epsilon: float) -> torch.Tensor:
     return (x @ y.T).div_(epsilon)
+
+
+@dataclass
+class _Solved:
+    """A solve's potentials and iterations; ``kernel`` = exp(L - r - c) (``sotalign.ot.stabilise_``) when
+    kept and exact (plain), with its r and c."""
+
+    u: torch.Tensor
+    v: torch.Tensor
+    iterations: int
+    kernel: torch.Tensor | None = None
+    row_max: torch.Tensor | None = None
+    col_max: torch.Tensor | None = None
+
+    def log_plan(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, rows: slice) -> torch.Tensor:
+        """Rows ``rows`` of the log-plan: from the kept kernel (no matmul), else from the embeddings."""
+        if self.kernel is not None:
+            row, col = self.row_max[rows] + self.u[rows], self.col_max + self.v
+            return self.kernel[rows].log().add_(row[:, None]).add_(col[None, :])
+        return _logits(x[rows], y, epsilon).add_(self.u[rows, None]).add_(self.v[None, :])
+
+
+def _solve(x, y, epsilon: float, n_iter: int, *, tol, symmetric, block_rows, check_every=10, keep_kernel=False):
+    """Sinkhorn on the logits X Y^T / eps with one n x m buffer (see the module docstring)."""
+    check_iterations(epsilon, n_iter)
+    rows = rows_per_block(y.shape[0], block_rows)
+    with torch.no_grad():
+        dtype = solver_dtype(x)
+        x, y = x.to(dtype), y.to(dtype)
+        logits = _logits(x, y, epsilon)
+        shape, like = logits.shape, logits.new_zeros(())
+        run = lambda ops: potentials(ops, shape, like, n_iter, tol, symmetric, check_every)  # noqa: E731
+        kernel, row_max, col_max, plain = stabilise_(logits)  # in the logits' place
+        del logits
+        try:
+            u, v, iterations = run(
+                kernel_ops(
+                    kernel,
+                    row_max,
+                    col_max,
+                    dtype,
+                    None if plain else _exact_sums(x, y, epsilon, rows),
+                    MAX_EXACT_SHARE,
+                )
+            )
+        except TooManyUnderflows:
+            del kernel
+            return _Solved(*run(_wide_ops(_logits(x, y, epsilon), rows)))
+        if keep_kernel and plain:
+            return _Solved(u, v, iterations, kernel, row_max, col_max)
+        return _Solved(u, v, iterations)
 
 
 def sinkhorn_potentials(
@@ -94,33 +181,50 @@ def sinkhorn_potentials(
 
     The plan is exp(x_i . y_j / epsilon + u_i + v_j); nothing n x m outlives the call.
     """
-    check_iterations(epsilon, n_iter)
-    with torch.no_grad():
-        logits = _logits(x.to(solver_dtype(x)), y.to(solver_dtype(x)), epsilon)
-        shape, like = logits.shape, logits.new_zeros(())
-        ops = _low_memory_ops(logits, rows_per_block(y.shape[0], block_rows))
-        del logits  # the float64 and the blockwise paths no longer need it; the float32 one holds it as its kernel
-        return potentials(*ops, shape, like, n_iter, tol, symmetric, check_every)
+    solved = _solve(x, y, epsilon, n_iter, tol=tol, symmetric=symmetric, check_every=check_every, block_rows=block_rows)
+    return solved.u, solved.v, solved.iterations
+
+
+@dataclass
+class TeacherPlan:
+    """What KLOT needs of the teacher's plan Q, kept by ``TeacherPlanCache`` between calls: Q itself
+    (n x m), sum Q log Q, sum Q, its row and column sums, and the iterations of its solve."""
+
+    plan: torch.Tensor
+    q_log_q: torch.Tensor
+    total: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    iterations: int
 
 
 class TeacherPlanCache:
-    """The teacher's Sinkhorn potentials for the last teacher embeddings seen, reused when they recur.
+    """The teacher's plan for the last teacher embeddings seen, reused when they recur.
 
     When an unpaired batch covers the whole pool (``sotalign.stage2`` then takes it in the pool's
-    order, as at the paper's sizes: every unpaired sample in every step), the teacher's affinity,
-    and so its plan, is the same at every step: one solve then serves the whole run. Keyed on the
-    embeddings themselves (an exact comparison), so it is never stale.
+    order: every unpaired sample in every step), the teacher's affinity, and so its plan, is the same
+    at every step: one solve then serves the whole run, and a step does no teacher work at all. It
+    holds the plan (one n x m matrix in the embeddings' type) for that. Keyed on the embeddings
+    themselves (an exact comparison), so it is never stale.
     """
 
     def __init__(self):
         self._key: tuple | None = None
-        self._value: tuple | None = None
+        self._value: TeacherPlan | None = None
         self.solves = 0
 
-    def potentials(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter: int, **options):
+    def plan(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter: int, **options) -> TeacherPlan:
         key = (x, y, epsilon, n_iter, options)
         if self._key is None or not self._same(key):
-            self._key, self._value = key, sinkhorn_potentials(x, y, epsilon, n_iter, **options)
+            self._key, self._value = None, None  # the last plan's memory is free for the new solve
+            solved = _solve(x, y, epsilon, n_iter, **options)
+            q, q_log_q = torch.empty(x.shape[0], y.shape[0], dtype=solved.u.dtype, device=x.device), 0.0
+            for b in _blocks(x.shape[0], rows_per_block(y.shape[0], options.get("block_rows"))):
+                log_q = solved.log_plan(x, y, epsilon, b)
+                q[b] = log_q.exp()
+                q_log_q += torch.dot(q[b].flatten(), log_q.flatten())
+            self._key = key
+            self._value = TeacherPlan(q, q_log_q, q.sum(), q.sum(1), q.sum(0), solved.iterations)
             self.solves += 1
         return self._value
 
@@ -129,10 +233,6 @@ class TeacherPlanCache:
         return (
             rest == krest and x.shape == kx.shape and y.shape == ky.shape and torch.equal(x, kx) and torch.equal(y, ky)
         )
-
-
-def _log_plan(x: torch.Tensor, y: torch.Tensor, epsilon: float, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return _logits(x, y, epsilon).add_(u[:, None]).add_(v[None, :])
 
 
 def klot_blockwise(
@@ -150,11 +250,12 @@ def klot_blockwise(
     block_rows: int | None = None,
     teacher_cache: TeacherPlanCache | None = None,
 ):
-    """``klot(Xs @ Ys.T, Xt @ Yt.T, ...)`` from the embeddings, with its diagnostics, in O((n + m) d) extra memory.
+    """``klot(Xs @ Ys.T, Xt @ Yt.T, ...)`` from the embeddings, with its diagnostics: one n x m matrix (a
+    solve's kernel) and O((n + m) d + block x m) beyond the inputs.
 
     Differentiable w.r.t. the student's embeddings (explicit gradient); the teacher's are a
     fixed target. Returns ``(value, diagnostics)`` like ``klot(..., return_diagnostics=True)``.
-    A ``teacher_cache`` skips the teacher's solve when its embeddings are those of the last call.
+    A ``teacher_cache`` does no teacher work when its embeddings are those of the last call.
     """
     if student_images.ndim != 2 or student_texts.ndim != 2 or student_images.shape[1] != student_texts.shape[1]:
         raise InputError(
@@ -174,24 +275,40 @@ def klot_blockwise(
     with torch.no_grad():
         xs, ys = student_images.detach().to(dtype), student_texts.detach().to(dtype)
         xt, yt = teacher_images.detach().to(dtype), teacher_texts.detach().to(dtype)
-        u_s, v_s, iters_s = sinkhorn_potentials(xs, ys, eps_student, n_iter, **options)
-        solve_teacher = teacher_cache.potentials if teacher_cache is not None else sinkhorn_potentials
-        u_t, v_t, iters_t = solve_teacher(xt, yt, eps_teacher, n_iter, **options)
+        if teacher_cache is not None:  # a hit: no teacher work at all
+            cached, teacher = teacher_cache.plan(xt, yt, eps_teacher, n_iter, **options), None
+            iters_t = cached.iterations
+        else:  # solved first, so that its kernel is freed before the student's is built
+            cached, teacher = None, _solve(xt, yt, eps_teacher, n_iter, **options)
+            iters_t = teacher.iterations
+        student = _solve(xs, ys, eps_student, n_iter, **options, keep_kernel=True)
+        iters_s = student.iterations
         value = xs.new_zeros(())
         grad_x, grad_y = torch.empty_like(xs), torch.zeros_like(ys)
-        student_rows, teacher_rows = xs.new_empty(n), xs.new_empty(n)
-        student_cols, teacher_cols = xs.new_zeros(m), xs.new_zeros(m)
+        student_rows, student_cols = xs.new_empty(n), xs.new_zeros(m)
+        teacher_rows, teacher_cols = (cached.rows, cached.cols) if cached else (xs.new_empty(n), xs.new_zeros(m))
         for b in _blocks(n, rows_per_block(m, block_rows)):
-            log_p = _log_plan(xs[b], ys, eps_student, u_s[b], v_s)
-            log_q = _log_plan(xt[b], yt, eps_teacher, u_t[b], v_t)
-            p, q = log_p.exp(), log_q.exp()
-            value += log_q.sub_(log_p).mul_(q).sum() - q.sum() + p.sum()
-            student_rows[b], teacher_rows[b] = p.sum(1), q.sum(1)
+            log_p = student.log_plan(xs, ys, eps_student, b)
+            if cached is not None:
+                q = cached.plan[b]
+                value -= torch.dot(q.flatten(), log_p.flatten())  # sum Q log Q - sum Q: added once, below
+            else:
+                log_q = teacher.log_plan(xt, yt, eps_teacher, b)
+                q = log_q.exp()
+                value += torch.dot(q.flatten(), log_q.sub_(log_p).flatten()) - q.sum()
+                teacher_rows[b] = q.sum(1)
+                teacher_cols += q.sum(0)
+                del log_q
+            p = log_p.exp_()
+            value += p.sum()
+            student_rows[b] = p.sum(1)
             student_cols += p.sum(0)
-            teacher_cols += q.sum(0)
             grad = p.sub_(q).mul_(scale / eps_student)
             grad_x[b] = grad @ ys
             grad_y += grad.T @ xs[b]
+        if cached is not None:
+            value += cached.q_log_q - cached.total
+        del student
     out = with_gradients((scale * value).to(student_images.dtype), (student_images, student_texts), (grad_x, grad_y))
 
     def marginal_error(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,7 @@ class Step:
     def _embed(self, head: nn.Module, source: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         if self.distributed is None:
             return embed(head, source[rows])
-        return self.distributed.gather(embed(head, source[self.distributed.shard(rows)]))
+        return self.distributed.gather(embed(head, source[self.distributed.shard(rows)]), len(rows))
 
     def pair_positives(self) -> torch.Tensor | None:
         """(pairs, pairs) mask of this step's pairs that share their caption (the diagonal and every twin),

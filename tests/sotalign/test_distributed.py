@@ -118,5 +118,9 @@ def test_shard_splits_global_rows_in_rank_order():
     rows = torch.arange(7)
     parts = [DistributedContext(r, 3).shard(rows).tolist() for r in range(3)]
     assert parts == [[0, 1, 2], [3, 4], [5, 6]]
+    for world in (1, 2, 3, 4, 7):  # gather's sizes, known without an exchange, are shard's
+        for total in (world, 10, 11, 1023):
+            sizes = DistributedContext(0, world).sizes(total)
+            assert sizes == [len(DistributedContext(r, world).shard(torch.arange(total))) for r in range(world)]
     with pytest.raises(ValueError, match="process group"):
         DistributedContext.from_process_group()

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sotalign.evaluation import mutual_knn, plan_accuracy, retrieval, zero_shot
 
@@ -150,6 +151,27 @@ def test_plan_accuracy_on_a_planted_case():
         plan_accuracy(images, texts, image_labels, text_labels + 10)
     with pytest.raises(ValueError, match="one label per image"):
         plan_accuracy(images, texts, image_labels[:-1], text_labels)
+
+
+def test_plan_accuracy_in_row_blocks_equals_a_dense_float64_count(monkeypatch):
+    """Read in blocks of 7 rows at eps 0.01 (the guarded float32 solve), the diagnostic equals the one
+    counted on the dense float64 log-sum-exp plan of the same 100 iterations (itself checked against POT)."""
+    import sotalign.evaluation as evaluation
+    from sotalign.ot import sinkhorn
+
+    monkeypatch.setattr(evaluation, "rows_per_block", lambda m: 7)
+    g = torch.Generator().manual_seed(3)
+    centres = F.normalize(torch.randn(6, 16, generator=g), dim=1)
+    image_labels, text_labels = torch.randint(0, 6, (40,), generator=g), torch.randint(0, 6, (33,), generator=g)
+    images = F.normalize(centres[image_labels] + 0.4 * torch.randn(40, 16, generator=g), dim=1)
+    texts = F.normalize(centres[text_labels] + 0.4 * torch.randn(33, 16, generator=g), dim=1)
+    out = plan_accuracy(images, texts, image_labels.numpy(), text_labels.numpy(), epsilon=0.01, n_iter=100)
+    plan = sinkhorn(images.double() @ texts.double().T, 0.01, 100, solver="logsumexp").plan
+    partner = image_labels[:, None] == text_labels[None, :]
+    assert out["plan_mass_on_partners"] == pytest.approx(100 * float(plan[partner].sum() / plan.sum()), abs=1e-3)
+    hits = partner.gather(1, plan.argmax(1, keepdim=True)).squeeze(1)[partner.any(1)].double().mean()
+    assert out["plan_argmax_on_partners"] == pytest.approx(100 * float(hits))
+    assert out["chance_mass_on_partners"] == pytest.approx(100 * float(partner.double().mean()))
 
 
 def test_a_collapsed_model_scores_chance_not_a_perfect_recall():
