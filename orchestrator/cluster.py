@@ -1,8 +1,8 @@
 """Connecting to Ray, and what a cluster of several nodes asks of a run before it starts.
 
 ``connect_ray`` joins ``RAY_ADDRESS``'s cluster or the one running on this node (``ray up``'s
-head), else starts a local one. ``check_storage`` refuses an object store (``s3://`` store or
-checkpoints) that does not answer or lacks its bucket, before any work. ``check_cluster_fit`` refuses, before any training, what works
+head), else (or with ``RAY_ADDRESS=local``) starts a local one. ``check_storage`` refuses an object
+store (``s3://`` store or checkpoints) that does not answer or lacks its bucket, before any work. ``check_cluster_fit`` refuses, before any training, what works
 on one node but not on several: an MLflow sqlite file that Train workers on other nodes cannot
 reach, a ``run.storage_path`` for Train checkpoints that some node does not see (a restarted
 worker on another node would find no checkpoint to resume from), and for a sweep an embedding
@@ -36,21 +36,28 @@ STORE_ADVICE = (
 
 def connect_ray() -> None:
     """Join ``RAY_ADDRESS``'s cluster or the one running on this node, else start a local one with
-    the custom resource that Tune trial drivers take (docs/notes/stack.md). What the workers and trial
-    actors print (their progress) is forwarded to this driver's terminal, unless ``--quiet``."""
+    the custom resource that Tune trial drivers take (docs/notes/stack.md); ``RAY_ADDRESS=local`` (Ray's
+    word for it) starts that local one even where another cluster runs on this node. What the workers
+    and trial actors print (their progress) is forwarded to this driver's terminal, unless ``--quiet``."""
     import ray
 
     if ray.is_initialized():
         return
     forward = chatty()
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=forward)
-    except ConnectionError:
-        if os.environ.get("RAY_ADDRESS"):
-            raise InputError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
-        for name, value in LOCAL_TRAIN_SETTINGS.items():
-            os.environ.setdefault(name, value)
-        ray.init(resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=forward)
+    address = os.environ.get("RAY_ADDRESS") or "auto"
+    if address != "local":
+        try:
+            ray.init(address=address, log_to_driver=forward)
+            return
+        except ConnectionError:
+            if address != "auto":
+                raise InputError(f"no Ray cluster answers at RAY_ADDRESS={address}") from None
+    for name, value in LOCAL_TRAIN_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    # the cluster's processes inherit this environment, and Ray's State API (orchestrator/placement.py, in
+    # the trials) reads RAY_ADDRESS before its address argument: "local" there would look for a cluster anew
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=forward)
 
 
 def check_storage(experiments: list[Experiment], options: RunOptions) -> None:

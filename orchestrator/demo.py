@@ -1,6 +1,6 @@
 """``sotalign demo``: the embedded default, through the orchestrator.
 
-Runs ``search_spaces/demo.yaml`` as a sweep on a local Ray cluster with MLflow in sqlite: it
+Runs the shipped ``search_spaces/demo.yaml`` as a sweep on a local Ray cluster with MLflow in sqlite: it
 embeds the bundled OpenMoji + digits benchmarks with the packaged encoders if they are not
 cached, trains the teacher alone, pairs-only SAIL and SOTAlign on two encoder pairs (one Ray
 Train run each), prints the comparison per encoder pair and method, and the commands to
@@ -15,8 +15,10 @@ import datetime
 import json
 from pathlib import Path
 
+from orchestrator import shipped
 from orchestrator.compare import best_runs, collect, stitch_galleries
 from orchestrator.experiment_file import split_tree
+from orchestrator.hints import command
 from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.search_space import load_search_space
 from orchestrator.sweep import TEST_METRICS, run_sweep
@@ -27,7 +29,7 @@ from sotalign.experiments.results import format_table
 from sotalign.experiments.synthetic_comparison import SYNTHETIC_DEFAULTS, methods_for, run_synthetic
 from sotalign.io import atomic_path
 
-DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
+DEMO_SPACE = "demo"  # the shipped search_spaces/demo.yaml
 LABELS = {
     "t2i_recall_at_1": "T2I R@1",
     "i2t_recall_at_1": "I2T R@1",
@@ -41,7 +43,9 @@ LABELS = {
 def add_parser(commands) -> None:
     p = commands.add_parser("demo", help="teacher vs SAIL vs SOTAlign on the bundled benchmarks, as a local Ray sweep")
     p.add_argument(
-        "--space", type=Path, default=DEMO_SPACE, help="search space to run (default search_spaces/demo.yaml)"
+        "--space",
+        default=DEMO_SPACE,
+        help="search space to run: a file, or the name of a shipped one (default demo: search_spaces/demo.yaml)",
     )
     add_set_argument(p, "override a base key of every trial, e.g. eps_teacher=0.01 or data.n_pairs=100")
     p.add_argument(
@@ -60,7 +64,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.synthetic:
         return _synthetic(args)
-    space = load_search_space(args.space)
+    space = load_search_space(shipped.resolve(args.space))
     space.base = with_changes(space.base, parse_assignments(args.overrides))
     split_tree(space.base)  # a bad --set fails here, before Ray or MLflow start
     space.name = f"{space.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -89,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if _pairs_gallery(uri, summary, args.out / "gallery.png"):
         print(f"wrote {args.out / 'gallery.png'}: SOTAlign's retrieval gallery, encoder pairs side by side")
     print(f"runs are in MLflow ({uri}), experiment {summary['experiment']!r}:")
-    print("  sotalign ui                     # then open the printed link to the runs table")
-    print(
-        f"  sotalign compare --experiment {summary['experiment']} --group-by encoder_pair --filter \"tags.method = 'sotalign'\" --gallery gallery.png"
-    )
+    print(f"  {command('ui', uri=uri)}    # then open the printed link to the runs table")
+    compare = ["compare", "--experiment", summary["experiment"], "--group-by", "encoder_pair"]
+    compare += ["--filter", "tags.method = 'sotalign'", "--gallery", "gallery.png"]
+    print(f"  {command(*compare, uri=uri)}")
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from orchestrator.gallery import contact_sheet
+from orchestrator.hints import command
 from orchestrator.output import add_json_argument, json_output
 from orchestrator.tracking import client, tracking_uri
 from sotalign.checks import InputError
@@ -139,7 +140,7 @@ def candidates(where: dict, modality: str, model: AlignedModel):
         raise InputError(
             f"store {where['store']} has no {modality} embeddings of {where['dataset']}/{where['split']} by the "
             f"model's encoder {spec} ({held}): the model reads that encoder's embeddings; "
-            f"embed them with `sotalign embed --dataset {where['dataset']} --encoder '{spec}' --out {where['store']}`"
+            f"embed them with `{command('embed', '--dataset', where['dataset'], '--encoder', spec, '--out', where['store'])}`"
         )
     table = read_table(folder)
     if table.embeddings.shape[1] != model.spec[f"{modality}_dim"]:

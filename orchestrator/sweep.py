@@ -1,5 +1,8 @@
 """``sotalign sweep SEARCH_SPACE.yaml``: Ray Tune + Optuna over experiments, tracked in MLflow.
 
+The file is a path, or the name of a shipped search space (``sotalign sweep smoke``; ``--list``
+prints them with the question each asks: orchestrator/shipped.py).
+
 Each trial is a Tune function that runs one ``sotalign train`` experiment (a ``TorchTrainer``
 with ``TuneReportCallback``), so a trial is itself data-parallel and fault tolerant. The
 Optuna study lives in sqlite beside the sweep (``<storage>/sweeps/<name>/optuna.db``), an
@@ -22,10 +25,11 @@ from typing import Any
 
 import yaml
 
-from orchestrator import logs, tracking
+from orchestrator import logs, shipped, tracking
 from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import split_tree, with_absolute_paths
+from orchestrator.hints import command
 from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.placement import free_job_worker_groups, remove_leaked_placement_groups
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
@@ -40,7 +44,12 @@ log = logging.getLogger(__name__)
 
 def add_parser(commands) -> None:
     p = commands.add_parser("sweep", help="run a search_spaces/*.yaml sweep with Ray Tune + Optuna, logged to MLflow")
-    p.add_argument("space", type=Path, help="search-space file, e.g. search_spaces/epsilon.yaml")
+    p.add_argument(
+        "space",
+        nargs="?",
+        help="search-space file, e.g. search_spaces/epsilon.yaml, or the name of a shipped one, e.g. smoke",
+    )
+    p.add_argument("--list", action="store_true", help="print the shipped search spaces and the question each asks")
     p.add_argument(
         "--resume", action="store_true", help="continue the stopped sweep of this name (keeps finished trials)"
     )
@@ -61,7 +70,13 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    space = load_search_space(args.space)
+    if args.list:
+        print(f"shipped search spaces ({shipped.folder()}), run with: {command('sweep', 'NAME')}\n")
+        print(shipped.listing())
+        return 0
+    if args.space is None:
+        raise InputError(f"name a search space: a file, or a shipped one ({command('sweep', '--list')})")
+    space = load_search_space(shipped.resolve(args.space))
     space.base = with_changes(space.base, parse_assignments(args.overrides))
     split_tree(space.base)  # the overridden base is still a valid experiment
     for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
@@ -74,13 +89,18 @@ def run(args: argparse.Namespace) -> int:
     space.name = args.name or space.name
     space.num_samples = args.num_samples or space.num_samples
     space.max_concurrent = args.max_concurrent or space.max_concurrent
-    summary = run_sweep(space, tracking.tracking_uri(args.tracking_uri), resume=args.resume)
+    uri = tracking.tracking_uri(args.tracking_uri)
+    summary = run_sweep(space, uri, resume=args.resume)
     if summary["interrupted"]:
-        print(f"sweep interrupted; continue it with: sotalign sweep {args.space} --name {space.name} --resume")
+        again = [args.space, "--name", space.name, *(w for o in args.overrides for w in ("--set", o)), "--resume"]
+        print(f"sweep interrupted; continue it with: {command('sweep', *again, uri=uri)}")
         return 130
     print(summary["table"])
     print(f"\nbest {space.metric}: {summary['best_value']:.2f} with {summary['best_params']}")
-    print(f"results: {summary['folder']}; MLflow parent run {summary['parent_run_id']}; browse with: sotalign ui")
+    print(
+        f"results: {summary['folder']}; MLflow parent run {summary['parent_run_id']}; "
+        f"browse with: {command('ui', uri=uri)}"
+    )
     return 0
 
 

@@ -30,10 +30,11 @@ from typing import Any
 
 import torch
 
-from orchestrator import logs, tracking
+from orchestrator import logs, shipped, tracking
 from orchestrator.cluster import check_cluster_fit, check_storage, connect_ray
 from orchestrator.embed import ensure_tables
 from orchestrator.experiment_file import RunOptions, load_experiment_file
+from orchestrator.hints import command
 from orchestrator.output import add_json_argument, json_output
 from orchestrator.overrides import add_set_argument, parse_assignments
 from orchestrator.progress import Progress
@@ -46,7 +47,11 @@ log = logging.getLogger(__name__)
 
 def add_parser(commands) -> None:
     p = commands.add_parser("train", help="train one experiment (YAML) on Ray Train workers, logged to MLflow")
-    p.add_argument("config", type=Path, help="experiment file (name, method, seed, data:, align:, run:)")
+    p.add_argument(
+        "config",
+        help="experiment file (name, method, seed, data:, align:, run:), or the name of a shipped one: "
+        + ", ".join(shipped.names(shipped.EXPERIMENTS)),
+    )
     add_set_argument(p, "override a key: alpha=3 (an AlignConfig field), data.n_pairs=100, run.workers=2, method=sail")
     p.add_argument(
         "--workers",
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         changes["run.workers"] = args.workers
     if args.gpus_per_worker is not None:
         changes["run.gpus_per_worker"] = args.gpus_per_worker
-    experiment, options = load_experiment_file(args.config, changes)
+    experiment, options = load_experiment_file(shipped.resolve(args.config, shipped.EXPERIMENTS), changes)
     uri = tracking.tracking_uri(args.tracking_uri)
     with json_output(args.json) as emit:
         tracking.ensure_reachable(uri)  # before any data loading or training
@@ -96,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     shown = {k: round(v, 2) for k, v in metrics.items() if k.endswith(("recall_at_1", "top1"))}
     print(json.dumps(shown, indent=2))
-    print(f"MLflow run {metrics['run_id']} in experiment {experiment.name!r} at {uri}; browse with: sotalign ui")
+    print(
+        f"MLflow run {metrics['run_id']} in experiment {experiment.name!r} at {uri}; browse with: {command('ui', uri=uri)}"
+    )
     return 0
 
 

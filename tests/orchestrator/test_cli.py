@@ -2,6 +2,8 @@
 traceback) on a bug."""
 
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +95,11 @@ def test_bundled_demo_runs_a_sweep_and_prints_the_comparison(ray_cluster, tmp_pa
         == 0
     )
     out = capsys.readouterr().out
-    assert "| sail |" in out and "| sotalign |" in out and "digits top-1" in out and "sotalign ui" in out
+    assert "| sail |" in out and "| sotalign |" in out and "digits top-1" in out
+    # the closing hints run as printed from here: the command as this shell finds it, with the store
+    ui, compare = (shlex.split(line, comments=True) for line in out.split("runs are in MLflow")[1].splitlines()[1:3])
+    assert shutil.which(ui[0]) and ui[1:] == ["ui", "--tracking-uri", db]
+    assert compare[0] == ui[0] and compare[1] == "compare" and compare[-2:] == ["--tracking-uri", db]
     assert (tmp_path / "out" / "results.md").read_text().count("\n") == 4
     from mlflow.tracking import MlflowClient
 
