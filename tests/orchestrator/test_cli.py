@@ -104,7 +104,9 @@ def test_bundled_demo_runs_a_sweep_and_prints_the_comparison(ray_cluster, tmp_pa
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(db)
-    runs = client.search_runs([client.get_experiment_by_name("openmoji").experiment_id], "tags.method = 'sotalign'")
+    [experiment] = [e for e in client.search_experiments() if e.name.startswith("demo-")]  # the demo's own
+    assert compare[compare.index("--experiment") + 1] == experiment.name
+    runs = client.search_runs([experiment.experiment_id], "tags.method = 'sotalign'")
     assert len(runs) == 1 and runs[0].data.tags["encoder_pair"].startswith("packaged:efficientnet-lite0")
     assert runs[0].data.tags["n_pairs"] == "40" and 0 <= runs[0].data.metrics["digits_top1"] <= 100
     assert runs[0].data.tags["gallery"] == "plots/gallery.png"  # logged by the Train worker's rank 0

@@ -78,11 +78,19 @@ def test_the_two_cluster_files_cannot_drift():
 def test_the_project_copy_has_what_uv_sync_and_the_cli_need_and_no_venv():
     mounts = load("cluster.yaml")["file_mounts"]
     remote = {r.removeprefix("~/sotalign/") for r in mounts}
-    build = {"pyproject.toml", "uv.lock", "README.md", ".python-version"}  # uv sync --frozen + hatchling's readme
+    build = {
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "LICENSE",
+        ".python-version",
+    }  # uv sync --frozen + hatchling's readme and licence
     packages = set(
-        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    )
-    assert build | packages | {"search_spaces"} <= remote
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"][
+            "only-include"
+        ]
+    )  # sotalign, orchestrator and search_spaces
+    assert build | packages <= remote
     for local in mounts.values():  # `ray up` hashes each mount whole: never a folder that holds a venv
         source = (ROOT / local).resolve()
         assert source != ROOT and not (source.is_dir() and any(p.name == ".venv" for p in source.rglob(".venv"))), local

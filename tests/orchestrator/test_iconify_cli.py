@@ -77,7 +77,7 @@ def test_train_the_shipped_iconify_experiment_on_a_tiny_store(tiny_store, tmp_pa
     args = ["train", str(ROOT / "search_spaces/experiments/iconify.yaml"), "--tracking-uri", uri]
     assert main(args + [item for key, value in changes.items() for item in ("--set", f"{key}={value}")]) == 0
     client = tracking.client(uri)
-    [run] = client.search_runs([client.get_experiment_by_name("iconify").experiment_id])
+    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])  # the data's family
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "tiny"
     assert {
         "diagnostic/plan_mass_on_partners",
