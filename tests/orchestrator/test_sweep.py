@@ -80,8 +80,9 @@ def worker_groups():
 
 
 def children(client, parent):
-    exp = client.get_experiment_by_name("synthetic")
-    return client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    """The trial runs of a sweep: in its parent run's experiment."""
+    experiment = client.get_run(parent).info.experiment_id
+    return client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
 
 
 def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
