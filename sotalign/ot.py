@@ -78,19 +78,14 @@ TINY_SUM = {torch.float32: 1e-25, torch.float64: 1e-280}
 # than another form: it stops (TooManyUnderflows) and the caller solves another way. A row recomputed from
 # the logits costs m exponentials, about 1/8 of what the log-sum-exp form pays per row
 MAX_EXACT_SHARE = 0.125
-FUSED_BLOCK_BYTES = (
-    1 << 22
-)  # 4 MiB of kernel rows per fused block: read twice while in the L2/L3 cache (benchmarks/sinkhorn.py)
 
 
 class HalfSteps(NamedTuple):
-    """A Sinkhorn iteration's half-steps over the n x m logits L: ``rows(v)_i = log sum_j exp(L_ij + v_j)``,
-    ``cols(u)`` its transpose, and optionally ``iterate(v, log_a)`` = (u, cols(u)) for u = log_a - rows(v)
-    in one pass over a kernel (``fused_ops``), the same numbers in half the memory traffic."""
+    """A Sinkhorn iteration's half-steps over the n x m logits L: ``rows(v)_i = log sum_j exp(L_ij + v_j)``
+    and ``cols(u)`` its transpose."""
 
     rows: Callable[[torch.Tensor], torch.Tensor]
     cols: Callable[[torch.Tensor], torch.Tensor]
-    iterate: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class TooManyUnderflows(Exception):
@@ -157,13 +152,8 @@ def kernel_ops(
     ``exact``: ``(rows(index, v), cols(index, u))``, the exact log-sum-exp of the given rows of L + v
     and columns of L + u, for the sums that may have underflowed (guarded); None where none can; more
     than ``max_exact_share`` of them in one half-step raise ``TooManyUnderflows``.
-    Without autograd the iteration is fused: each row block of the kernel gives its rows' u and, while
-    it is still in cache, their share of the column sums (an online log-sum-exp across blocks), so
-    an iteration reads the kernel once instead of twice.
     """
     tiny = TINY_SUM[kernel.dtype]
-    n, m = kernel.shape
-    block = max(1, FUSED_BLOCK_BYTES // (m * kernel.element_size()))
 
     def rows(v: torch.Tensor) -> torch.Tensor:
         v = v.to(kernel.dtype)
@@ -178,48 +168,22 @@ def kernel_ops(
     def cols(u: torch.Tensor) -> torch.Tensor:
         shifted = u.to(kernel.dtype) + row_max
         top = shifted.max()
-        return _column_lse((shifted - top).exp() @ kernel, top, u)
-
-    def _column_lse(sums: torch.Tensor, top: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        sums = (shifted - top).exp() @ kernel
         out = col_max + top + sums.log()
         if exact is not None:
             out = _repaired(out, sums, tiny, lambda index: exact[1](index, u.to(kernel.dtype)), max_exact_share)
         return out.to(out_dtype)
 
-    def iterate(v: torch.Tensor, log_a: float) -> tuple[torch.Tensor, torch.Tensor]:
-        v = v.to(kernel.dtype)
-        shifted_v = v + col_max
-        v_top = shifted_v.max()
-        weights = (shifted_v - v_top).exp()
-        u = torch.empty_like(row_max)
-        sums, top = torch.zeros_like(weights), torch.tensor(-torch.inf, dtype=kernel.dtype, device=kernel.device)
-        for start in range(0, n, block):
-            part = slice(start, start + block)
-            row_sums = kernel[part] @ weights
-            u_part = row_max[part] + v_top + row_sums.log()
-            if exact is not None:
-                u_part = _repaired(
-                    u_part, row_sums, tiny, lambda index, at=start: exact[0](index + at, v), max_exact_share, of=n
-                )
-            u[part] = log_a - u_part
-            shifted = u[part] + row_max[part]
-            new_top = torch.maximum(top, shifted.max())
-            sums.mul_((top - new_top).exp()).addmv_(kernel[part].T, (shifted - new_top).exp())
-            top = new_top
-        return u.to(out_dtype), _column_lse(sums, top, u)
-
-    return HalfSteps(rows, cols, None if kernel.requires_grad else iterate)
+    return HalfSteps(rows, cols)
 
 
-def _repaired(
-    out: torch.Tensor, sums: torch.Tensor, tiny: float, exact, share: float, of: int | None = None
-) -> torch.Tensor:
-    """``out`` with the entries whose ``sums`` fell below ``tiny`` recomputed by ``exact(index)``; ``of``:
-    the rows of the whole half-step when ``sums`` is one block of it."""
+def _repaired(out: torch.Tensor, sums: torch.Tensor, tiny: float, exact, share: float) -> torch.Tensor:
+    """``out`` with the entries whose ``sums`` fell below ``tiny`` recomputed by ``exact(index)``; more
+    than ``share`` of them raise ``TooManyUnderflows``."""
     index = (sums < tiny).nonzero().squeeze(1)  # one host sync per half-step, on the guarded path only
     if index.numel() == 0:
         return out
-    if index.numel() > share * (of or sums.numel()):
+    if index.numel() > share * sums.numel():
         raise TooManyUnderflows(f"{index.numel()} of {sums.numel()} sums underflowed")
     return out.index_copy(0, index, exact(index).to(out.dtype))
 
@@ -253,12 +217,8 @@ def potentials(
     v = like.new_zeros(m)
     iterations = 0
     for iterations in range(1, n_iter + 1):
-        if ops.iterate is not None:
-            u, lse_cols = ops.iterate(v, log_a)
-            v = log_b - lse_cols
-        else:
-            u = log_a - ops.rows(v)
-            v = log_b - ops.cols(u)
+        u = log_a - ops.rows(v)
+        v = log_b - ops.cols(u)
         if tol is not None and iterations % check_every == 0:
             row_mass = (u + ops.rows(v)).exp()
             if (row_mass - 1.0 / n).abs().sum() < tol:

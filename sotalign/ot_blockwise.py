@@ -199,33 +199,32 @@ class TeacherPlan:
 
 
 class TeacherPlanCache:
-    """The teacher's plan for the last teacher embeddings seen, reused when they recur.
+    """The teacher's solve for the last teacher embeddings seen, reused when they recur.
 
     When an unpaired batch covers the whole pool (``sotalign.stage2`` then takes it in the pool's
     order: every unpaired sample in every step), the teacher's affinity, and so its plan, is the same
-    at every step: one solve then serves the whole run, and a step does no teacher work at all. It
-    holds the plan (one n x m matrix in the embeddings' type) for that. Keyed on the embeddings
-    themselves (an exact comparison), so it is never stale.
+    at every step: one solve then serves the whole run. At the first recurrence the cache also builds
+    the plan itself (one n x m matrix in the embeddings' type), so that from then on a step does no
+    teacher work at all; batches that never recur cost nothing beyond their potentials. Keyed on the
+    embeddings themselves (an exact comparison), so it is never stale.
     """
 
     def __init__(self):
         self._key: tuple | None = None
-        self._value: TeacherPlan | None = None
+        self._value: _Solved | TeacherPlan | None = None
         self.solves = 0
 
-    def plan(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter: int, **options) -> TeacherPlan:
+    def lookup(self, x: torch.Tensor, y: torch.Tensor, epsilon: float, n_iter: int, **options):
+        """The teacher's ``TeacherPlan`` where these embeddings were seen last time, else its new solve."""
         key = (x, y, epsilon, n_iter, options)
-        if self._key is None or not self._same(key):
-            self._key, self._value = None, None  # the last plan's memory is free for the new solve
-            solved = _solve(x, y, epsilon, n_iter, **options)
-            q, q_log_q = torch.empty(x.shape[0], y.shape[0], dtype=solved.u.dtype, device=x.device), 0.0
-            for b in _blocks(x.shape[0], rows_per_block(y.shape[0], options.get("block_rows"))):
-                log_q = solved.log_plan(x, y, epsilon, b)
-                q[b] = log_q.exp()
-                q_log_q += torch.dot(q[b].flatten(), log_q.flatten())
-            self._key = key
-            self._value = TeacherPlan(q, q_log_q, q.sum(), q.sum(1), q.sum(0), solved.iterations)
-            self.solves += 1
+        if self._key is not None and self._same(key):
+            if isinstance(self._value, _Solved):
+                self._value = _plan_of(self._value, x, y, epsilon, options.get("block_rows"))
+            return self._value
+        self._key, self._value = None, None  # the last plan's memory is free for the new solve
+        self._value = _solve(x, y, epsilon, n_iter, **options)
+        self._key = key
+        self.solves += 1
         return self._value
 
     def _same(self, key: tuple) -> bool:
@@ -233,6 +232,16 @@ class TeacherPlanCache:
         return (
             rest == krest and x.shape == kx.shape and y.shape == ky.shape and torch.equal(x, kx) and torch.equal(y, ky)
         )
+
+
+def _plan_of(solved: _Solved, x: torch.Tensor, y: torch.Tensor, epsilon: float, block_rows: int | None) -> TeacherPlan:
+    """The plan of a solve and what KLOT reads of it, built block by block."""
+    q, q_log_q = torch.empty(x.shape[0], y.shape[0], dtype=solved.u.dtype, device=x.device), 0.0
+    for b in _blocks(x.shape[0], rows_per_block(y.shape[0], block_rows)):
+        log_q = solved.log_plan(x, y, epsilon, b)
+        q[b] = log_q.exp()
+        q_log_q += torch.dot(q[b].flatten(), log_q.flatten())
+    return TeacherPlan(q, q_log_q, q.sum(), q.sum(1), q.sum(0), solved.iterations)
 
 
 def klot_blockwise(
@@ -275,12 +284,12 @@ def klot_blockwise(
     with torch.no_grad():
         xs, ys = student_images.detach().to(dtype), student_texts.detach().to(dtype)
         xt, yt = teacher_images.detach().to(dtype), teacher_texts.detach().to(dtype)
-        if teacher_cache is not None:  # a hit: no teacher work at all
-            cached, teacher = teacher_cache.plan(xt, yt, eps_teacher, n_iter, **options), None
-            iters_t = cached.iterations
-        else:  # solved first, so that its kernel is freed before the student's is built
-            cached, teacher = None, _solve(xt, yt, eps_teacher, n_iter, **options)
-            iters_t = teacher.iterations
+        # the teacher first, so that its kernel is freed before the student's is built; a cache's plan: no work
+        looked_up = (teacher_cache.lookup if teacher_cache is not None else _solve)(
+            xt, yt, eps_teacher, n_iter, **options
+        )
+        cached, teacher = (looked_up, None) if isinstance(looked_up, TeacherPlan) else (None, looked_up)
+        iters_t = looked_up.iterations
         student = _solve(xs, ys, eps_student, n_iter, **options, keep_kernel=True)
         iters_s = student.iterations
         value = xs.new_zeros(())

@@ -186,25 +186,3 @@ def test_klot_diagnostics_and_errors():
         klot(K, K[:4])
     with pytest.raises(ValueError, match="mass"):
         klot(K, K, mass="total")
-
-
-@pytest.mark.parametrize("eps", [0.05, 0.005])  # plain, and guarded with sums recomputed inside the blocks
-def test_the_fused_iteration_equals_the_two_half_steps(eps, monkeypatch):
-    """One pass per iteration over row blocks of 3 (an online log-sum-exp of the column sums across
-    blocks) gives the potentials of the two separate matrix-vector half-steps."""
-    import sotalign.ot as ot
-
-    g = torch.Generator().manual_seed(5)
-    x = torch.nn.functional.normalize(torch.randn(20, 8, generator=g) * 0.3 + torch.eye(8)[0], dim=1)
-    y = torch.cat([torch.nn.functional.normalize(torch.randn(17, 8, generator=g), dim=1), -torch.eye(8)[:1]])
-    logits = x @ y.T / eps
-    monkeypatch.setattr(ot, "FUSED_BLOCK_BYTES", 3 * y.shape[0] * 4)
-    monkeypatch.setattr(ot, "MAX_EXACT_SHARE", 1.0)  # recompute every sum that underflows, however many
-    fused = ot._matvec_ops(logits)
-    assert fused.iterate is not None
-    separate = fused._replace(iterate=None)
-    u, v, _ = ot.potentials(fused, logits.shape, logits, 50, None, True, 10)
-    u_ref, v_ref, _ = ot.potentials(separate, logits.shape, logits, 50, None, True, 10)
-    torch.testing.assert_close(u, u_ref, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(v, v_ref, rtol=1e-5, atol=1e-4)
-    assert bool(torch.isfinite(u).all() and torch.isfinite(v).all())
