@@ -283,7 +283,9 @@ class _ExplicitGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grads = tuple(grad_output * grad for grad in ctx.saved_tensors)
+        # handed over, scaled in place: no second copy of an n x m (dense) or n x d gradient. A second
+        # backward through the same value (retain_graph) is refused by autograd's in-place check.
+        grads = tuple(grad.mul_(grad_output) for grad in ctx.saved_tensors)
         return (None, *grads, *(None for _ in grads))
 
 

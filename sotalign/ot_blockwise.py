@@ -43,8 +43,8 @@ from sotalign.ot import (
 )
 
 BLOCK_BYTES = (
-    1 << 23
-)  # 8 MiB of float32 per row block (64 rows at m = 32k, 512 at 4k): large matmuls, small temporaries
+    1 << 22
+)  # 4 MiB of float32 per row block (32 rows at m = 32k, 256 at 4k): large matmuls, small temporaries
 # a row or column recomputed from the embeddings costs a d-long dot product per entry: beyond 1 in 128 of
 # them per half-step, a float64 kernel (twice the bytes per iteration) costs less (about n * 4 B * FLOP/s /
 # (bandwidth * 2 d) rows at d = 1024 on a CPU)
@@ -314,7 +314,7 @@ def klot_blockwise(
             student_cols += p.sum(0)
             grad = p.sub_(q).mul_(scale / eps_student)
             grad_x[b] = grad @ ys
-            grad_y += grad.T @ xs[b]
+            grad_y.addmm_(grad.T, xs[b])  # no m x d temporary
         if cached is not None:
             value += cached.q_log_q - cached.total
         del student

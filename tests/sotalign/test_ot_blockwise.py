@@ -97,7 +97,7 @@ def test_bad_input_is_named():
         klot_blockwise(xs, ys, xs, ys, mass="half")
     with pytest.raises(ValueError, match="block_rows"):
         rows_per_block(10, 0)
-    assert rows_per_block(32768) * 32768 * 4 <= 1 << 23
+    assert rows_per_block(32768) * 32768 * 4 <= 1 << 22
 
 
 def test_teacher_cache_solves_once_per_distinct_teacher_batch():
