@@ -188,6 +188,11 @@ def _repaired(out: torch.Tensor, sums: torch.Tensor, tiny: float, exact, share: 
     return out.index_copy(0, index, exact(index).to(out.dtype))
 
 
+def _refused_matvec(why: TooManyUnderflows) -> InputError:
+    """What an explicit ``solver="matvec"`` says where its guarded sums underflow too often."""
+    return InputError(f"the matvec Sinkhorn underflows here ({why}); use 'auto' or 'logsumexp'")
+
+
 def _half_step_ops(logits: torch.Tensor, solver: str):
     check_choice(solver, SOLVERS, "sinkhorn solver")
     return _logsumexp_ops(logits) if solver == "logsumexp" else _matvec_ops(logits)
@@ -257,7 +262,7 @@ def sinkhorn(
         )
     except TooManyUnderflows as why:
         if solver == "matvec":
-            raise InputError(f"the matvec Sinkhorn underflows here ({why}); use 'auto' or 'logsumexp'") from None
+            raise _refused_matvec(why) from None
         u, v, iterations = potentials(_logsumexp_ops(logits), logits.shape, logits, n_iter, tol, symmetric, check_every)
     log_plan = logits + u[:, None] + v[None, :]
     return SinkhornResult(log_plan, iterations, _marginal_error(log_plan.detach()))
@@ -384,7 +389,7 @@ def _potentials(K: torch.Tensor, epsilon: float, n_iter: int, tol, symmetric: bo
         return run(kernel_ops(kernel, row_max, col_max, dtype, None if plain else exact))
     except TooManyUnderflows as why:
         if solver == "matvec":
-            raise InputError(f"the matvec Sinkhorn underflows here ({why}); use 'auto' or 'logsumexp'") from None
+            raise _refused_matvec(why) from None
         del kernel
         logits = K.to(dtype) / epsilon
         return run(_logsumexp_ops(logits))
