@@ -34,9 +34,16 @@ def sinkhorn_case(impl: str, n: int, dtype: str, eps: float = EPS_TEACHER, n_ite
     }[impl]
 
 
-def iteration_case(solver: str, n: int, eps: float, n_iter: int):
-    """``n_iter`` Sinkhorn iterations on half-steps built beforehand (the kernel build is not timed)."""
+def iteration_case(solver: str, n: int, eps: float, n_iter: int, split: bool = True):
+    """``n_iter`` Sinkhorn iterations on half-steps built beforehand (the kernel build is not timed);
+    ``split=False``: torch's own threaded GEMV instead of one per thread (``sotalign.matvec``)."""
+    import sys
+
+    from sotalign import matvec
     from sotalign.ot import _logsumexp_ops, _matvec_ops, potentials
+
+    if not split:
+        matvec.MIN_SPLIT_NUMEL = sys.maxsize  # this case's own process: no kernel is split
 
     logits = (unit_rows(n, 1024, 1) @ unit_rows(n, 1024, 2).T) / eps
     if solver == "logsumexp":
@@ -87,11 +94,26 @@ def _bandwidth(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     copy = measure("benchmarks.sinkhorn:copy_case", repeats=repeats)
     bandwidth = 2 * BANDWIDTH_BYTES / copy["seconds"]  # read + write
     rows, records = [], [{"bench": "copy_bandwidth", "bytes_per_s": bandwidth}]
-    # (solver, epsilon, what): the student's plain float32 kernel, the teacher's guarded one, the reference's form
-    for solver, eps, what in (("matvec", 0.05, "plain"), ("matvec", 0.01, "guarded"), ("logsumexp", 0.05, "")):
+    # (solver, epsilon, split, what): the student's plain float32 kernel with torch's threaded GEMV and with
+    # one GEMV per thread (what the solver uses), the teacher's guarded one, the reference's form
+    cases = (
+        ("matvec", 0.05, False, "plain, torch's GEMV"),
+        ("matvec", 0.05, True, "plain"),
+        ("matvec", 0.01, True, "guarded"),
+        ("logsumexp", 0.05, True, ""),
+    )
+    for solver, eps, split, what in cases:
         for n in sizes:
             short, long = (
-                measure("benchmarks.sinkhorn:iteration_case", solver=solver, n=n, eps=eps, n_iter=k, repeats=repeats)
+                measure(
+                    "benchmarks.sinkhorn:iteration_case",
+                    solver=solver,
+                    n=n,
+                    eps=eps,
+                    n_iter=k,
+                    split=split,
+                    repeats=repeats,
+                )
                 for k in (5, 25)
             )
             if "error" in short or "error" in long:
@@ -113,6 +135,7 @@ def _bandwidth(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
                     "bench": "iteration",
                     "solver": solver,
                     "epsilon": eps,
+                    "split": split,
                     "n": n,
                     "seconds_per_iteration": per_iter,
                     "bound_seconds": bound,

@@ -27,6 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from sotalign.checks import InputError, check_choice, check_positive
+from sotalign.matvec import kernel_times, lend_threads, times_kernel
 
 Mass = Literal["unit", "rows"]
 MASSES = ("unit", "rows")
@@ -157,19 +158,21 @@ def kernel_ops(
 
     def rows(v: torch.Tensor) -> torch.Tensor:
         v = v.to(kernel.dtype)
-        shifted = v + col_max
-        top = shifted.max()
-        sums = kernel @ (shifted - top).exp()
-        out = row_max + top + sums.log()
+        with lend_threads(kernel):
+            shifted = v + col_max
+            top = shifted.max()
+            sums = kernel_times(kernel, (shifted - top).exp())
+            out = row_max + top + sums.log()
         if exact is not None:
             out = _repaired(out, sums, tiny, lambda index: exact[0](index, v), max_exact_share)
         return out.to(out_dtype)
 
     def cols(u: torch.Tensor) -> torch.Tensor:
-        shifted = u.to(kernel.dtype) + row_max
-        top = shifted.max()
-        sums = (shifted - top).exp() @ kernel
-        out = col_max + top + sums.log()
+        with lend_threads(kernel):
+            shifted = u.to(kernel.dtype) + row_max
+            top = shifted.max()
+            sums = times_kernel((shifted - top).exp(), kernel)
+            out = col_max + top + sums.log()
         if exact is not None:
             out = _repaired(out, sums, tiny, lambda index: exact[1](index, u.to(kernel.dtype)), max_exact_share)
         return out.to(out_dtype)

@@ -1,0 +1,95 @@
+"""Matrix-vector products of a Sinkhorn kernel, split over the CPU's threads by rows.
+
+A matvec Sinkhorn iteration is two matrix-vector products over its n x m kernel and little else,
+so its speed is the GEMV's share of memory bandwidth. On a CPU, one library GEMV threaded over all
+cores reached 59-74% of the copy bandwidth (2-core x86, MKL, n = 4096-11000), while one GEMV per
+thread on that thread's own block of rows, each in a single-threaded call, reached 85-100%
+(docs/performance.md, `python -m benchmarks.run --suites sinkhorn`). So on a CPU with several
+intra-op threads a large product is cut into one block of rows per thread, run on a small pool of
+Python threads (torch releases the GIL inside the product): ``kernel @ w`` gathers the blocks'
+rows, ``w @ kernel`` adds the blocks' partial column sums in a fixed order, so the result does not
+depend on thread timing. Elsewhere (GPU, one thread, small kernels, a graph being recorded) the
+product is torch's own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import torch
+
+# below this many entries (16 MiB of float32) a kernel sits in the caches and a split's hand-off
+# (tens of microseconds) costs more than it gains: torch's own product is used
+MIN_SPLIT_NUMEL = 1 << 22
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_lent = threading.local()  # .threads: the intra-op threads a caller lent to its products (``lend_threads``)
+
+
+@contextmanager
+def lend_threads(kernel: torch.Tensor) -> Iterator[None]:
+    """Within: where ``kernel``'s products are split, the calling thread's own torch ops run on one thread
+    and the products on a pool of the intra-op threads it had. A Sinkhorn half-step runs in this: its O(n)
+    vector ops gain nothing from threads, and each exp or log would leave OpenMP's workers spinning on
+    the very cores the next product needs (measured on 2 cores: a split product after an exp took
+    15-18 ms instead of 10)."""
+    threads = _split_threads(kernel, kernel.new_empty(()))
+    if threads == 1 or getattr(_lent, "threads", None):
+        yield
+        return
+    _lent.threads = threads
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _lent.threads = None
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)  # thread-local: the calling thread keeps its own setting
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of ``threads`` single-threaded workers: a forked child (a data loader's worker)
+    inherits the parent's pool without its threads, where a product would wait forever, so it makes its own."""
+    key = (os.getpid(), threads)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="sotalign-matvec", initializer=_single_threaded)
+    return _pools[key]
+
+
+def _split_threads(kernel: torch.Tensor, w: torch.Tensor) -> int:
+    """How many row blocks to cut ``kernel`` into: 1 (no split) off the CPU, for small kernels, with one
+    intra-op thread, or where autograd would record the product."""
+    if kernel.device.type != "cpu" or kernel.numel() < MIN_SPLIT_NUMEL:
+        return 1
+    if torch.is_grad_enabled() and (kernel.requires_grad or w.requires_grad):
+        return 1
+    return min(getattr(_lent, "threads", None) or torch.get_num_threads(), kernel.shape[0])
+
+
+def kernel_times(kernel: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``kernel @ w`` (n x m times m), split by rows over the CPU's threads where that is faster."""
+    threads = _split_threads(kernel, w)
+    if threads == 1:
+        return kernel @ w
+    blocks = kernel.tensor_split(threads)
+    return torch.cat(list(_pool(threads).map(torch.mv, blocks, [w] * threads)))
+
+
+def times_kernel(w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``w @ kernel`` (n times n x m), split by rows over the CPU's threads where that is faster."""
+    threads = _split_threads(kernel, w)
+    if threads == 1:
+        return w @ kernel
+    blocks, parts = kernel.tensor_split(threads), w.tensor_split(threads)
+    partial = list(_pool(threads).map(lambda block, part: part @ block, blocks, parts))
+    total = partial[0]
+    for other in partial[1:]:
+        total.add_(other)
+    return total

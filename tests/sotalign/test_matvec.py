@@ -1,0 +1,71 @@
+"""The thread-split kernel products equal torch's own, bit for bit from call to call."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+import pytest
+import torch
+
+from sotalign.matvec import MIN_SPLIT_NUMEL, kernel_times, times_kernel
+
+
+@pytest.fixture
+def threads():
+    """Three intra-op threads (uneven blocks on purpose), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(before)
+
+
+def _kernel(n: int, m: int) -> torch.Tensor:
+    return torch.rand(n, m, generator=torch.Generator().manual_seed(n + m))
+
+
+def _split_workers() -> int:
+    return sum(t.name.startswith("sotalign-matvec") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_split_products_match_the_float64_reference(threads, dtype):
+    n, m = 2051, MIN_SPLIT_NUMEL // 2048 + 7  # above the split threshold, rows not divisible by 3
+    kernel = _kernel(n, m).to(dtype)
+    w_cols, w_rows = torch.rand(m, dtype=dtype), torch.rand(n, dtype=dtype)
+    rows, cols = kernel_times(kernel, w_cols), times_kernel(w_rows, kernel)
+    assert _split_workers() >= threads  # the pool really ran the products
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(rows.double(), kernel.double() @ w_cols.double(), rtol=tol, atol=0)
+    torch.testing.assert_close(cols.double(), w_rows.double() @ kernel.double(), rtol=tol, atol=0)
+    assert torch.equal(rows, kernel_times(kernel, w_cols)) and torch.equal(cols, times_kernel(w_rows, kernel))
+
+
+def test_small_kernels_and_recorded_graphs_use_torch_directly(threads):
+    small = _kernel(64, 64)
+    w = torch.rand(64)
+    assert torch.equal(kernel_times(small, w), small @ w)
+    big = _kernel(2048, MIN_SPLIT_NUMEL // 2048).requires_grad_()
+    out = times_kernel(torch.rand(2048), big)
+    assert out.grad_fn is not None  # differentiable: torch's product, not the pool's
+    out.sum().backward()
+    assert big.grad is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_still_computes_its_products(threads):
+    kernel, w = _kernel(2048, MIN_SPLIT_NUMEL // 2048), torch.rand(MIN_SPLIT_NUMEL // 2048)
+    expected = kernel_times(kernel, w)  # the parent's pool exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child (a data loader's worker, say): the parent's pool threads did not survive the fork
+        ok = torch.equal(kernel_times(kernel, w), expected)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)  # a child stuck on a dead pool never answers
+    if not ready:
+        os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    assert ready and os.read(read, 1) == b"1"
