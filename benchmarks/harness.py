@@ -4,7 +4,8 @@ A case is a ``module:function`` name plus keyword arguments; the function builds
 returns a zero-argument callable, the thing timed. Peak memory is the child's peak resident set
 above its level once the inputs exist: the kernel's peak (VmHWM) is reset after the set-up
 (``/proc/self/clear_refs``), so neither another case's allocations nor the set-up's temporaries
-count, and nothing is estimated with tracemalloc. A case that raises or is killed (out of
+count, and nothing is estimated with tracemalloc; large allocations are mapped on their own
+(``MMAP_THRESHOLD``), so memory freed is memory returned and the resident set is the live memory. A case that raises or is killed (out of
 memory) comes back as ``{"error": ...}``, so a sweep over sizes reports its limit instead of dying.
 """
 
@@ -13,10 +14,31 @@ from __future__ import annotations
 import gc
 import importlib
 import multiprocessing as mp
+import os
 import queue as queue_module
 import time
+from contextlib import contextmanager
 
 SLOW_S = 10.0  # a case whose warm-up takes longer is timed once: its noise is small beside its length
+# glibc serves allocations from this size on (128 KiB, its own default before it adapts) with their own
+# mappings, returned to the system when freed: a case's RSS is then its live memory, not what the allocator
+# kept from the set-up or an earlier repeat (without it, one case's peak moved by 30% between runs)
+MMAP_THRESHOLD = 1 << 17
+
+
+@contextmanager
+def _environment(**variables: str):
+    """``os.environ`` with ``variables`` set, for a child started within; restored afterwards."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _status_kib(field: str) -> int:
@@ -58,7 +80,8 @@ def measure(target: str, *, repeats: int = 3, warmup: bool = True, **kwargs) -> 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, kwargs, repeats, warmup, results))
-    proc.start()
+    with _environment(MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD)):
+        proc.start()
     while True:
         try:
             result = results.get(timeout=1.0)

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness import MMAP_THRESHOLD  # the workers find it too: ROOT is on their PYTHONPATH
+
 ROOT = Path(__file__).resolve().parents[1]
 D_IMAGE, D_TEXT = (
     1280,
@@ -127,7 +129,11 @@ def _run(spec: dict, first_on_path: Path | None) -> dict:
     """``_worker(spec)`` in a fresh interpreter: this file as a script, so that only ``sotalign`` comes
     from ``first_on_path`` and the harness from this checkout."""
     path = [str(first_on_path)] if first_on_path else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*path, str(ROOT)]),
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),  # peak RSS = live memory (benchmarks/harness.py)
+    }
     done = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, cwd=ROOT
     )

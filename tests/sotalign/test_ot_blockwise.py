@@ -6,7 +6,14 @@ import torch.nn.functional as F
 
 from sotalign.losses import klot_divergence
 from sotalign.ot import is_plain, klot, sinkhorn
-from sotalign.ot_blockwise import TeacherPlanCache, klot_blockwise, rows_per_block, sinkhorn_potentials
+from sotalign.ot_blockwise import (
+    BLOCK_BYTES,
+    MIN_BLOCK_ROWS,
+    TeacherPlanCache,
+    klot_blockwise,
+    rows_per_block,
+    sinkhorn_potentials,
+)
 
 # Cosine logits span about 2 / eps: 0.05 keeps the plain float32 kernel, 0.01 and 0.001 need the guarded one
 # (0.001 beyond float64's range too).
@@ -97,7 +104,7 @@ def test_bad_input_is_named():
         klot_blockwise(xs, ys, xs, ys, mass="half")
     with pytest.raises(ValueError, match="block_rows"):
         rows_per_block(10, 0)
-    assert rows_per_block(32768) * 32768 * 4 <= 1 << 22
+    assert rows_per_block(4096) * 4096 * 4 <= BLOCK_BYTES and rows_per_block(32768) == MIN_BLOCK_ROWS
 
 
 def test_teacher_cache_solves_once_per_distinct_teacher_batch():
