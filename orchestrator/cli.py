@@ -8,7 +8,8 @@ import argparse
 import sys
 from importlib.metadata import version
 
-from orchestrator import compare, demo, embed, logs, report, search, sweep, train, ui
+from orchestrator import compare, credentials, demo, embed, logs, report, search, sweep, train, ui
+from orchestrator.redaction import redact
 from sotalign.checks import InputError
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(commands)
     report.add_parser(commands)
     search.add_parser(commands)
+    credentials.add_parser(commands)
     add_verbosity(parser, logs.DEFAULT)
     for command in commands.choices.values():  # a subcommand's copy sets the level only when given
         add_verbosity(command, argparse.SUPPRESS)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
         return 2
 
 

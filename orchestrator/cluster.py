@@ -43,13 +43,21 @@ def connect_ray() -> None:
 
     if ray.is_initialized():
         return
+    from ray.exceptions import AuthenticationError
+
     forward = chatty()
     address = os.environ.get("RAY_ADDRESS") or "auto"
     if address != "local":
         try:
             ray.init(address=address, log_to_driver=forward)
             return
-        except ConnectionError:
+        except AuthenticationError as error:  # token mode here, and no token found
+            raise InputError(f"RAY_ADDRESS={address}: {str(error).splitlines()[0]} {TOKEN_HELP}") from None
+        except ConnectionError as error:
+            if _refused_token(error):  # a cluster answered, and refused this driver's token (or its lack of one)
+                raise InputError(
+                    f"the Ray cluster at RAY_ADDRESS={address} refused this driver: it asks for its token. {TOKEN_HELP}"
+                ) from None
             if address != "auto":
                 raise InputError(f"no Ray cluster answers at RAY_ADDRESS={address}") from None
     for name, value in LOCAL_TRAIN_SETTINGS.items():
@@ -58,6 +66,22 @@ def connect_ray() -> None:
     # the trials) reads RAY_ADDRESS before its address argument: "local" there would look for a cluster anew
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(address="local", resources={"TRAIN_DRIVER_RESOURCE": LOCAL_DRIVER_RESOURCE}, log_to_driver=forward)
+
+
+TOKEN_HELP = (
+    "A cluster's drivers need RAY_AUTH_MODE=token and the cluster's token: ~/.ray/auth_token (the cluster "
+    "files put it on every node), RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN (docs: Cluster, security)."
+)
+
+
+def _refused_token(error: BaseException) -> bool:
+    """Whether a failed ``ray.init`` met a cluster that refused its token: Ray says so only in the errors
+    it chains (the GCS's "InvalidAuthToken", gRPC's UNAUTHENTICATED)."""
+    text = ""
+    while error is not None:
+        text += str(error)
+        error = error.__cause__ or error.__context__
+    return any(mark in text for mark in ("InvalidAuthToken", "UNAUTHENTICATED", "Authentication token"))
 
 
 def check_storage(experiments: list[Experiment], options: RunOptions) -> None:

@@ -33,6 +33,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         check_fields(self, prefix="run.")
+        fs.check_no_credentials(self.storage_path, "run.storage_path")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> RunOptions:

@@ -34,12 +34,13 @@ def me() -> str:
 def command(*words: str, uri: str | None = None) -> str:
     """The command line that runs ``sotalign WORDS`` from here, plus ``--tracking-uri URI`` where ``uri``
     is not the store that the command picks by default from this folder (MLFLOW_TRACKING_URI or
-    ./mlflow.db)."""
+    ./mlflow.db). A secret in it (a URI's password) is shown as ``***``: the line is printed."""
+    from orchestrator.redaction import redact
     from orchestrator.tracking import tracking_uri
 
     if uri is not None and uri != tracking_uri():
         words = (*words, "--tracking-uri", uri)
-    return " ".join([me(), *map(quote, words)])
+    return redact(" ".join([me(), *map(quote, words)]))
 
 
 def running_script() -> Path | None:

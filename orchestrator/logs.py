@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from orchestrator.redaction import RedactingFilter
+
 PACKAGES = ("sotalign", "orchestrator")
 QUIET, DEFAULT, VERBOSE = logging.WARNING, logging.INFO, logging.DEBUG  # --quiet, neither, --verbose
 
@@ -39,6 +41,7 @@ def configure(level: int) -> None:
     replaces the handler it added: no line printed twice), and the root logger's level."""
     handler = _Stderr()
     handler.setFormatter(_Format())
+    handler.addFilter(RedactingFilter())  # no secret in a log line (orchestrator/redaction.py)
     for name in PACKAGES:
         logger = logging.getLogger(name)
         logger.setLevel(level)

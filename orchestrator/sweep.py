@@ -32,6 +32,7 @@ from orchestrator.experiment_file import split_tree, with_absolute_paths
 from orchestrator.hints import command
 from orchestrator.overrides import add_set_argument, parse_assignments, with_changes
 from orchestrator.placement import free_job_worker_groups, remove_leaked_placement_groups
+from orchestrator.redaction import redact_tree
 from orchestrator.search_space import SearchSpace, check_name, load_search_space
 from orchestrator.train import train_experiment
 from sotalign.checks import InputError
@@ -114,16 +115,18 @@ def sweep_folder(space: SearchSpace) -> Path:
 
 def _fingerprint(space: SearchSpace) -> dict[str, Any]:
     """What a resumed sweep must share with the one it continues."""
-    return json.loads(
-        json.dumps(
-            {
-                "base": space.base,
-                "parameters": [dataclasses.asdict(p) for p in space.parameters],
-                "metric": space.metric,
-                "mode": space.mode,
-                "sampler": space.sampler,
-                "scheduler": space.scheduler,
-            }
+    return redact_tree(
+        json.loads(
+            json.dumps(
+                {
+                    "base": space.base,
+                    "parameters": [dataclasses.asdict(p) for p in space.parameters],
+                    "metric": space.metric,
+                    "mode": space.mode,
+                    "sampler": space.sampler,
+                    "scheduler": space.scheduler,
+                }
+            )
         )
     )
 
@@ -334,12 +337,13 @@ def summarize(space: SearchSpace, results, folder: Path) -> dict[str, Any]:
         )
     best = (max if space.mode == "max" else min)(scored, key=lambda r: r[space.metric])
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = _markdown(rows, columns)
+    shown = redact_tree(rows)  # the files hold no secret (orchestrator/redaction.py)
+    table = _markdown(shown, columns)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns)
     writer.writeheader()
-    writer.writerows(rows)
-    best_tree = space.experiment_tree({n: best[n] for n in names if best[n] is not None})
+    writer.writerows(shown)
+    best_tree = redact_tree(space.experiment_tree({n: best[n] for n in names if best[n] is not None}))
     for name, text in (
         ("results.md", table + "\n"),
         ("results.csv", buffer.getvalue()),
@@ -376,7 +380,7 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
 def _log_summary(uri: str, parent_run_id: str, space: SearchSpace, summary: dict, folder: Path) -> None:
     client = tracking.client(uri)
     tracking.log_metrics(uri, parent_run_id, {f"best/{tracking.metric_key(space.metric)}": summary["best_value"]})
-    for name, value in summary["best_params"].items():  # tags, not params: a resumed sweep may update them
-        client.set_tag(parent_run_id, f"best.{name}", str(value))
+    # tags, not params: a resumed sweep may update them
+    tracking.set_tags(uri, parent_run_id, {f"best.{name}": value for name, value in summary["best_params"].items()})
     for file in ("results.md", "results.csv", "best_config.yaml", "metric_vs_params.png"):
         client.log_artifact(parent_run_id, str(folder / file))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.redaction import known_secrets, redact, redact_tree
 from sotalign.checks import InputError
 
 DEFAULT_DB = "mlflow.db"
@@ -118,15 +119,18 @@ def experiment_id(uri: str, name: str) -> str:
 def start_run(
     uri: str, experiment: str, name: str, tags: dict[str, str], params: dict, parent_run_id: str | None = None
 ) -> str:
-    """Create a RUNNING run with its tags and params (a child of ``parent_run_id`` if given); return its id."""
+    """Create a RUNNING run with its tags and params (a child of ``parent_run_id`` if given), secrets
+    hidden (``orchestrator.redaction``); return its id."""
     from mlflow.entities import Param
 
     mlflow_client = client(uri)
-    tags = {**tags, "mlflow.runName": name}
+    secrets = known_secrets()
+    tags = {k: redact(str(v), secrets) for k, v in redact_tree(tags, secrets).items()} | {"mlflow.runName": name}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(experiment_id(uri, experiment), tags=tags, run_name=name)
-    items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+    params = redact_tree(params, secrets)
+    items = [Param(k, "None" if v is None else redact(str(v), secrets)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100])
     return run.info.run_id
@@ -152,13 +156,20 @@ def log_model_artifacts(
     artifact path (``plots/training.png``) -> a function writing it to the path it is given."""
     mlflow_client = client(uri)
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "config.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+        Path(tmp, "config.yaml").write_text(yaml.safe_dump(redact_tree(experiment), sort_keys=False))
         Path(tmp, "eval.json").write_text(json.dumps(metrics, indent=2))
         model.save(Path(tmp) / "model")
         for name, write in (files or {}).items():
             (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
             write(Path(tmp) / name)
         mlflow_client.log_artifacts(run_id, tmp)
+
+
+def set_tags(uri: str, run_id: str, tags: dict) -> None:
+    """Tags on a run, secrets hidden (``orchestrator.redaction``)."""
+    mlflow_client, secrets = client(uri), known_secrets()
+    for key, value in redact_tree(tags, secrets).items():
+        mlflow_client.set_tag(run_id, key, redact(str(value), secrets))
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:

@@ -256,8 +256,7 @@ def _log_final(uri: str, run_id: str, model, experiment: Experiment, data, final
         final,
         files={"plots/training.png": lambda path: plot_history(model.history, path), **files},
     )
-    for key, value in tags.items():  # after the writers: a gallery that could not be drawn says why
-        tracking.client(uri).set_tag(run_id, key, value)
+    tracking.set_tags(uri, run_id, tags)  # after the writers: a gallery that could not be drawn says why
 
 
 def provenance(experiment: Experiment) -> dict[str, str | None]:

@@ -2,7 +2,8 @@
 
 For a sqlite store it starts ``mlflow server`` on loopback and waits for it; for a server URI it
 only prints links. On a cluster's head (cluster.yaml) it is the tracking server every node logs
-to: ``--host 0.0.0.0``, artifacts proxied to ``--artifacts-destination`` (a folder, or ``s3://BUCKET/PREFIX``
+to: ``--host 0.0.0.0 --auth`` (MLflow's basic-auth app: every request logs in, as the cluster's runs do
+with ``~/.mlflow/credentials``; beyond loopback a server takes ``--auth`` or an explicit ``--no-auth``), artifacts proxied to ``--artifacts-destination`` (a folder, or ``s3://BUCKET/PREFIX``
 with the AWS environment: ``AWS_ENDPOINT_URL`` for an S3-compatible store, checked reachable before the
 server starts), and ``--stop-with-ray``
 ends it with the head's Ray node, so that ``ray stop`` / ``ray down`` leave nothing running. The links go straight to the runs table (``#/experiments/<id>/runs``): MLflow
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from orchestrator.credentials import server_login, write_private
 from orchestrator.tracking import PAIRS_VIEW, client, ensure_reachable, runs_link, tracking_uri
 from sotalign.checks import InputError
 from sotalign.data import fs
@@ -50,6 +53,18 @@ def add_parser(commands) -> None:
         metavar="HOST[:PORT],...",
         help="Host headers the server accepts besides MLflow's defaults (loopback, private IPs) and, when serving "
         "beyond loopback, this machine's own addresses: e.g. mlflow.mylab.org",
+    )
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        help="ask every client for the MLflow login (MLflow's basic-auth app): its admin is MLFLOW_TRACKING_USERNAME / "
+        "MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials (`sotalign cluster-secrets` makes one), which the "
+        "cluster's drivers and workers log in with; required to serve beyond loopback",
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve beyond loopback without a login: anyone who reaches the port can read and delete every run",
     )
     p.add_argument(
         "--background",
@@ -104,6 +119,44 @@ def _allowed_hosts(host: str, extra: str | None) -> str:
     return ",".join(dict.fromkeys(hosts))
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_exposure(args: argparse.Namespace) -> None:
+    """Beyond loopback a server without a login lets anyone who reaches it read and delete every run:
+    it takes ``--auth``, or ``--no-auth`` said out loud."""
+    if args.auth and args.no_auth:
+        raise InputError("--auth and --no-auth contradict each other: choose one")
+    if args.host not in LOOPBACK and not (args.auth or args.no_auth):
+        raise InputError(
+            f"--host {args.host} serves beyond this machine: add --auth (clients then log in, see "
+            "`sotalign ui --help`), or --no-auth to serve every run to anyone who reaches the port"
+        )
+
+
+def _auth_settings(store: str) -> dict[str, str]:
+    """The basic-auth app's environment (never its command line, which ``ps`` shows): its config and user
+    database beside the sqlite store, a CSRF key kept there (made once), and the admin's login."""
+    user, password = server_login()
+    folder = Path(store.removeprefix("sqlite:///")).resolve().parent
+    config = folder / "basic_auth.ini"
+    # READ for users other than the admin: the cluster's runs log as the admin (docs/tracking.md)
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\nadmin_username = {user}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    key_file = folder / "flask_secret_key"
+    if not key_file.exists():
+        write_private(key_file, secrets.token_hex(32))
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_USERNAME": user,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": key_file.read_text().strip(),
+    }
+
+
 def _print_links(server: str, store: str) -> None:
     experiments = client(store).search_experiments()
     print(f"MLflow UI: {server}")
@@ -120,11 +173,13 @@ def run(args: argparse.Namespace) -> int:
     if store.startswith("http"):
         _print_links(store.rstrip("/"), store)
         return 0
+    _check_exposure(args)
     if args.stop_with_ray and not _ray_node_running():
         raise InputError("--stop-with-ray: no Ray node of this user runs on this machine (start it first: `ray start`)")
     server = f"http://{args.host}:{args.port}"
     artifacts = args.artifacts_destination or str(Path(store.removeprefix("sqlite:///")).parent / "mlartifacts")
     fs.check_reachable(artifacts)
+    auth = _auth_settings(store) if args.auth else {}  # before the server starts: a missing login is exit 2
     if args.background:  # the same command in the foreground of a new session; ready when it answers
         command = [
             sys.executable,
@@ -140,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
             "--port",
             str(args.port),
             *(["--stop-with-ray"] if args.stop_with_ray else []),
+            *(["--auth"] if args.auth else []),
+            *(["--no-auth"] if args.no_auth else []),
             *(["--allowed-hosts", args.allowed_hosts] if args.allowed_hosts else []),
         ]
         serving = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -163,10 +220,11 @@ def run(args: argparse.Namespace) -> int:
         "1",
         "--allowed-hosts",
         _allowed_hosts(args.host, args.allowed_hosts),
+        *(["--app-name", "basic-auth"] if args.auth else []),
     ]
     # MLflow's background job runner (5-7 processes) serves features this project does not use and
     # slows the server's start-up several-fold on a small machine
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **auth}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the server
     try:

@@ -81,7 +81,19 @@ def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     bucket = rest.split("/", 1)[0]
     if not bucket:
         raise InputError(f"{location!r} names no bucket (expected {scheme}://BUCKET/PATH)")
+    check_no_credentials(location)
     return _remote(f"{scheme}://{bucket}"), rest.rstrip("/")
+
+
+def check_no_credentials(location: str | os.PathLike, what: str = "location") -> None:
+    """Refuse an object-store URI with credentials in it (``s3://KEY:SECRET@bucket/...``), named without them:
+    a location travels into configs, MLflow params and saved models, where a secret must never be."""
+    scheme, found, rest = str(location).partition("://")
+    if found and "@" in rest.split("/", 1)[0]:
+        raise InputError(
+            f"{what} {scheme}://***@{rest.split('@', 1)[1]}: a location with credentials in it is refused; give "
+            "them in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
+        )
 
 
 def check_reachable(location: str | os.PathLike) -> None:

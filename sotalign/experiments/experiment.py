@@ -18,6 +18,7 @@ import torch
 
 from sotalign.checks import InputError
 from sotalign.config import AlignConfig
+from sotalign.data import fs
 from sotalign.data.budgets import Budget, sample_budget
 from sotalign.data.sources import MODALITIES, Source, SourceRef, check_source, parse_refs, read_source, subsample
 from sotalign.data.synthetic import make_synthetic
@@ -75,6 +76,7 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, prefix="data.")
+        fs.check_no_credentials(self.store, "data.store")
         if not self.dataset or "/" in self.dataset:
             raise InputError(
                 f"data.dataset must be openmoji, synthetic or the name of an embedded dataset, got {self.dataset!r}"

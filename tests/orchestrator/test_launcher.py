@@ -12,13 +12,17 @@ Needs root, ``sshd`` and ``rsync`` (``make system`` installs Debian's as root); 
 
 from __future__ import annotations
 
+import configparser
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -199,7 +203,32 @@ def launcher_copy(key: Path, folder: Path) -> Path:
     return path
 
 
-def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def driver(address: str, **auth: str) -> subprocess.CompletedProcess:
+    """A driver of this machine's root (another user than the cluster's), in an empty home: ``auth`` only."""
+    home = tempfile.mkdtemp(prefix="driver-home-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": home} | auth
+    script = f"import ray; ray.init(address={address!r}); print('task', ray.get(ray.remote(lambda: 42).options(num_cpus=0).remote()))"
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, "RAY_gcs_server_port_wait_time_s": "2"},  # a refusal after 2 tries, not Ray's 20
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     folder = ssh_user["folder"]
@@ -211,8 +240,28 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
     }  # how long `ray up` retries SSH (Ray's default: 900 s)
     ray = lambda *args, **kw: run([RAY, *args], cwd=ROOT, env=launcher, **kw)  # noqa: E731
     try:
-        ray("up", "-y", "--no-config-cache", cluster)
+        up = ray("up", "-y", "--no-config-cache", cluster)
         server = f"http://127.0.0.1:{PORTS['5000']}"
+        # the cluster's secrets: made on the head, its user's alone, never printed
+        token_file, login_file = ssh_user["home"] / ".ray" / "auth_token", ssh_user["home"] / ".mlflow" / "credentials"
+        assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in (token_file, login_file))
+        login = configparser.ConfigParser()
+        login.read(login_file)
+        user, password = (login["mlflow"][f"mlflow_tracking_{k}"] for k in ("username", "password"))
+        token = token_file.read_text().strip()
+        assert token not in up and password not in up
+        # Ray: token authentication on; the dashboard on loopback only
+        address = f"127.0.0.1:{PORTS['6379']}"
+        refused = driver(address, RAY_AUTH_MODE="disabled")
+        assert refused.returncode != 0 and "task 42" not in refused.stdout
+        accepted = driver(address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
+        assert accepted.returncode == 0 and "task 42" in accepted.stdout, accepted.stderr[-3000:]
+        dashboard = [c.laddr for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == 28265]
+        assert dashboard and {a.ip for a in dashboard} == {"127.0.0.1"}, dashboard
+        # MLflow: the server asks for the login (its health check stays open); this test logs in as the runs do
+        assert http_status(f"{server}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         mlflow_servers = lambda: [p for p in user_processes() if "mlflow" in " ".join(p.info["cmdline"] or [])]  # noqa: E731
         assert mlflow_servers(), "the head commands started no MLflow server"
         with urllib.request.urlopen(f"{server}/health", timeout=10) as health:  # up when `ray up` returns
@@ -220,6 +269,7 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd):
 
         out = ray("submit", cluster, "orchestrator/cli.py", "--", "sweep", "sotalign/search_spaces/smoke.yaml")
         assert "best val/mean_recall_at_1" in out and "results: /home/" in out, out[-4000:]
+        assert token not in out and password not in out
 
         client = MlflowClient(server)  # the head's server, as every node sees it
         experiment = client.get_experiment_by_name("smoke")

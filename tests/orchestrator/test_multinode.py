@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -68,7 +69,9 @@ RUN_S = 900  # one run or sweep here takes 1-3 minutes
 
 class LocalNodes:
     """Ray nodes as `ray start --block` process trees on this machine, with their own ports, temp
-    dir and worker-port ranges; ``lose`` kills every process of one node at once."""
+    dir and worker-port ranges; ``lose`` kills every process of one node at once. Token authentication
+    is on, as in the cluster files: every node and driver started with ``env`` reads the cluster's token
+    from ``token_file`` (``RAY_AUTH_TOKEN_PATH``, so that nothing of this machine's ~/.ray is used)."""
 
     def __init__(self, folder: Path, free_port, env: dict[str, str] | None = None) -> None:
         self.folder, self.free_port = folder, free_port
@@ -77,10 +80,14 @@ class LocalNodes:
         self.ray_temp = Path(tempfile.mkdtemp(prefix="ray-nodes-"))  # the head's; worker nodes make their own
         self.temp_dirs = [self.ray_temp]
         self.port, self.dashboard = free_port(), free_port()
+        self.token_file = folder / "ray_token"
+        self.token_file.write_text(secrets.token_hex(32))  # what `sotalign cluster-secrets` makes
+        self.token_file.chmod(0o600)
         self.env = {
             **os.environ,
             **LOCAL_TRAIN_SETTINGS,
-            "RAY_AUTH_MODE": "disabled",  # as the cluster files: `ray start --address` sends no token (docs/notes/stack.md)
+            "RAY_AUTH_MODE": "token",  # for every node and driver, as the cluster files' ~/.bashrc
+            "RAY_AUTH_TOKEN_PATH": str(self.token_file),
             "RAY_health_check_period_ms": "1000",  # the GCS declares a lost node dead in ~3 s, not Ray's ~15 s
             "RAY_health_check_failure_threshold": "3",
             **(env or {}),
@@ -92,9 +99,9 @@ class LocalNodes:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, name: str, *flags: str, wrap: tuple[str, ...] = ()) -> None:
+    def start(self, name: str, *flags: str, wrap: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         """A node in its own working folder (relative paths of its processes resolve there) with its
-        own temp dirs, as on a machine of its own."""
+        own temp dirs, as on a machine of its own; in ``env`` where given, else the cluster's."""
         index = len(self.processes)
         ports = [
             f"--dashboard-agent-listen-port={self.free_port()}",
@@ -109,7 +116,7 @@ class LocalNodes:
         log = open(self.folder / f"{name}.log", "w")
         self.processes[name] = subprocess.Popen(
             [*wrap, RAY, "start", "--block", *flags, *ports],
-            env={**self.env, "TMPDIR": str(home / "tmp")},
+            env={**(env or self.env), "TMPDIR": str(home / "tmp")},
             cwd=home,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,16 +136,19 @@ class LocalNodes:
         )
         self.wait_for(1)
 
-    def add(self, name: str, wrap: tuple[str, ...] = ()) -> None:
+    def add(self, name: str, wrap: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         """A one-CPU worker node, marked by a custom resource of its name."""
-        self.start(name, f"--address={self.address}", "--num-cpus=1", f"--resources={json.dumps({name: 1})}", wrap=wrap)
+        flags = (f"--address={self.address}", "--num-cpus=1", f"--resources={json.dumps({name: 1})}")
+        self.start(name, *flags, wrap=wrap, env=env)
 
     def nodes(self) -> list[dict]:
-        """The State API's node list (the head's dashboard), [] while it does not answer."""
+        """The State API's node list (the head's dashboard, with the token), [] while it does not answer."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.dashboard}/api/v0/nodes?limit=100",
+            headers={"Authorization": f"Bearer {self.token_file.read_text()}"},
+        )
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.dashboard}/api/v0/nodes?limit=100", timeout=10
-            ) as answer:
+            with urllib.request.urlopen(request, timeout=10) as answer:
                 return json.load(answer)["data"]["result"]["result"]
         except OSError:
             return []
