@@ -211,15 +211,19 @@ def http_status(url: str) -> int:
         return error.code
 
 
-def driver(address: str, **auth: str) -> subprocess.CompletedProcess:
-    """A driver of this machine's root (another user than the cluster's), in an empty home: ``auth`` only."""
+def driver(python: Path, address: str, **auth: str) -> subprocess.CompletedProcess:
+    """A driver of this machine's root (another user than the cluster's) on the cluster's Python (Ray refuses
+    another version), in an empty home: ``auth`` only."""
     home = tempfile.mkdtemp(prefix="driver-home-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": home} | auth
-    script = f"import ray; ray.init(address={address!r}); print('task', ray.get(ray.remote(lambda: 42).options(num_cpus=0).remote()))"
+    # the GCS's node table: what a refused driver never reads (its tasks would run as the cluster's user, who
+    # cannot read root's session files, so none is sent)
+    script = f"import ray; ray.init(address={address!r}); print('nodes', sum(n['Alive'] for n in ray.nodes()))"
     try:
         return subprocess.run(
-            [sys.executable, "-c", script],
+            [str(python), "-c", script],
             env={**env, "RAY_gcs_server_port_wait_time_s": "2"},  # a refusal after 2 tries, not Ray's 20
+            cwd=home,
             capture_output=True,
             text=True,
             timeout=300,
@@ -252,10 +256,11 @@ def test_ray_up_submit_down_on_the_local_provider(ssh_user, sshd, monkeypatch):
         assert token not in up and password not in up
         # Ray: token authentication on; the dashboard on loopback only
         address = f"127.0.0.1:{PORTS['6379']}"
-        refused = driver(address, RAY_AUTH_MODE="disabled")
-        assert refused.returncode != 0 and "task 42" not in refused.stdout
-        accepted = driver(address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
-        assert accepted.returncode == 0 and "task 42" in accepted.stdout, accepted.stderr[-3000:]
+        python = ssh_user["home"] / "sotalign" / ".venv" / "bin" / "python"
+        refused = driver(python, address, RAY_AUTH_MODE="disabled")
+        assert refused.returncode != 0 and "InvalidAuthToken" in refused.stderr, refused.stderr[-3000:]
+        accepted = driver(python, address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))
+        assert accepted.returncode == 0 and "nodes 1" in accepted.stdout, accepted.stderr[-3000:]
         dashboard = [c.laddr for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == 28265]
         assert dashboard and {a.ip for a in dashboard} == {"127.0.0.1"}, dashboard
         # MLflow: the server asks for the login (its health check stays open); this test logs in as the runs do
