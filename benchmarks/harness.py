@@ -94,6 +94,12 @@ def measure(target: str, *, repeats: int = 3, warmup: bool = True, **kwargs) -> 
     return result
 
 
+def measure_counts(target: str, key: str, counts: tuple[int, ...], **kwargs) -> list[dict]:
+    """``measure(target, key=count, **kwargs)`` for each count: runs of different lengths, whose
+    difference is the time of the extra iterations or steps without set-up."""
+    return [measure(target, **{key: count}, **kwargs) for count in counts]
+
+
 def ratio(numerator: dict, denominator: dict, key: str) -> float | None:
     """numerator[key] / denominator[key], or None when either case failed."""
     if "error" in numerator or "error" in denominator or not denominator[key]:

@@ -11,7 +11,7 @@ the largest n that fits.
 from __future__ import annotations
 
 from benchmarks.cases import EPS_STUDENT, EPS_TEACHER, N_ITER, student_and_teacher
-from benchmarks.harness import cell, fmt, measure, ratio, table
+from benchmarks.harness import cell, fmt, measure, measure_counts, ratio, table
 
 IMPLS = ("blockwise", "dense", "unrolled_logsumexp", "unrolled_matvec", "pot_forward")
 UNROLLED_FULL_MAX_N = 2048  # beyond this, 100 unrolled log-sum-exp iterations need > 20 GiB
@@ -51,9 +51,8 @@ def klot_case(impl: str, n: int, n_iter: int = N_ITER):
 
 def _extrapolated(n: int, repeats: int) -> dict:
     """Unrolled log-sum-exp at 100 iterations from 10 and 20 (both grow linearly in iterations)."""
-    r10, r20 = (
-        measure("benchmarks.klot:klot_case", impl="unrolled_logsumexp", n=n, n_iter=k, repeats=repeats)
-        for k in (10, 20)
+    r10, r20 = measure_counts(
+        "benchmarks.klot:klot_case", "n_iter", (10, 20), impl="unrolled_logsumexp", n=n, repeats=repeats
     )
     if "error" in r10 or "error" in r20:
         return r10 if "error" in r10 else r20

@@ -10,7 +10,7 @@ per half-step and is compute-bound instead; it is shown against the same byte co
 from __future__ import annotations
 
 from benchmarks.cases import EPS_TEACHER, N_ITER, unit_rows
-from benchmarks.harness import cell, fmt, measure, ratio, table
+from benchmarks.harness import cell, fmt, measure, measure_counts, ratio, table
 
 BANDWIDTH_BYTES = 1 << 30  # 1 GiB copied: far beyond every cache
 
@@ -104,17 +104,15 @@ def _bandwidth(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     )
     for solver, eps, split, what in cases:
         for n in sizes:
-            short, long = (
-                measure(
-                    "benchmarks.sinkhorn:iteration_case",
-                    solver=solver,
-                    n=n,
-                    eps=eps,
-                    n_iter=k,
-                    split=split,
-                    repeats=repeats,
-                )
-                for k in (5, 25)
+            short, long = measure_counts(
+                "benchmarks.sinkhorn:iteration_case",
+                "n_iter",
+                (5, 25),
+                solver=solver,
+                n=n,
+                eps=eps,
+                split=split,
+                repeats=repeats,
             )
             if "error" in short or "error" in long:
                 continue

@@ -10,7 +10,7 @@ student's every step; ``fresh teacher`` draws half the pool, which solves both e
 from __future__ import annotations
 
 from benchmarks.cases import JOINT_DIM, unit_rows
-from benchmarks.harness import cell, fmt, measure, table
+from benchmarks.harness import cell, fmt, measure, measure_counts, table
 
 ENCODER_WIDTHS = {
     "1280 / 384": (1280, 384),
@@ -73,17 +73,15 @@ def retrieval_case(n_images: int, captions: int, chunk_size: int):
 
 
 def _per_step(d_image: int, d_text: int, batch: int, fresh_teacher: bool, repeats: int) -> dict:
-    short, long = (
-        measure(
-            "benchmarks.training:training_case",
-            d_image=d_image,
-            d_text=d_text,
-            batch=batch,
-            steps=k,
-            fresh_teacher=fresh_teacher,
-            repeats=repeats,
-        )
-        for k in STEPS
+    short, long = measure_counts(
+        "benchmarks.training:training_case",
+        "steps",
+        STEPS,
+        d_image=d_image,
+        d_text=d_text,
+        batch=batch,
+        fresh_teacher=fresh_teacher,
+        repeats=repeats,
     )
     if "error" in short or "error" in long:
         return short if "error" in short else long

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.redaction import SECRET_NAME, remember_secret
 from sotalign.checks import InputError
 
 TOP_LEVEL = ("name", "method", "seed", "data", "align", "run")
@@ -42,6 +43,8 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     changes = {}
     for item in items:
         key, sep, raw = item.partition("=")
+        if SECRET_NAME.search(key):  # a value given under a credential's name is hidden wherever it is shown
+            remember_secret(raw.strip())
         if not sep or not key.strip():
             raise InputError(f"--set expects key=value, got {item!r}")
         try:

@@ -29,11 +29,19 @@ _WHERE = ("_PATH", "_FILE", "_DIR")  # RAY_AUTH_TOKEN_PATH names where a secret 
 MIN_SECRET_CHARS = 6  # shorter values ("1", "true") are settings, and replacing them would garble text
 
 
+_remembered: set[str] = set()  # secrets this process was given otherwise (``remember_secret``)
+
+
+def remember_secret(value: str) -> None:
+    """Hide ``value`` too from now on in this process (a ``--set`` value given under a credential's name)."""
+    _remembered.add(value)
+
+
 def known_secrets() -> list[str]:
-    """The values of the environment's credential variables and of this user's Ray and MLflow secret
-    files, longest first (so that a secret containing another is hidden whole)."""
+    """The values of the environment's credential variables, of this user's Ray and MLflow secret files and
+    of ``remember_secret``, longest first (so that a secret containing another is hidden whole)."""
     values = [value for name, value in os.environ.items() if SECRET_NAME.search(name) and not name.endswith(_WHERE)]
-    values += [ray_token() or "", mlflow_login()[1] or ""]
+    values += [*_remembered, ray_token() or "", mlflow_login()[1] or ""]
     return sorted({v.strip() for v in values if len(v.strip()) >= MIN_SECRET_CHARS}, key=len, reverse=True)
 
 

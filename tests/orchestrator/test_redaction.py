@@ -70,6 +70,10 @@ def test_the_error_line_and_log_lines_hold_no_secret(home, monkeypatch, capsys):
     assert main(["train", "no-such-file-planted-secret-value.yaml"]) == 2
     err = capsys.readouterr().err
     assert "planted-secret-value" not in err and f"no-such-file-{HIDDEN}.yaml" in err
+    # a --set value under a credential's name is hidden even where it is not a known secret
+    assert main(["train", "x.yaml", "--set", "data.secret_key=[set-secret-value"]) == 2
+    err = capsys.readouterr().err
+    assert "set-secret-value" not in err and f"cannot parse value '{HIDDEN}'" in err
     logs.configure(logs.DEFAULT)
     logging.getLogger("orchestrator.test").info("reading s3://AK:%s@bucket/store", "planted-secret-value")
     assert capsys.readouterr().err.strip() == "reading s3://***@bucket/store"
