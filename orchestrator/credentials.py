@@ -33,14 +33,31 @@ def mlflow_credentials_file() -> Path:
     return Path.home() / ".mlflow" / "credentials"
 
 
-def ray_token() -> str | None:
-    """The Ray token this process would send: ``RAY_AUTH_TOKEN``, else its file's first line; None without."""
-    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return token
+def _first_line(path: Path) -> str:
     try:
-        return ray_token_file().read_text().strip().splitlines()[0] or None
-    except (OSError, IndexError):
-        return None
+        return (path.read_text().strip().splitlines() or [""])[0]
+    except OSError:
+        return ""
+
+
+def ray_tokens() -> list[str]:
+    """Every Ray token this process can see: the environment's, its token file's and ``~/.ray/auth_token``'s."""
+    files = {ray_token_file(), Path.home() / ".ray" / "auth_token"}
+    return [t for t in [os.environ.get("RAY_AUTH_TOKEN", "").strip(), *map(_first_line, files)] if t]
+
+
+def mlflow_passwords() -> list[str]:
+    """Every MLflow password this process can see: the environment's and ``~/.mlflow/credentials``'s."""
+    stored = configparser.ConfigParser()
+    try:
+        stored.read(mlflow_credentials_file())
+    except configparser.Error:
+        pass
+    found = [
+        os.environ.get("MLFLOW_TRACKING_PASSWORD", ""),
+        stored.get("mlflow", "mlflow_tracking_password", fallback=""),
+    ]
+    return [p for p in found if p]
 
 
 def mlflow_login() -> tuple[str | None, str | None]:
@@ -80,20 +97,33 @@ def write_private(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def _usable_login(path: Path) -> bool:
+    stored = configparser.ConfigParser()
+    try:
+        stored.read(path)
+    except configparser.Error:
+        return False
+    return len(stored.get("mlflow", "mlflow_tracking_password", fallback="")) >= MIN_PASSWORD_CHARS
+
+
 def ensure_cluster_secrets() -> list[Path]:
-    """Make the Ray token and the MLflow login files where they are missing; return the files made."""
+    """Make the Ray token and the MLflow login files where they are missing or unusable (empty, no login);
+    a file kept is made private (a token left by a local ``ray.init()`` is world-readable). Returns the
+    files made."""
     made = []
     token = Path.home() / ".ray" / "auth_token"
-    if not token.exists():
+    if not _first_line(token):
         write_private(token, secrets.token_hex(32))  # what `ray get-auth-token --generate` makes: 256 bits
         made.append(token)
     login = mlflow_credentials_file()
-    if not login.exists():
+    if not _usable_login(login):
         password = secrets.token_urlsafe(24)
         write_private(
             login, f"[mlflow]\nmlflow_tracking_username = {MLFLOW_USER}\nmlflow_tracking_password = {password}\n"
         )
         made.append(login)
+    for path in (token, login):
+        path.chmod(0o600)
     return made
 
 

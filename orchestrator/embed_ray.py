@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.cluster import connect_ray
 from sotalign.checks import InputError
 from sotalign.data import fs
 from sotalign.data.datasets import AnyDataset
@@ -105,8 +106,7 @@ def embed_with_ray(
 
     shard_size = shard_size or SHARD_SIZE
     dataset_options = dataset_options or {}
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    connect_ray()  # a cluster that refuses this driver's token says so (exit 2)
     modality = spec_modality(encoder)
     if dataset not in BUNDLED and not is_iconify(dataset) and not fs.is_remote(dataset):
         dataset = os.path.abspath(dataset)  # actors may run in another working directory (a shard pattern too)

@@ -17,16 +17,21 @@ import logging
 import os
 import re
 
-from orchestrator.credentials import mlflow_login, ray_token
+from orchestrator.credentials import mlflow_passwords, ray_tokens
 
 HIDDEN = "***"
 # names of environment variables and config keys that hold a credential
-SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|private_key|access_key|api_key|session_key", re.I)
+# (not an access key's id: AWS_ACCESS_KEY_ID names an account, and hiding it garbled ordinary values)
+SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|private_key|api_key|session_key", re.I)
 # the user info of a URI (scheme://user:password@host): all of it, since a key id names an account; the
-# password may hold a "/" (AWS secret keys do, and users rarely percent-encode it), the user may not
-_USER_INFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<info>[^/@\s'\":]+(?::[^@\s'\"]*)?)@")
+# password may hold a "/" or an "@" (AWS secret keys hold "/", and users rarely percent-encode), so it runs
+# to the last "@" before the host; "host:5000/path@x" is a port and a path, not a login
+_USER_INFO = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<info>[^/@\s'\":]+(?::(?!\d+(?:[/\s'\"]|$))[^\s'\"]*)?)"
+    r"@(?=[^@\s/'\"]*(?:[/\s'\"]|$))"
+)
 _WHERE = ("_PATH", "_FILE", "_DIR")  # RAY_AUTH_TOKEN_PATH names where a secret is, not the secret
-MIN_SECRET_CHARS = 6  # shorter values ("1", "true") are settings, and replacing them would garble text
+MIN_SECRET_CHARS = 8  # shorter values ("1", "false") are settings, and replacing them would garble text
 
 
 _remembered: set[str] = set()  # secrets this process was given otherwise (``remember_secret``)
@@ -41,7 +46,7 @@ def known_secrets() -> list[str]:
     """The values of the environment's credential variables, of this user's Ray and MLflow secret files and
     of ``remember_secret``, longest first (so that a secret containing another is hidden whole)."""
     values = [value for name, value in os.environ.items() if SECRET_NAME.search(name) and not name.endswith(_WHERE)]
-    values += [*_remembered, ray_token() or "", mlflow_login()[1] or ""]
+    values += [*_remembered, *ray_tokens(), *mlflow_passwords()]
     return sorted({v.strip() for v in values if len(v.strip()) >= MIN_SECRET_CHARS}, key=len, reverse=True)
 
 

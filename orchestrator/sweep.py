@@ -115,18 +115,16 @@ def sweep_folder(space: SearchSpace) -> Path:
 
 def _fingerprint(space: SearchSpace) -> dict[str, Any]:
     """What a resumed sweep must share with the one it continues."""
-    return redact_tree(
-        json.loads(
-            json.dumps(
-                {
-                    "base": space.base,
-                    "parameters": [dataclasses.asdict(p) for p in space.parameters],
-                    "metric": space.metric,
-                    "mode": space.mode,
-                    "sampler": space.sampler,
-                    "scheduler": space.scheduler,
-                }
-            )
+    return json.loads(
+        json.dumps(
+            {
+                "base": space.base,
+                "parameters": [dataclasses.asdict(p) for p in space.parameters],
+                "metric": space.metric,
+                "mode": space.mode,
+                "sampler": space.sampler,
+                "scheduler": space.scheduler,
+            }
         )
     )
 
@@ -286,8 +284,9 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
 
     logs.configure(log_level)
     trial_id = tune.get_context().get_trial_id()
-    remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
     experiment, options = split_tree(space.experiment_tree(params))
+    if options.workers:  # a trial driving Train workers runs on the head, where the State API (the dashboard) is
+        remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
     check_cluster_fit(uri, options, _store_read(experiment))  # here too: nodes may have joined since submit
     in_process = {"report": tune.report} if options.workers == 0 else {"callbacks": [TuneReportCallback()]}
     previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run

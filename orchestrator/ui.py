@@ -13,6 +13,7 @@ ends it with the head's Ray node, so that ``ray stop`` / ``ray down`` leave noth
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import secrets
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -157,6 +159,29 @@ def _auth_settings(store: str) -> dict[str, str]:
     }
 
 
+WRONG_LOGIN = (
+    "the server refuses this MLflow login: its admin was made with another password at its first start "
+    "(basic_auth.db beside the store); put that password back in ~/.mlflow/credentials (and on every node), "
+    "or change the admin's with MLflow's users/update-password API"
+)
+
+
+def _login_accepted(server: str, auth: dict[str, str]) -> bool:
+    """Whether the server takes the admin login it was started with (the admin is made only on its first start)."""
+    login = f"{auth['MLFLOW_AUTH_ADMIN_USERNAME']}:{auth['MLFLOW_AUTH_ADMIN_PASSWORD']}"
+    request = urllib.request.Request(
+        f"{server}/api/2.0/mlflow/experiments/search?max_results=1",
+        headers={"Authorization": "Basic " + base64.b64encode(login.encode()).decode()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return True
+    except urllib.error.HTTPError as error:
+        if error.code == 401:
+            return False
+        raise
+
+
 def _print_links(server: str, store: str) -> None:
     experiments = client(store).search_experiments()
     print(f"MLflow UI: {server}")
@@ -201,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
         ]
         serving = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_healthy(server, serving)
+        if auth and not _login_accepted(server, auth):
+            serving.terminate()
+            raise InputError(WRONG_LOGIN)
         print(f"MLflow server at {server} (pid {serving.pid}) serving {store} in the background")
         return 0
     command = [
@@ -229,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the server
     try:
         _wait_healthy(server, process)
+        if auth and not _login_accepted(server, auth):
+            raise InputError(WRONG_LOGIN)  # `finally` stops the server
         _print_links(server, store)
         print("serving; Ctrl-C to stop" + ("; stops with this machine's Ray node" if args.stop_with_ray else ""))
         sys.stdout.flush()

@@ -89,10 +89,13 @@ def check_no_credentials(location: str | os.PathLike, what: str = "location") ->
     """Refuse an object-store URI with credentials in it (``s3://KEY:SECRET@bucket/...``), named without them:
     a location travels into configs, MLflow params and saved models, where a secret must never be."""
     scheme, found, rest = str(location).partition("://")
-    if found and "@" in rest.split("/", 1)[0]:
+    # a bucket's name holds no ":" or "@"; a secret key may hold "/" (so look before the first "/", and name
+    # the location from its last "@")
+    head = rest.split("/", 1)[0]
+    if found and is_remote(location) and ("@" in head or ":" in head):
         raise InputError(
-            f"{what} {scheme}://***@{rest.split('@', 1)[1]}: a location with credentials in it is refused; give "
-            "them in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
+            f"{what} {scheme}://***@{rest.rsplit('@', 1)[-1]}: a location with credentials in it is refused; "
+            "give them in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"
         )
 
 

@@ -168,3 +168,31 @@ def test_serving_beyond_loopback_takes_a_login_or_says_it_goes_without(tmp_path,
     assert main(["ui", *store, "--auth"]) == 2
     assert "at least 12 characters" in capsys.readouterr().err
     assert not (tmp_path / "basic_auth.ini").exists()  # refused before anything was written
+
+
+def test_cluster_secrets_makes_a_kept_file_private_and_replaces_an_unusable_one(tmp_path, monkeypatch, capsys):
+    from orchestrator.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token, login = tmp_path / ".ray" / "auth_token", tmp_path / ".mlflow" / "credentials"
+    token.parent.mkdir()
+    token.write_text("a" * 64)  # as a local `ray.init()` leaves it: world-readable
+    token.chmod(0o644)
+    login.parent.mkdir()
+    login.write_text("")  # unusable: no login in it
+    assert main(["cluster-secrets"]) == 0
+    assert capsys.readouterr().out.split() == ["kept", str(token), "made", str(login)]
+    assert token.read_text() == "a" * 64 and "mlflow_tracking_password" in login.read_text()
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (token, login)} == {0o600}
+
+
+def test_a_server_whose_admin_has_another_password_is_refused(tmp_path, free_port, serving_ui):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"HOME": str(tmp_path)}
+    args = ["--auth", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(free_port())]
+    first, _ = serving_ui(
+        args, tmp_path, env | {"MLFLOW_TRACKING_USERNAME": "me", "MLFLOW_TRACKING_PASSWORD": "a" * 16}
+    )
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=60)
+    again = cli(["ui", *args], env | {"MLFLOW_TRACKING_USERNAME": "me", "MLFLOW_TRACKING_PASSWORD": "b" * 16}, tmp_path)
+    assert again.returncode == 2 and "the server refuses this MLflow login" in again.stderr, again.stderr[-2000:]
