@@ -1,10 +1,10 @@
 """Matrix-vector products of a Sinkhorn kernel, split over the CPU's threads by rows.
 
 A matvec Sinkhorn iteration is two matrix-vector products over its n x m kernel and little else,
-so its speed is the GEMV's share of memory bandwidth. On a CPU, one library GEMV threaded over all
-cores reached 59-74% of the copy bandwidth (2-core x86, MKL, n = 4096-11000), while one GEMV per
-thread on that thread's own block of rows, each in a single-threaded call, reached 85-100%
-(docs/performance.md, `python -m benchmarks.run --suites sinkhorn`). So on a CPU with several
+so its speed is the GEMV's share of memory bandwidth. On a CPU, a whole iteration with one library
+GEMV threaded over all cores reached 45-60% of the copy bandwidth (2-core x86, MKL, n = 4096-8192),
+and with one GEMV per thread on that thread's own block of rows, each a single-threaded call,
+85-112%, in the same run (docs/performance.md, `python -m benchmarks.run --suites sinkhorn`). So on a CPU with several
 intra-op threads a large product is cut into one block of rows per thread, run on a small pool of
 Python threads (torch releases the GIL inside the product): ``kernel @ w`` gathers the blocks'
 rows, ``w @ kernel`` adds the blocks' partial column sums in a fixed order, so the result does not
