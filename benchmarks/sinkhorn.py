@@ -62,6 +62,46 @@ def copy_case():
     return lambda: dst.copy_(src)
 
 
+EXP_ENTRIES = 1 << 26  # 64M float32 entries (256 MiB): the size of a kernel at n = 8192
+
+
+def exp_case(impl: str, low: float):
+    """exp of ``EXP_ENTRIES`` float32 values spread evenly over [low, 0], in place on a fresh copy:
+    torch's ``exp_`` or ``sotalign.ot.exp_`` (results below e^-87 set to 0)."""
+    import torch
+
+    from sotalign.ot import exp_
+
+    values = torch.linspace(low, 0.0, EXP_ENTRIES)
+    work = torch.empty_like(values)
+    run = {"torch": torch.Tensor.exp_, "flushed": exp_}[impl]
+    return lambda: run(work.copy_(values))
+
+
+def _exp(repeats: int) -> tuple[str, list[dict]]:
+    """The kernel's exp over a plain range and over a teacher's at eps* = 0.01 (cosines in [-0.9, 0.9]:
+    range 180), torch's own against the flushed one."""
+    rows, records = [], []
+    for low, what in ((-80.0, "plain (student)"), (-180.0, "guarded (teacher at eps* = 0.01)")):
+        res = {
+            impl: measure("benchmarks.sinkhorn:exp_case", impl=impl, low=low, repeats=repeats)
+            for impl in ("torch", "flushed")
+        }
+        rows.append(
+            [
+                f"[{low:.0f}, 0] {what}",
+                cell(res["torch"], "seconds"),
+                cell(res["flushed"], "seconds"),
+                fmt(ratio(res["torch"], res["flushed"], "seconds"), ".1f", "x"),
+            ]
+        )
+        records.append({"bench": "exp", "low": low, **res})
+    text = f"exp of {EXP_ENTRIES >> 20}M float32 entries (with a copy of them), in place\n\n" + table(
+        ["inputs", "torch exp_ s", "sotalign.ot.exp_ s", "speed-up"], rows
+    )
+    return text, records
+
+
 def _vs_pot(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     rows, records = [], []
     for n in sizes:
@@ -150,4 +190,5 @@ def _bandwidth(sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
 def run(sizes: list[int], bandwidth_sizes: list[int], repeats: int) -> tuple[str, list[dict]]:
     pot_text, pot_records = _vs_pot(sizes, repeats)
     bw_text, bw_records = _bandwidth(bandwidth_sizes, repeats)
-    return pot_text + "\n\n" + bw_text, pot_records + bw_records
+    exp_text, exp_records = _exp(repeats)
+    return "\n\n".join([pot_text, bw_text, exp_text]), pot_records + bw_records + exp_records

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sotalign.checks import InputError, as_embeddings, check_same_dim
+from sotalign.ot import exp_
 from sotalign.ot_blockwise import rows_per_block, sinkhorn_potentials
 
 
@@ -223,7 +224,7 @@ def plan_accuracy(
         hits += int(partner.gather(1, plan.argmax(1, keepdim=True)).squeeze(1)[row_has_partner].sum())
         with_partner += int(row_has_partner.sum())
         partners += int(partner.sum())
-        plan.exp_()
+        exp_(plan)
         total += float(plan.sum())
         mass += float(plan.masked_fill_(~partner, 0.0).sum())
     return {

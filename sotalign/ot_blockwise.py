@@ -39,6 +39,7 @@ from sotalign.ot import (
     potentials,
     solver_dtype,
     stabilise_,
+    exp_,
     with_gradients,
 )
 
@@ -242,7 +243,7 @@ def _plan_of(solved: _Solved, x: torch.Tensor, y: torch.Tensor, epsilon: float, 
     q, q_log_q = torch.empty(x.shape[0], y.shape[0], dtype=solved.u.dtype, device=x.device), 0.0
     for b in _blocks(x.shape[0], rows_per_block(y.shape[0], block_rows)):
         log_q = solved.log_plan(x, y, epsilon, b)
-        q[b] = log_q.exp()
+        q[b] = exp_(log_q.clone())
         q_log_q += torch.dot(q[b].flatten(), log_q.flatten())
     return TeacherPlan(q, q_log_q, q.sum(), q.sum(1), q.sum(0), solved.iterations)
 
@@ -306,12 +307,12 @@ def klot_blockwise(
                 value -= torch.dot(q.flatten(), log_p.flatten())  # sum Q log Q - sum Q: added once, below
             else:
                 log_q = teacher.log_plan(xt, yt, eps_teacher, b)
-                q = log_q.exp()
+                q = exp_(log_q.clone())
                 value += torch.dot(q.flatten(), log_q.sub_(log_p).flatten()) - q.sum()
                 teacher_rows[b] = q.sum(1)
                 teacher_cols += q.sum(0)
                 del log_q
-            p = log_p.exp_()
+            p = exp_(log_p)
             value += p.sum()
             student_rows[b] = p.sum(1)
             student_cols += p.sum(0)

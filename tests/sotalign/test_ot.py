@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sotalign.ot import klot, plan_kl, sinkhorn
+from sotalign.ot import EXP_FLOOR, exp_, klot, plan_kl, sinkhorn
 
 
 def cosine_affinity(n, m, dim=16, seed=0, dtype=torch.float64):
@@ -15,6 +15,25 @@ def cosine_affinity(n, m, dim=16, seed=0, dtype=torch.float64):
     x = F.normalize(torch.randn(n, dim, generator=g, dtype=dtype), dim=1)
     y = F.normalize(torch.randn(m, dim, generator=g, dtype=dtype), dim=1)
     return x @ y.T
+
+
+@pytest.mark.parametrize("dtype,low", [(torch.float32, -200.0), (torch.float64, -800.0)])
+def test_flushed_exp_equals_exp_above_its_floor_and_is_zero_below(dtype, low):
+    """``exp_`` against float64's exp: within two ulps of it where the result is at least e^floor, 0 below
+    it, and never a subnormal number."""
+    x = torch.linspace(low, 0.0, 200_001, dtype=dtype)
+    ours = exp_(x.clone())
+    exact = torch.exp(x.to(torch.float64))
+    floor = EXP_FLOOR[dtype]
+    kept = x > floor + 1e-4
+    gone = x < floor
+    assert bool((ours[gone] == 0).all()) and int(gone.sum()) > 0
+    relative = ((ours[kept].double() - exact[kept]) / exact[kept]).abs()
+    assert float(relative.max()) <= 2 * torch.finfo(dtype).eps
+    assert not bool(((ours > 0) & (ours < torch.finfo(dtype).tiny)).any())
+    # under autograd it is torch's exp (differentiable, subnormals and all)
+    y = x.clone().requires_grad_()
+    torch.testing.assert_close(exp_(y * 1.0), torch.exp(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("solver", ["logsumexp", "matvec"])
