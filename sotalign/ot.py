@@ -95,7 +95,7 @@ def exp_(x: torch.Tensor) -> torch.Tensor:
     zeroing what was clamped costs two light passes: 64M entries spread over [-180, 0] took 0.465 s with
     torch's exp and 0.065 s with this one, over [-80, 0] 0.047 s and 0.065 s (AVX-512, 2 threads;
     ``python -m benchmarks.run --suites sinkhorn``). This is why plain kernels take torch's own.
-    GPUs underflow at full speed, so there it is torch's exp, as it is under autograd (an unrolled solve).
+    Off the CPU (not measured there) and under autograd (an unrolled solve) it is torch's exp.
     """
     floor = EXP_FLOOR.get(x.dtype)
     if floor is None or x.device.type != "cpu" or x.requires_grad:
