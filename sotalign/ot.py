@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from sotalign.checks import InputError, check_choice, check_positive
-from sotalign.matvec import kernel_times, lend_threads, times_kernel
+from sotalign.matvec import kernel_times, lend_threads, rows_then_cols, splits, times_kernel
 
 Mass = Literal["unit", "rows"]
 MASSES = ("unit", "rows")
@@ -106,10 +106,12 @@ def exp_(x: torch.Tensor) -> torch.Tensor:
 
 class HalfSteps(NamedTuple):
     """A Sinkhorn iteration's half-steps over the n x m logits L: ``rows(v)_i = log sum_j exp(L_ij + v_j)``
-    and ``cols(u)`` its transpose."""
+    and ``cols(u)`` its transpose; optionally ``iterate(v, log_a)``, the same as (rows(v), cols(log_a -
+    rows(v))) in one pass over a kernel (``kernel_ops``)."""
 
     rows: Callable[[torch.Tensor], torch.Tensor]
     cols: Callable[[torch.Tensor], torch.Tensor]
+    iterate: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class TooManyUnderflows(Exception):
@@ -201,7 +203,34 @@ def kernel_ops(
             out = _repaired(out, sums, tiny, lambda index: exact[1](index, u.to(kernel.dtype)), max_exact_share)
         return out.to(out_dtype)
 
-    return HalfSteps(rows, cols)
+    def iterate(v: torch.Tensor, log_a: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # with s = E exp(v + c - M) the row sums: rows(v) = r + M + log s, and u = log_a - rows(v) gives
+        # exp(u + r) = exp(log_a - M) / s, so the column sums weigh the rows by z = 1 / s (times a constant)
+        v = v.to(kernel.dtype)
+        with lend_threads(kernel):
+            shifted = v + col_max
+            top = shifted.max()
+            weights = (shifted - top).exp()
+            # a guarded sum below tiny gets weight 0 here and its exact weight below (1 / s would overflow)
+            weights_of = torch.reciprocal if exact is None else lambda s: torch.reciprocal(s).masked_fill_(s < tiny, 0)
+            sums, col_sums = rows_then_cols(kernel, weights, weights_of)
+            lse_rows = row_max + top + sums.log()
+            if exact is None:  # plain: 1 / s <= e^60, no stabiliser needed
+                return lse_rows.to(out_dtype), (col_max + (log_a - top) + col_sums.log()).to(out_dtype)
+        lse_rows = _repaired(lse_rows, sums, tiny, lambda index: exact[0](index, v), max_exact_share)
+        log_weights = row_max + top - lse_rows  # -log s, exact where s was repaired
+        heaviest = log_weights.max()
+        # the weights relative to the heaviest, as ``cols`` has them; in float64, where e^-heaviest is no subnormal
+        col_sums = col_sums.double().mul_((-heaviest.double()).exp())
+        repaired = (sums < tiny).nonzero().squeeze(1)
+        if repaired.numel():  # their exact weights, on their rows of the kernel
+            col_sums.addmv_(kernel[repaired].T.double(), (log_weights[repaired] - heaviest).double().exp())
+        u = log_a - lse_rows
+        lse_cols = col_max + (log_a - top + heaviest) + col_sums.log().to(kernel.dtype)
+        lse_cols = _repaired(lse_cols, col_sums, tiny, lambda index: exact[1](index, u), max_exact_share)
+        return lse_rows.to(out_dtype), lse_cols.to(out_dtype)
+
+    return HalfSteps(rows, cols, iterate if splits(kernel) else None)
 
 
 def _repaired(out: torch.Tensor, sums: torch.Tensor, tiny: float, exact, share: float) -> torch.Tensor:
@@ -249,8 +278,12 @@ def potentials(
     v = like.new_zeros(m)
     iterations = 0
     for iterations in range(1, n_iter + 1):
-        u = log_a - ops.rows(v)
-        v = log_b - ops.cols(u)
+        if ops.iterate is not None:
+            lse_rows, lse_cols = ops.iterate(v, log_a)
+            u, v = log_a - lse_rows, log_b - lse_cols
+        else:
+            u = log_a - ops.rows(v)
+            v = log_b - ops.cols(u)
         if tol is not None and iterations % check_every == 0:
             row_mass = (u + ops.rows(v)).exp()
             if (row_mass - 1.0 / n).abs().sum() < tol:

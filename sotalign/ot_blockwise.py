@@ -33,13 +33,13 @@ from sotalign.ot import (
     HalfSteps,
     TooManyUnderflows,
     check_iterations,
+    exp_,
     is_plain,
     kernel_ops,
     mass_scale,
     potentials,
     solver_dtype,
     stabilise_,
-    exp_,
     with_gradients,
 )
 

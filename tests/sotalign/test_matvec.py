@@ -9,16 +9,8 @@ import threading
 import pytest
 import torch
 
-from sotalign.matvec import MIN_SPLIT_NUMEL, kernel_times, times_kernel
-
-
-@pytest.fixture
-def threads():
-    """Three intra-op threads (uneven blocks on purpose), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    yield 3
-    torch.set_num_threads(before)
+from sotalign import matvec
+from sotalign.matvec import MIN_SPLIT_NUMEL, kernel_times, rows_then_cols, splits, times_kernel
 
 
 def _kernel(n: int, m: int) -> torch.Tensor:
@@ -40,6 +32,23 @@ def test_split_products_match_the_float64_reference(threads, dtype):
     torch.testing.assert_close(rows.double(), kernel.double() @ w_cols.double(), rtol=tol, atol=0)
     torch.testing.assert_close(cols.double(), w_rows.double() @ kernel.double(), rtol=tol, atol=0)
     assert torch.equal(rows, kernel_times(kernel, w_cols)) and torch.equal(cols, times_kernel(w_rows, kernel))
+
+
+def test_one_pass_gives_both_products(threads, monkeypatch):
+    """``rows_then_cols`` over blocks of 5 rows (uneven across the three threads, the last block short):
+    the row sums and the column sums weighted by a function of them, as float64 computes them apart."""
+    n, m = 2051, MIN_SPLIT_NUMEL // 2048 + 7
+    monkeypatch.setattr(matvec, "FUSED_BLOCK_BYTES", 5 * m * 4)
+    kernel, w = _kernel(n, m), torch.rand(m)
+    assert splits(kernel)
+    seen = []
+    sums, cols = rows_then_cols(kernel, w, lambda s: seen.append(len(s)) or torch.reciprocal(s))
+    assert sum(seen) == n and max(seen) == 5 and min(seen) < 5  # every row once, in blocks of at most 5
+    rows_ref = kernel.double() @ w.double()
+    torch.testing.assert_close(sums.double(), rows_ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(cols.double(), (1 / rows_ref) @ kernel.double(), rtol=1e-5, atol=0)
+    again = rows_then_cols(kernel, w, torch.reciprocal)
+    assert torch.equal(again[0], sums) and torch.equal(again[1], cols)  # the same bits, whatever the timing
 
 
 def test_small_kernels_and_recorded_graphs_use_torch_directly(threads):

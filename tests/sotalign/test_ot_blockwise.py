@@ -36,7 +36,7 @@ def test_the_three_epsilons_take_the_three_paths():
 
 @pytest.mark.parametrize("eps", EPSILONS)
 @pytest.mark.parametrize("block_rows", [None, 8])
-def test_potentials_give_the_dense_plan(eps, block_rows):
+def test_potentials_give_the_dense_plan(eps, block_rows, products):
     x, y = _embeddings(37, 53)
     u, v, iterations = sinkhorn_potentials(x, y, eps, 100, block_rows=block_rows)
     dense = sinkhorn(x @ y.T, eps, 100)
@@ -54,7 +54,7 @@ def test_potentials_stop_at_the_tolerance_like_the_dense_solver():
 @pytest.mark.parametrize("eps_teacher", EPSILONS)
 @pytest.mark.parametrize("mass", ["unit", "rows"])
 @pytest.mark.parametrize("block_rows", [None, 8])
-def test_value_gradient_and_diagnostics_equal_dense_klot(eps_teacher, mass, block_rows):
+def test_value_gradient_and_diagnostics_equal_dense_klot(eps_teacher, mass, block_rows, products):
     xs, ys = _embeddings(37, 53, seed=1)
     xt, yt = _embeddings(37, 53, seed=2)
     xs_a, ys_a = xs.clone().requires_grad_(), ys.clone().requires_grad_()
@@ -140,7 +140,7 @@ def _cosine_like(n: int, seed: int, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("eps", [0.01, 0.005])  # the paper's teacher epsilon, and the released code's
-def test_a_float32_teacher_plan_equals_the_float64_one(eps, monkeypatch):
+def test_a_float32_teacher_plan_equals_the_float64_one(eps, monkeypatch, products):
     """At the paper's eps* the logits span ~180 nats (360 at 0.005), past float32's exp range: the guarded
     float32 solve (no float64 kernel: the fallback is made to fail) gives the float64 log-sum-exp plan,
     and KLOT's value, to float32 precision. Measured: plan L1 error ~3e-6 of its mass, KLOT ~1e-6."""
@@ -159,7 +159,7 @@ def test_a_float32_teacher_plan_equals_the_float64_one(eps, monkeypatch):
     assert abs(float(value) / float(exact) - 1) < 1e-5
 
 
-def test_sums_that_underflow_are_recomputed_exactly(monkeypatch):
+def test_sums_that_underflow_are_recomputed_exactly(monkeypatch, products):
     """A text far from every image (opposite the direction they cluster around): at eps 0.005 its whole
     column of the float32 kernel underflows to 0, which unguarded gives an infinite potential. The guarded
     solve recomputes that column's sum and matches the float64 plan."""
@@ -180,7 +180,7 @@ def test_sums_that_underflow_are_recomputed_exactly(monkeypatch):
     torch.testing.assert_close(ours[:, -1].sum(), reference[:, -1].sum(), rtol=1e-4, atol=0)
 
 
-def test_too_many_underflowing_sums_fall_back_to_a_float64_kernel(monkeypatch):
+def test_too_many_underflowing_sums_fall_back_to_a_float64_kernel(monkeypatch, products):
     """Images clustered where most texts are far: at eps 0.005 more than 1 in 128 sums of a half-step
     underflow, so the solve takes the float64 kernel instead, and still gives the float64 plan."""
     import sotalign.ot_blockwise as blockwise
