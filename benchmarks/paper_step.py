@@ -7,10 +7,11 @@ teacher plan never repeats). A step's time is (2 steps - 1 step), each run in it
 is not counted; its peak memory is the 2-step process's (RSS above the inputs on a CPU, the allocator's
 peak on a GPU).
 
-The floor is what the step cannot avoid on this device: the bytes of the two Sinkhorn solves (two reads
-of each n x m float32 kernel per iteration, E v and u^T E) at the measured copy bandwidth, plus the FLOPs of the step's
-n x m x d matrix products at the measured matmul rate (student logits once, teacher logits twice, the
-two gradient products, SigLIP's pairs forward and backward).
+The floor is what the step cannot avoid on this device: the bytes of the two Sinkhorn solves (one read
+of each n x m float32 kernel per iteration: E v and u^T E in one pass, as on a CPU here) at the measured
+copy bandwidth, plus the FLOPs of the step's n x m x d matrix products at the measured matmul rate
+(student logits once, teacher logits twice, the two gradient products, SigLIP's pairs forward and
+backward).
 
 ``--before REF`` times the same step on the ``sotalign`` package of a git commit (its files exported to a
 temporary folder, first on ``PYTHONPATH``), with this file's harness, in the same run.
@@ -142,10 +143,15 @@ def _run(spec: dict, first_on_path: Path | None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _sinkhorn_bytes(n: int) -> int:
+    """Bytes the two solves must read: each n x n float32 kernel once per iteration (100, paper App. A.1)."""
+    return 2 * 100 * n * n * 4
+
+
 def _floor_seconds(rates: dict, pairs: int, unpaired: int) -> tuple[float, float]:
     """(bandwidth floor, compute floor) of one step, in seconds."""
     n = unpaired
-    sinkhorn_bytes = 2 * 100 * 2 * n * n * 4  # two solves, two reads of a float32 kernel per iteration
+    sinkhorn_bytes = _sinkhorn_bytes(n)
     products = 2 * n * n * (1024 + 2 * TEACHER_DIM + 2 * 1024)  # logits (student, teacher x 2), two gradients
     products += 3 * 2 * pairs * pairs * 1024  # SigLIP on the pairs: forward and two backward products
     return sinkhorn_bytes / rates["bandwidth"], products / rates["flops"]
@@ -187,7 +193,7 @@ def run(device: str = "cpu", pairs: int = 10_000, unpaired: int = 22_000, before
     if len(times) == 2:
         earlier, now = times.values()
         text += f"\n\nspeed-up: {earlier / now:.2f}x"
-    sinkhorn_bytes = 2 * 100 * 2 * unpaired * unpaired * 4
+    sinkhorn_bytes = _sinkhorn_bytes(unpaired)
     text += (
         f"\n\nGPU floor of the two Sinkhorn solves ({sinkhorn_bytes / 1e9:.0f} GB read per step), not a measurement: "
         + ", ".join(
