@@ -92,34 +92,47 @@ def splits(kernel: torch.Tensor) -> bool:
     return _split_threads(kernel, kernel.new_empty(())) > 1
 
 
-def rows_then_cols(
-    kernel: torch.Tensor, w: torch.Tensor, weights_of: Callable[[torch.Tensor], torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+class OnePass:
     """``(s, z @ kernel)`` for ``s = kernel @ w`` and ``z = weights_of(s)``, in one read of ``kernel``.
 
     Each thread takes its rows in blocks of ``FUSED_BLOCK_BYTES``: a block's sums s_b, then at once its
-    share z_b @ block while the block is still in cache. ``weights_of`` must act row by row (it is given one
-    block's sums at a time). Only where ``splits(kernel)``; the threads' partial sums are added in a
-    fixed order, so the result does not depend on their timing.
+    share z_b @ block while the block is still in cache. ``weights_of(sums, out)`` must act row by row
+    (it is given one block's sums at a time) and write into ``out``. The blocks' views and buffers are made
+    once, since a solve makes a hundred passes over one kernel; the threads' partial sums are added in a
+    fixed order, so the result does not depend on their timing. Only where ``splits(kernel)``.
     """
-    threads = _split_threads(kernel, w)
-    rows = max(1, FUSED_BLOCK_BYTES // (kernel.shape[1] * kernel.element_size()))
-    sums = kernel.new_empty(kernel.shape[0])
 
-    def part(start: int, stop: int) -> torch.Tensor:
-        total = kernel.new_zeros(kernel.shape[1])
-        for first in range(start, stop, rows):
-            block, out = kernel[first : min(first + rows, stop)], sums[first : min(first + rows, stop)]
-            torch.mv(block, w, out=out)
-            total.addmv_(block.T, weights_of(out))
-        return total
+    def __init__(self, kernel: torch.Tensor):
+        n, m = kernel.shape
+        self.threads = _split_threads(kernel, kernel.new_empty(()))
+        rows = max(1, FUSED_BLOCK_BYTES // (m * kernel.element_size()))
+        self.sums, weights = kernel.new_empty(n), kernel.new_empty(n)  # s and z, rewritten by every call
+        edges = [n * k // self.threads for k in range(self.threads + 1)]
+        self.parts = [
+            [
+                (kernel[block], self.sums[block], weights[block])
+                for block in (slice(first, min(first + rows, stop)) for first in range(start, stop, rows))
+            ]
+            for start, stop in zip(edges[:-1], edges[1:], strict=True)
+        ]
 
-    edges = [kernel.shape[0] * k // threads for k in range(threads + 1)]
-    partial = list(_pool(threads).map(part, edges[:-1], edges[1:]))
-    total = partial[0]
-    for other in partial[1:]:
-        total.add_(other)
-    return sums, total
+    def __call__(
+        self, w: torch.Tensor, weights_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, z @ kernel); s is this object's buffer, valid until the next call."""
+
+        def part(blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+            total = w.new_zeros(blocks[0][0].shape[1])
+            for block, sums, weights in blocks:
+                torch.mv(block, w, out=sums)
+                total.addmv_(block.T, weights_of(sums, weights))
+            return total
+
+        partial = list(_pool(self.threads).map(part, self.parts))
+        total = partial[0]
+        for other in partial[1:]:
+            total.add_(other)
+        return self.sums, total
 
 
 def times_kernel(w: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

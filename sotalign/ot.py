@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from sotalign.checks import InputError, check_choice, check_positive
-from sotalign.matvec import kernel_times, lend_threads, rows_then_cols, splits, times_kernel
+from sotalign.matvec import OnePass, kernel_times, lend_threads, splits, times_kernel
 
 Mass = Literal["unit", "rows"]
 MASSES = ("unit", "rows")
@@ -203,6 +203,16 @@ def kernel_ops(
             out = _repaired(out, sums, tiny, lambda index: exact[1](index, u.to(kernel.dtype)), max_exact_share)
         return out.to(out_dtype)
 
+    def reciprocal(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.reciprocal(sums, out=out)
+
+    def reciprocal_of_kept(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        # a sum below tiny gets weight 0 in the pass and its exact weight after it (1 / s would overflow)
+        return torch.reciprocal(sums, out=out).masked_fill_(sums < tiny, 0.0)
+
+    one_pass = OnePass(kernel) if splits(kernel) else None
+    weights_of = reciprocal if exact is None else reciprocal_of_kept
+
     def iterate(v: torch.Tensor, log_a: float) -> tuple[torch.Tensor, torch.Tensor]:
         # with s = E exp(v + c - M) the row sums: rows(v) = r + M + log s, and u = log_a - rows(v) gives
         # exp(u + r) = exp(log_a - M) / s, so the column sums weigh the rows by z = 1 / s (times a constant)
@@ -211,9 +221,7 @@ def kernel_ops(
             shifted = v + col_max
             top = shifted.max()
             weights = (shifted - top).exp()
-            # a guarded sum below tiny gets weight 0 here and its exact weight below (1 / s would overflow)
-            weights_of = torch.reciprocal if exact is None else lambda s: torch.reciprocal(s).masked_fill_(s < tiny, 0)
-            sums, col_sums = rows_then_cols(kernel, weights, weights_of)
+            sums, col_sums = one_pass(weights, weights_of)
             lse_rows = row_max + top + sums.log()
             if exact is None:  # plain: 1 / s <= e^60, no stabiliser needed
                 return lse_rows.to(out_dtype), (col_max + (log_a - top) + col_sums.log()).to(out_dtype)
@@ -230,7 +238,7 @@ def kernel_ops(
         lse_cols = _repaired(lse_cols, col_sums, tiny, lambda index: exact[1](index, u), max_exact_share)
         return lse_rows.to(out_dtype), lse_cols.to(out_dtype)
 
-    return HalfSteps(rows, cols, iterate if splits(kernel) else None)
+    return HalfSteps(rows, cols, iterate if one_pass is not None else None)
 
 
 def _repaired(out: torch.Tensor, sums: torch.Tensor, tiny: float, exact, share: float) -> torch.Tensor:

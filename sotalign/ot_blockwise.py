@@ -308,14 +308,14 @@ def klot_blockwise(
             else:
                 log_q = teacher.log_plan(xt, yt, eps_teacher, b)
                 q = exp_(log_q.clone())
-                value += torch.dot(q.flatten(), log_q.sub_(log_p).flatten()) - q.sum()
                 teacher_rows[b] = q.sum(1)
                 teacher_cols += q.sum(0)
+                value += torch.dot(q.flatten(), log_q.sub_(log_p).flatten()) - teacher_rows[b].sum()
                 del log_q
             p = exp_(log_p)
-            value += p.sum()
             student_rows[b] = p.sum(1)
             student_cols += p.sum(0)
+            value += student_rows[b].sum()
             grad = p.sub_(q).mul_(scale / eps_student)
             grad_x[b] = grad @ ys
             grad_y.addmm_(grad.T, xs[b])  # no m x d temporary

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sotalign import matvec
-from sotalign.matvec import MIN_SPLIT_NUMEL, kernel_times, rows_then_cols, splits, times_kernel
+from sotalign.matvec import MIN_SPLIT_NUMEL, OnePass, kernel_times, splits, times_kernel
 
 
 def _kernel(n: int, m: int) -> torch.Tensor:
@@ -35,19 +35,20 @@ def test_split_products_match_the_float64_reference(threads, dtype):
 
 
 def test_one_pass_gives_both_products(threads, monkeypatch):
-    """``rows_then_cols`` over blocks of 5 rows (uneven across the three threads, the last block short):
+    """``OnePass`` over blocks of 5 rows (uneven across the three threads, the last block short):
     the row sums and the column sums weighted by a function of them, as float64 computes them apart."""
     n, m = 2051, MIN_SPLIT_NUMEL // 2048 + 7
     monkeypatch.setattr(matvec, "FUSED_BLOCK_BYTES", 5 * m * 4)
     kernel, w = _kernel(n, m), torch.rand(m)
     assert splits(kernel)
-    seen = []
-    sums, cols = rows_then_cols(kernel, w, lambda s: seen.append(len(s)) or torch.reciprocal(s))
+    seen, one_pass = [], OnePass(kernel)
+    sums, cols = one_pass(w, lambda s, out: seen.append(len(s)) or torch.reciprocal(s, out=out))
+    sums = sums.clone()
     assert sum(seen) == n and max(seen) == 5 and min(seen) < 5  # every row once, in blocks of at most 5
     rows_ref = kernel.double() @ w.double()
     torch.testing.assert_close(sums.double(), rows_ref, rtol=1e-5, atol=0)
     torch.testing.assert_close(cols.double(), (1 / rows_ref) @ kernel.double(), rtol=1e-5, atol=0)
-    again = rows_then_cols(kernel, w, torch.reciprocal)
+    again = one_pass(w, lambda s, out: torch.reciprocal(s, out=out))
     assert torch.equal(again[0], sums) and torch.equal(again[1], cols)  # the same bits, whatever the timing
 
 
