@@ -55,8 +55,14 @@ def lend_threads(kernel: torch.Tensor) -> Iterator[None]:
         _lent.threads = None
 
 
-def _single_threaded() -> None:
-    torch.set_num_threads(1)  # thread-local: the calling thread keeps its own setting
+def _worker_setup() -> None:
+    """A pool thread: one intra-op thread, and subnormal numbers flushed to zero (both thread-local: the
+    calling thread keeps its own settings). A product below float32's smallest normal number is a term a
+    Sinkhorn sum already counts as lost (``sotalign.ot.TINY_SUM``), and a guarded kernel's products make
+    subnormals often enough to slow them (8% of them at eps* = 0.01, n = 8192: a single-threaded E w took
+    15.9 ms, 12.4 ms flushed)."""
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -64,7 +70,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     inherits the parent's pool without its threads, where a product would wait forever, so it makes its own."""
     key = (os.getpid(), threads)
     if key not in _pools:
-        _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="sotalign-matvec", initializer=_single_threaded)
+        _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="sotalign-matvec", initializer=_worker_setup)
     return _pools[key]
 
 

@@ -207,8 +207,8 @@ def kernel_ops(
         return torch.reciprocal(sums, out=out)
 
     def reciprocal_of_kept(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        # a sum below tiny gets weight 0 in the pass and its exact weight after it (1 / s would overflow)
-        return torch.reciprocal(sums, out=out).masked_fill_(sums < tiny, 0.0)
+        # a sum below tiny gets weight 1 / inf = 0 in the pass and its exact weight after it (1 / s would overflow)
+        return torch.reciprocal(torch.threshold(sums, tiny, math.inf), out=out)
 
     one_pass = OnePass(kernel) if splits(kernel) else None
     weights_of = reciprocal if exact is None else reciprocal_of_kept
