@@ -55,6 +55,21 @@ def lend_threads(kernel: torch.Tensor) -> Iterator[None]:
         _lent.threads = None
 
 
+@contextmanager
+def threads_back() -> Iterator[None]:
+    """Within ``lend_threads``: the calling thread's ops on all the threads it lent, for a large product
+    amid a half-step (a guarded sum recomputed from its logits)."""
+    threads = getattr(_lent, "threads", None)
+    if not threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
+
+
 def _worker_setup() -> None:
     """A pool thread: one intra-op thread, and subnormal numbers flushed to zero (both thread-local: the
     calling thread keeps its own settings). A product below float32's smallest normal number is a term a

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sotalign import matvec
-from sotalign.matvec import MIN_SPLIT_NUMEL, OnePass, kernel_times, splits, times_kernel
+from sotalign.matvec import MIN_SPLIT_NUMEL, OnePass, kernel_times, lend_threads, splits, threads_back, times_kernel
 
 
 def _kernel(n: int, m: int) -> torch.Tensor:
@@ -50,6 +50,18 @@ def test_one_pass_gives_both_products(threads, monkeypatch):
     torch.testing.assert_close(cols.double(), (1 / rows_ref) @ kernel.double(), rtol=1e-5, atol=0)
     again = one_pass(w, lambda s, out: torch.reciprocal(s, out=out))
     assert torch.equal(again[0], sums) and torch.equal(again[1], cols)  # the same bits, whatever the timing
+
+
+def test_lent_threads_come_back_for_a_recomputation_and_after_the_half_step(threads):
+    kernel = _kernel(2048, MIN_SPLIT_NUMEL // 2048)
+    with lend_threads(kernel):
+        assert torch.get_num_threads() == 1  # the half-step's own vector ops
+        with threads_back():
+            assert torch.get_num_threads() == threads  # a guarded sum's recomputation
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    with threads_back():  # outside a half-step: nothing to give back
+        assert torch.get_num_threads() == threads
 
 
 def test_small_kernels_and_recorded_graphs_use_torch_directly(threads):
