@@ -1,15 +1,17 @@
-"""Matrix-vector products of a Sinkhorn kernel, split over the CPU's threads by rows.
+"""Matrix-vector products of a Sinkhorn kernel, split over the CPU's threads by rows, and done in one pass.
 
 A matvec Sinkhorn iteration is two matrix-vector products over its n x m kernel and little else,
-so its speed is the GEMV's share of memory bandwidth. On a CPU, a whole iteration with one library
-GEMV threaded over all cores reached 45-60% of the copy bandwidth (2-core x86, MKL, n = 4096-8192),
-and with one GEMV per thread on that thread's own block of rows, each a single-threaded call,
-85-112%, in the same run (docs/performance.md, `python -m benchmarks.run --suites sinkhorn`). So on a CPU with several
-intra-op threads a large product is cut into one block of rows per thread, run on a small pool of
-Python threads (torch releases the GIL inside the product): ``kernel @ w`` gathers the blocks'
-rows, ``w @ kernel`` adds the blocks' partial column sums in a fixed order, so the result does not
-depend on thread timing. Elsewhere (GPU, one thread, small kernels, a graph being recorded) the
-product is torch's own.
+so its speed is how fast it reads the kernel. On a CPU, one library GEMV threaded over all cores read
+it at 72-73% of the copy bandwidth's two reads, and one GEMV per thread on that thread's own block
+of rows, each a single-threaded call, at 94-109% (2-core x86, MKL, n = 4096-8192, docs/performance.md,
+``python -m benchmarks.run --suites sinkhorn``). So on a CPU with several intra-op threads a large
+product is cut into one block of rows per thread, run on a small pool of Python threads (torch releases
+the GIL inside the product): ``kernel @ w`` gathers the blocks' rows, ``w @ kernel`` adds the blocks'
+partial column sums in a fixed order, so the result does not depend on thread timing. ``OnePass`` goes
+further: each thread gives a block's row sums and, while the block is in cache, its share of the column
+sums weighted by a function of them, so an iteration reads the kernel from memory once (at 118-140% of the
+two-read bound, same run). Elsewhere (GPU, one thread, small kernels, a graph being recorded)
+the product is torch's own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
-# rows per block of the one-pass iteration (``rows_then_cols``): 2 MiB of kernel, a core's L2 here, so that
+# rows per block of the one-pass iteration (``OnePass``): 2 MiB of kernel, a core's L2 here, so that
 # a block is read from memory once and a second time from cache. At n = m = 22000 (float32, 2 cores) a
 # pass over 2-3 MiB blocks took 95-105 ms against 125 ms for the two products apart; 0.5 MiB blocks,
 # 5 rows each, 200-250 ms (a block's hand-offs cost more than its read) and 16 MiB blocks 127 ms
@@ -109,7 +111,7 @@ def kernel_times(kernel: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def splits(kernel: torch.Tensor) -> bool:
-    """True where ``kernel``'s products are split over threads (and ``rows_then_cols`` applies)."""
+    """True where ``kernel``'s products are split over threads (and ``OnePass`` applies)."""
     return _split_threads(kernel, kernel.new_empty(())) > 1
 
 
