@@ -48,12 +48,13 @@ def lend_threads(kernel: torch.Tensor) -> Iterator[None]:
     if threads == 1 or getattr(_lent, "threads", None):
         yield
         return
-    _lent.threads = threads
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
     try:
+        _lent.threads = threads
+        torch.set_num_threads(1)
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
         _lent.threads = None
 
 
@@ -65,11 +66,12 @@ def threads_back() -> Iterator[None]:
     if not threads:
         yield
         return
-    torch.set_num_threads(threads)
+    before = torch.get_num_threads()
     try:
+        torch.set_num_threads(threads)
         yield
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
 
 
 def _worker_setup() -> None:

@@ -206,9 +206,12 @@ def kernel_ops(
     def reciprocal(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return torch.reciprocal(sums, out=out)
 
+    # threshold keeps what is above its bound: the largest number below tiny, so that every sum < tiny goes
+    below_tiny = float(torch.nextafter(torch.tensor(tiny, dtype=kernel.dtype), torch.tensor(0.0, dtype=kernel.dtype)))
+
     def reciprocal_of_kept(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         # a sum below tiny gets weight 1 / inf = 0 in the pass and its exact weight after it (1 / s would overflow)
-        return torch.reciprocal(torch.threshold(sums, tiny, math.inf), out=out)
+        return torch.reciprocal(torch.threshold(sums, below_tiny, math.inf), out=out)
 
     one_pass = OnePass(kernel) if splits(kernel) else None
     weights_of = reciprocal if exact is None else reciprocal_of_kept
@@ -232,16 +235,17 @@ def kernel_ops(
             weights = (shifted - top).exp()
             sums, col_sums = one_pass(weights, weights_of)
             lse_rows = row_max + top + sums.log()
-            if exact is None:  # plain: 1 / s <= e^60, no stabiliser needed
+            if exact is None:  # plain: s >= e^-60 (E >= e^-60, the heaviest weight is 1), so 1 / s cannot overflow
                 return lse_rows.to(out_dtype), (col_max + (log_a - top) + col_sums.log()).to(out_dtype)
             lse_rows = _repaired(lse_rows, sums, tiny, exact_on_all_threads(0, v), max_exact_share)
             log_weights = row_max + top - lse_rows  # -log s, exact where s was repaired
             heaviest = log_weights.max()
-            # the weights relative to the heaviest, as ``cols`` has them; in float64, where e^-heaviest is no subnormal
-            col_sums = col_sums.double().mul_((-heaviest.double()).exp())
+            # the weights relative to the heaviest, as ``cols`` has them: scaled in the log domain and float64, since
+            # e^-heaviest alone can be subnormal (float32 beyond 87 nats, float64 beyond 708)
+            col_sums = col_sums.double().log_().sub_(heaviest.double()).exp_()
             repaired = (sums < tiny).nonzero().squeeze(1)
-            if repaired.numel():  # their exact weights, on their rows of the kernel
-                col_sums.addmv_(kernel[repaired].T.double(), (log_weights[repaired] - heaviest).double().exp())
+            if repaired.numel():  # their exact weights, on their rows of the kernel (as ``cols`` reads them)
+                col_sums.add_(torch.mv(kernel[repaired].T, (log_weights[repaired] - heaviest).exp()).double())
             u = log_a - lse_rows
             lse_cols = col_max + (log_a - top + heaviest) + col_sums.log().to(kernel.dtype)
             lse_cols = _repaired(lse_cols, col_sums, tiny, exact_on_all_threads(1, u), max_exact_share)
