@@ -227,7 +227,7 @@ def kernel_ops(
         # with s = E exp(v + c - M) the row sums: rows(v) = r + M + log s, and u = log_a - rows(v) gives
         # exp(u + r) = exp(log_a - M) / s, so the column sums weigh the rows by z = 1 / s (times a constant).
         # All of it on the lent threads: an op on more threads leaves OpenMP's workers spinning on the cores
-        # the next pass needs (guarded, n = 4096: 6.2-6.4 ms per pass against 4.2-5.0)
+        # the next pass needs (guarded, n = 4096: 6.2-6.4 ms per pass against 4.4-4.6)
         v = v.to(kernel.dtype)
         with lend_threads(kernel):
             shifted = v + col_max

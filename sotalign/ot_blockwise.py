@@ -243,7 +243,7 @@ def _plan_of(solved: _Solved, x: torch.Tensor, y: torch.Tensor, epsilon: float, 
     q, q_log_q = torch.empty(x.shape[0], y.shape[0], dtype=solved.u.dtype, device=x.device), 0.0
     for b in _blocks(x.shape[0], rows_per_block(y.shape[0], block_rows)):
         log_q = solved.log_plan(x, y, epsilon, b)
-        q[b] = exp_(log_q.clone())
+        exp_(q[b].copy_(log_q))  # in its own rows of Q: no temporary
         q_log_q += torch.dot(q[b].flatten(), log_q.flatten())
     return TeacherPlan(q, q_log_q, q.sum(), q.sum(1), q.sum(0), solved.iterations)
 
