@@ -285,14 +285,20 @@ def run_trial(params: dict, space: SearchSpace, uri: str, ids: dict, parent_run_
     logs.configure(log_level)
     trial_id = tune.get_context().get_trial_id()
     experiment, options = split_tree(space.experiment_tree(params))
-    if options.workers:  # a trial driving Train workers runs on the head, where the State API (the dashboard) is
-        remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
-    check_cluster_fit(uri, options, _store_read(experiment))  # here too: nodes may have joined since submit
-    in_process = {"report": tune.report} if options.workers == 0 else {"callbacks": [TuneReportCallback()]}
     previous = tracking.client(uri).search_runs(  # a resumed trial continues its own child run
         [tracking.experiment_id(uri, experiment.name)],
         f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial_id}'",
     )
+    if previous and (final := tracking.final_metrics(uri, previous[0])) is not None:
+        # it finished after Tune last saved the sweep's state (the driver stopped in between):
+        # Tune resumes it as unfinished, but its run is complete, so report its results again
+        log.info("trial %s had finished before the sweep stopped: not re-run", trial_id)
+        tune.report(final)
+        return
+    if options.workers:  # a trial driving Train workers runs on the head, where the State API (the dashboard) is
+        remove_leaked_placement_groups()  # of trials stopped earlier in this sweep
+    check_cluster_fit(uri, options, _store_read(experiment))  # here too: nodes may have joined since submit
+    in_process = {"report": tune.report} if options.workers == 0 else {"callbacks": [TuneReportCallback()]}
     run_id = previous[0].info.run_id if previous else None
     train_experiment(
         experiment,

@@ -165,6 +165,15 @@ def log_model_artifacts(
         mlflow_client.log_artifacts(run_id, tmp)
 
 
+def final_metrics(uri: str, run) -> dict | None:
+    """The final metrics a finished run logged (its ``eval.json``, written before the run ends
+    FINISHED), or None if the run did not finish."""
+    if run.info.status != "FINISHED":
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client(uri).download_artifacts(run.info.run_id, "eval.json", tmp)).read_text())
+
+
 def set_tags(uri: str, run_id: str, tags: dict) -> None:
     """Tags on a run, secrets hidden (``orchestrator.redaction``)."""
     mlflow_client, secrets = client(uri), known_secrets()

@@ -145,6 +145,42 @@ def test_sweep_killed_after_one_trial_resumes(ray_cluster, tmp_path):
     assert "best" in out and "results:" in out
 
 
+def test_a_resumed_trial_whose_run_had_finished_reports_it_and_is_not_rerun(ray_cluster, tmp_path):
+    # the driver can stop after a trial's run ended FINISHED but before Tune saved the trial as
+    # ended: Tune then resumes it as unfinished, and the trial must report its run, not train again
+    from ray import tune
+
+    from orchestrator import tracking
+    from orchestrator.sweep import run_trial
+
+    run = {**SPACE["base"]["run"], "workers": 0, "storage_path": str(tmp_path / "ray")}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**SPACE, "base": {**SPACE["base"], "run": run}}))
+    space, uri = load_search_space(tmp_path / "tiny.yaml"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_run(uri, "synthetic", "sweep-tiny", {"sweep": "tiny"}, {})
+    final = {"mean_recall_at_1": 41.5, "val/mean_recall_at_1": 38.25, "step": 40.0}
+
+    def resumed_trial(params):  # the run as the stopped sweep left it, then the trial as Tune resumes it
+        trial_id = tune.get_context().get_trial_id()
+        tags = {"sweep": "tiny", "trial_id": trial_id}
+        run_id = tracking.start_run(uri, "synthetic", f"tiny-{trial_id}", tags, {}, parent)
+        tracking.client(uri).log_text(run_id, json.dumps(final), "eval.json")
+        tracking.end_run(uri, run_id)
+        run_trial(params, space=space, uri=uri, ids={}, parent_run_id=parent, log_level=20)
+
+    params = {"teacher": "procrustes", "eps_student": 0.1}
+    tuner = tune.Tuner(
+        tune.with_resources(resumed_trial, {"CPU": 1}),
+        param_space=params,
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0),
+    )
+    [result] = tuner.fit()
+    assert result.error is None and {k: result.metrics[k] for k in final} == final
+    [run] = children(MlflowClient(uri), parent)
+    again = MlflowClient(uri).get_run(run.info.run_id)
+    assert again.info.status == "FINISHED" and again.info.end_time == run.info.end_time
+    assert again.data.metrics == {}  # nothing trained or logged after the run had ended
+
+
 def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
     # its own driver process, as a user's sweep; Ray Train occasionally leaks the stopped trial's
     # placement group (README "Known limits"), which the sweep must free
