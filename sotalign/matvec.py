@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
 
-# rows per block of the one-pass iteration (``OnePass``): 2 MiB of kernel, a core's L2 here, so that
-# a block is read from memory once and a second time from cache. At n = m = 22000 (float32, 2 cores) a
-# pass over 2-3 MiB blocks took 95-105 ms against 125 ms for the two products apart; 0.5 MiB blocks,
-# 5 rows each, 200-250 ms (a block's hand-offs cost more than its read) and 16 MiB blocks 127 ms
-FUSED_BLOCK_BYTES = 2 << 20
 # below this many entries (16 MiB of float32) a kernel sits in the caches and a split's hand-off
 # (tens of microseconds) costs more than it gains: torch's own product is used
 MIN_SPLIT_NUMEL = 1 << 22
@@ -118,44 +113,39 @@ def splits(kernel: torch.Tensor) -> bool:
 
 
 class OnePass:
-    """``(s, z @ kernel)`` for ``s = kernel @ w`` and ``z = weights_of(s)``, in one read of ``kernel``.
+    """``(s, z @ kernel)`` for ``s = kernel @ w`` and ``z = 1 / s`` (0 where ``s < floor``), in one read of
+    ``kernel``.
 
-    Each thread takes its rows in blocks of ``FUSED_BLOCK_BYTES``: a block's sums s_b, then at once its
-    share z_b @ block while the block is still in cache. ``weights_of(sums, out)`` must act row by row
-    (it is given one block's sums at a time) and write into ``out``. The blocks' views and buffers are made
-    once, since a solve makes a hundred passes over one kernel; the threads' partial sums are added in a
-    fixed order, so the result does not depend on their timing. Only where ``splits(kernel)``.
+    Each pool thread runs the compiled loop of ``sotalign.one_pass_kernel`` over its own rows (four at a
+    time: their sums, then at once their weighted share of the column sums while they are in cache), into
+    its own partial column sums; those are added in a fixed order, so the result does not depend on the
+    threads' timing. Buffers are made once per kernel, since a solve makes a hundred passes over it. The
+    second read comes from cache while four rows fit a core's L2 (m up to ~100k float32 entries per row);
+    beyond that it is still right, at the cost of two reads. Only where ``splits(kernel)``.
     """
 
-    def __init__(self, kernel: torch.Tensor):
+    def __init__(self, kernel: torch.Tensor, floor: float = 0.0):
+        from sotalign.one_pass_kernel import rows_pass  # numba: compiled (or loaded from its cache) on first use
+
         n, m = kernel.shape
+        self._rows_pass, self._kernel = rows_pass, kernel.numpy()
         self.threads = _split_threads(kernel, kernel.new_empty(()))
-        rows = max(1, FUSED_BLOCK_BYTES // (m * kernel.element_size()))
-        self.sums, weights = kernel.new_empty(n), kernel.new_empty(n)  # s and z, rewritten by every call
-        edges = [n * k // self.threads for k in range(self.threads + 1)]
-        self.parts = [
-            [
-                (kernel[block], self.sums[block], weights[block])
-                for block in (slice(first, min(first + rows, stop)) for first in range(start, stop, rows))
-            ]
-            for start, stop in zip(edges[:-1], edges[1:], strict=True)
-        ]
+        self.sums = kernel.new_empty(n)  # s, rewritten by every call
+        self._partials = [kernel.new_empty(m) for _ in range(self.threads)]
+        self._edges = [n * k // self.threads for k in range(self.threads + 1)]
+        self._constants = torch.tensor([0.0, 1.0, floor], dtype=kernel.dtype).numpy()
 
-    def __call__(
-        self, w: torch.Tensor, weights_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, z @ kernel); s is this object's buffer, valid until the next call."""
+        w_, sums = w.contiguous().numpy(), self.sums.numpy()
 
-        def part(blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-            total = w.new_zeros(blocks[0][0].shape[1])
-            for block, sums, weights in blocks:
-                torch.mv(block, w, out=sums)
-                total.addmv_(block.T, weights_of(sums, weights))
-            return total
+        def part(k: int) -> None:
+            start, stop = self._edges[k], self._edges[k + 1]
+            self._rows_pass(self._kernel, w_, sums, self._partials[k].numpy(), start, stop, self._constants)
 
-        partial = list(_pool(self.threads).map(part, self.parts))
-        total = partial[0]
-        for other in partial[1:]:
+        list(_pool(self.threads).map(part, range(self.threads)))
+        total = self._partials[0].clone()
+        for other in self._partials[1:]:
             total.add_(other)
         return self.sums, total
 

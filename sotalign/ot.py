@@ -203,18 +203,8 @@ def kernel_ops(
             out = _repaired(out, sums, tiny, lambda index: exact[1](index, u.to(kernel.dtype)), max_exact_share)
         return out.to(out_dtype)
 
-    def reciprocal(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return torch.reciprocal(sums, out=out)
-
-    # threshold keeps what is above its bound: the largest number below tiny, so that every sum < tiny goes
-    below_tiny = float(torch.nextafter(torch.tensor(tiny, dtype=kernel.dtype), torch.tensor(0.0, dtype=kernel.dtype)))
-
-    def reciprocal_of_kept(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        # a sum below tiny gets weight 1 / inf = 0 in the pass and its exact weight after it (1 / s would overflow)
-        return torch.reciprocal(torch.threshold(sums, below_tiny, math.inf), out=out)
-
-    one_pass = OnePass(kernel) if splits(kernel) else None
-    weights_of = reciprocal if exact is None else reciprocal_of_kept
+    # a guarded sum below tiny gets weight 0 in the pass and its exact weight after it (1 / s could overflow)
+    one_pass = OnePass(kernel, 0.0 if exact is None else tiny) if splits(kernel) else None
 
     def exact_on_all_threads(side: int, potential: torch.Tensor):
         def recompute(index: torch.Tensor) -> torch.Tensor:
@@ -233,7 +223,7 @@ def kernel_ops(
             shifted = v + col_max
             top = shifted.max()
             weights = (shifted - top).exp()
-            sums, col_sums = one_pass(weights, weights_of)
+            sums, col_sums = one_pass(weights)
             lse_rows = row_max + top + sums.log()
             if exact is None:  # plain: s >= e^-60 (E >= e^-60, the heaviest weight is 1), so 1 / s cannot overflow
                 return lse_rows.to(out_dtype), (col_max + (log_a - top) + col_sums.log()).to(out_dtype)

@@ -20,8 +20,7 @@ def threads():
 @pytest.fixture(params=["torch's products", "split, one pass"])
 def products(request, threads, monkeypatch):
     """Each test twice: kernel products as torch's own, and (as on a CPU at scale) split over three threads
-    with the one-pass iteration over blocks of one row, whatever the kernel's size."""
+    with the compiled one-pass iteration, whatever the kernel's size."""
     if request.param == "split, one pass":
         monkeypatch.setattr(matvec, "MIN_SPLIT_NUMEL", 0)
-        monkeypatch.setattr(matvec, "FUSED_BLOCK_BYTES", 1)  # one row per block: many blocks per thread
     return request.param

@@ -34,22 +34,34 @@ def test_split_products_match_the_float64_reference(threads, dtype):
     assert torch.equal(rows, kernel_times(kernel, w_cols)) and torch.equal(cols, times_kernel(w_rows, kernel))
 
 
-def test_one_pass_gives_both_products(threads, monkeypatch):
-    """``OnePass`` over blocks of 5 rows (uneven across the three threads, the last block short):
-    the row sums and the column sums weighted by a function of them, as float64 computes them apart."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_pass_gives_both_products(threads, dtype):
+    """``OnePass`` (rows uneven across the three threads, a short last group of four): the row sums, and
+    the column sums weighted by their reciprocals (0 below the floor), as float64 computes them apart."""
     n, m = 2051, MIN_SPLIT_NUMEL // 2048 + 7
-    monkeypatch.setattr(matvec, "FUSED_BLOCK_BYTES", 5 * m * 4)
-    kernel, w = _kernel(n, m), torch.rand(m)
+    kernel, w = _kernel(n, m).to(dtype), torch.rand(m, dtype=dtype)
+    kernel[[5, 1400]] *= 1e-30  # two rows whose sums fall below the floor (one in the first thread's short group)
     assert splits(kernel)
-    seen, one_pass = [], OnePass(kernel)
-    sums, cols = one_pass(w, lambda s, out: seen.append(len(s)) or torch.reciprocal(s, out=out))
-    sums = sums.clone()
-    assert sum(seen) == n and max(seen) == 5 and min(seen) < 5  # every row once, in blocks of at most 5
     rows_ref = kernel.double() @ w.double()
-    torch.testing.assert_close(sums.double(), rows_ref, rtol=1e-5, atol=0)
-    torch.testing.assert_close(cols.double(), (1 / rows_ref) @ kernel.double(), rtol=1e-5, atol=0)
-    again = one_pass(w, lambda s, out: torch.reciprocal(s, out=out))
-    assert torch.equal(again[0], sums) and torch.equal(again[1], cols)  # the same bits, whatever the timing
+    for floor in (0.0, 1e-20):
+        one_pass = OnePass(kernel, floor)
+        sums, cols = (part.clone() for part in one_pass(w))
+        weights = torch.where(rows_ref >= floor, 1 / rows_ref, 0.0)
+        assert int((weights == 0).sum()) == (2 if floor else 0)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(sums.double(), rows_ref, rtol=tol, atol=0)
+        torch.testing.assert_close(cols.double(), weights @ kernel.double(), rtol=tol, atol=0)
+        again = one_pass(w)
+        assert torch.equal(again[0], sums) and torch.equal(again[1], cols)  # the same bits, whatever the timing
+
+
+def test_one_pass_with_fewer_rows_than_a_group_per_thread(threads, monkeypatch):
+    monkeypatch.setattr(matvec, "MIN_SPLIT_NUMEL", 0)
+    kernel, w = _kernel(5, 9), torch.rand(9)  # threads of 1, 2 and 2 rows
+    sums, cols = OnePass(kernel)(w)
+    rows_ref = kernel.double() @ w.double()
+    torch.testing.assert_close(sums.double(), rows_ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(cols.double(), (1 / rows_ref) @ kernel.double(), rtol=1e-6, atol=0)
 
 
 def test_lent_threads_come_back_for_a_recomputation_and_after_the_half_step(threads):
