@@ -8,10 +8,10 @@ of rows, each a single-threaded call, at 94-109% (2-core x86, MKL, n = 4096-8192
 product is cut into one block of rows per thread, run on a small pool of Python threads (torch releases
 the GIL inside the product): ``kernel @ w`` gathers the blocks' rows, ``w @ kernel`` adds the blocks'
 partial column sums in a fixed order, so the result does not depend on thread timing. ``OnePass`` goes
-further: each thread gives a block's row sums and, while the block is in cache, its share of the column
-sums weighted by a function of them, so an iteration reads the kernel from memory once (at 118-140% of the
-two-read bound, same run). Elsewhere (GPU, one thread, small kernels, a graph being recorded)
-the product is torch's own.
+further: each thread's compiled loop (``sotalign.one_pass_kernel``) gives its rows' sums and, while the
+rows are in cache, their share of the column sums weighted by the sums' reciprocals, so an iteration reads
+the kernel from memory once (at 119-164% of the two-read bound, same run). Elsewhere (GPU, one thread,
+small kernels, a graph being recorded) the product is torch's own.
 """
 
 from __future__ import annotations

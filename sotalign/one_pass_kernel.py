@@ -4,9 +4,10 @@ For rows ``start:stop`` of a kernel E it writes the row sums s = E w and adds to
 weighted by z = 1 / s (0 where s < ``floor``: a guarded sum that may have underflowed, recomputed by
 the caller). Rows go four at a time: their four dot products in one sweep, then their weighted sum
 into ``cols`` while they are in the core's cache, so the kernel is read from memory once. Written in
-numba rather than as torch calls on row blocks, since those calls' hand-offs cost a quarter of an
-iteration (n = m = 22000 float32, 2 cores: 86-105 ms a pass as torch calls on 2 MiB blocks, 67-69 ms
-compiled, against 59-65 ms to read the kernel at the copy bandwidth). ``nogil``: the threads of
+numba rather than as torch calls on row blocks, since those calls' hand-offs cost a fifth of an
+iteration or more (a probe at n = m = 22000 float32, 2 cores: 86-105 ms a pass as torch calls on 2 MiB
+blocks, 67-69 ms compiled, against 59-65 ms to read the kernel at the copy bandwidth, in two runs; the
+benchmark's table is in docs/performance.md). ``nogil``: the threads of
 ``OnePass``'s pool run it side by side. ``fastmath`` only to reassociate sums (SIMD) and fuse
 multiply-adds; inf and NaN keep their meaning.
 """

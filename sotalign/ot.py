@@ -92,8 +92,8 @@ def exp_(x: torch.Tensor) -> torch.Tensor:
 
     On a CPU, torch's exp of float32 inputs beyond its underflow point runs 8-25x slower than of others,
     and a teacher's kernel or plan at eps* = 0.01 has a third of its entries there. Clamping first and
-    zeroing what was clamped costs two light passes: 64M entries spread over [-180, 0] took 0.46 s with
-    torch's exp and 0.07-0.09 s with this one (5-7x in two runs), over [-80, 0] 0.05 s and 0.07 s
+    zeroing what was clamped costs two light passes: 64M entries spread over [-180, 0] took 0.46-0.48 s with
+    torch's exp and 0.06-0.09 s with this one (5-9x in three runs), over [-80, 0] 0.05 s and 0.07 s
     (AVX-512, 2 threads; ``python -m benchmarks.run --suites sinkhorn``). So plain kernels take torch's own.
     Off the CPU (not measured there) and under autograd (an unrolled solve) it is torch's exp.
     """
