@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -24,6 +25,8 @@ import yaml
 
 from orchestrator.redaction import known_secrets, redact, redact_tree
 from sotalign.checks import InputError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 # A shared runs-table view stored on every experiment the project creates: grouped by encoder pair,
@@ -167,11 +170,17 @@ def log_model_artifacts(
 
 def final_metrics(uri: str, run) -> dict | None:
     """The final metrics a finished run logged (its ``eval.json``, written before the run ends
-    FINISHED), or None if the run did not finish."""
+    FINISHED), or None if the run did not finish or they cannot be read (then it is trained again)."""
+    from mlflow.exceptions import MlflowException
+
     if run.info.status != "FINISHED":
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(Path(client(uri).download_artifacts(run.info.run_id, "eval.json", tmp)).read_text())
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(Path(client(uri).download_artifacts(run.info.run_id, "eval.json", tmp)).read_text())
+    except (MlflowException, OSError, ValueError) as error:  # deleted, unreachable or torn: not worth failing the trial
+        log.warning("finished run %s: its eval.json cannot be read (%s); training it again", run.info.run_id, error)
+        return None
 
 
 def set_tags(uri: str, run_id: str, tags: dict) -> None:

@@ -2,15 +2,15 @@
 
 A matvec Sinkhorn iteration is two matrix-vector products over its n x m kernel and little else,
 so its speed is how fast it reads the kernel. On a CPU, one library GEMV threaded over all cores read
-it at 72-73% of the copy bandwidth's two reads, and one GEMV per thread on that thread's own block
-of rows, each a single-threaded call, at 94-109% (2-core x86, MKL, n = 4096-8192, docs/performance.md,
-``python -m benchmarks.run --suites sinkhorn``). So on a CPU with several intra-op threads a large
+it at 66-75% of the copy bandwidth's two reads, and one GEMV per thread on that thread's own block
+of rows, each a single-threaded call, at 82-94% at n = 8192 (2-core x86, MKL, two runs; noisier at 4096:
+docs/performance.md, ``python -m benchmarks.run --suites sinkhorn``). So on a CPU with several intra-op threads a large
 product is cut into one block of rows per thread, run on a small pool of Python threads (torch releases
 the GIL inside the product): ``kernel @ w`` gathers the blocks' rows, ``w @ kernel`` adds the blocks'
 partial column sums in a fixed order, so the result does not depend on thread timing. ``OnePass`` goes
 further: each thread's compiled loop (``sotalign.one_pass_kernel``) gives its rows' sums and, while the
 rows are in cache, their share of the column sums weighted by the sums' reciprocals, so an iteration reads
-the kernel from memory once (at 119-164% of the two-read bound, same run). Elsewhere (GPU, one thread,
+the kernel from memory once (at 119-164% of the two-read bound, n = 4096-8192, one run). Elsewhere (GPU, one thread,
 small kernels, a graph being recorded) the product is torch's own.
 """
 
@@ -120,8 +120,9 @@ class OnePass:
     time: their sums, then at once their weighted share of the column sums while they are in cache), into
     its own partial column sums; those are added in a fixed order, so the result does not depend on the
     threads' timing. Buffers are made once per kernel, since a solve makes a hundred passes over it. The
-    second read comes from cache while four rows fit a core's L2 (m up to ~100k float32 entries per row);
-    beyond that it is still right, at the cost of two reads. Only where ``splits(kernel)``.
+    second read comes from cache while a group's working set (four rows, w and the column sums: 6 m
+    entries) fits a core's L2, m up to about 80k float32 entries on a 2 MiB L2; beyond that it is still
+    right, at the cost of two reads. A NaN sum weighs NaN. Only where ``splits(kernel)``.
     """
 
     def __init__(self, kernel: torch.Tensor, floor: float = 0.0):
@@ -137,6 +138,10 @@ class OnePass:
 
     def __call__(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s, z @ kernel); s is this object's buffer, valid until the next call."""
+        if w.shape != (self._kernel.shape[1],) or w.dtype != self.sums.dtype:  # the loop checks no bounds
+            raise ValueError(
+                f"w must be a vector of {self._kernel.shape[1]} {self.sums.dtype}, got {tuple(w.shape)} {w.dtype}"
+            )
         w_, sums = w.contiguous().numpy(), self.sums.numpy()
 
         def part(k: int) -> None:

@@ -9,7 +9,10 @@ iteration or more (a probe at n = m = 22000 float32, 2 cores: 86-105 ms a pass a
 blocks, 67-69 ms compiled, against 59-65 ms to read the kernel at the copy bandwidth, in two runs; the
 benchmark's table is in docs/performance.md). ``nogil``: the threads of
 ``OnePass``'s pool run it side by side. ``fastmath`` only to reassociate sums (SIMD) and fuse
-multiply-adds; inf and NaN keep their meaning.
+multiply-adds; inf and NaN keep their meaning (numpy's error model: 1 / 0 is inf, a NaN sum weighs NaN).
+Compiled once per process, and cached on disk where numba finds a writable place for it (beside this
+file, ``NUMBA_CACHE_DIR`` or the user's cache); where it finds none (a read-only install and home) it is
+compiled in each process instead, in under a second.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from __future__ import annotations
 import numba
 
 
-@numba.njit(nogil=True, fastmath={"reassoc", "contract"}, cache=True)
-def rows_pass(kernel, w, sums, cols, start, stop, constants):
+def _rows_pass(kernel, w, sums, cols, start, stop, constants):
     """``sums[start:stop] = kernel[start:stop] @ w``; ``cols = z @ kernel[start:stop]``.
 
     ``constants``: 0, 1 and the floor, in the kernel's type (so that the loop keeps that type: a bare
@@ -39,10 +41,10 @@ def rows_pass(kernel, w, sums, cols, start, stop, constants):
             s1 += r1[j] * wj
             s2 += r2[j] * wj
             s3 += r3[j] * wj
-        z0 = one / s0 if s0 >= floor else zero
-        z1 = one / s1 if k > 1 and s1 >= floor else zero
-        z2 = one / s2 if k > 2 and s2 >= floor else zero
-        z3 = one / s3 if k > 3 and s3 >= floor else zero
+        z0 = zero if s0 < floor else one / s0
+        z1 = zero if k < 2 or s1 < floor else one / s1
+        z2 = zero if k < 3 or s2 < floor else one / s2
+        z3 = zero if k < 4 or s3 < floor else one / s3
         sums[i] = s0
         if k > 1:
             sums[i + 1] = s1
@@ -53,3 +55,10 @@ def rows_pass(kernel, w, sums, cols, start, stop, constants):
         for j in range(m):
             cols[j] += z0 * r0[j] + z1 * r1[j] + z2 * r2[j] + z3 * r3[j]
         i += k
+
+
+_COMPILE = dict(nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+try:
+    rows_pass = numba.njit(cache=True, **_COMPILE)(_rows_pass)
+except RuntimeError:  # "cannot cache function ...: no locator available": nowhere writable to cache it
+    rows_pass = numba.njit(**_COMPILE)(_rows_pass)

@@ -181,6 +181,19 @@ def test_a_resumed_trial_whose_run_had_finished_reports_it_and_is_not_rerun(ray_
     assert again.data.metrics == {}  # nothing trained or logged after the run had ended
 
 
+def test_only_a_finished_run_with_readable_results_counts_as_done(tmp_path, caplog):
+    from orchestrator import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {name: tracking.start_run(uri, "synthetic", name, {}, {}) for name in ("done", "torn", "running")}
+    tracking.client(uri).log_text(runs["done"], json.dumps({"mean_recall_at_1": 41.5}), "eval.json")
+    tracking.end_run(uri, runs["done"])
+    tracking.end_run(uri, runs["torn"])  # FINISHED, yet its eval.json is gone (deleted, or never reached the store)
+    got = {name: tracking.final_metrics(uri, tracking.client(uri).get_run(run_id)) for name, run_id in runs.items()}
+    assert got == {"done": {"mean_recall_at_1": 41.5}, "torn": None, "running": None}
+    assert f"finished run {runs['torn']}: its eval.json cannot be read" in caplog.text
+
+
 def test_asha_stops_a_weak_trial_and_its_run_is_closed(ray_cluster, tmp_path):
     # its own driver process, as a user's sweep; Ray Train occasionally leaks the stopped trial's
     # placement group (README "Known limits"), which the sweep must free

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import select
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -40,7 +42,7 @@ def test_one_pass_gives_both_products(threads, dtype):
     the column sums weighted by their reciprocals (0 below the floor), as float64 computes them apart."""
     n, m = 2051, MIN_SPLIT_NUMEL // 2048 + 7
     kernel, w = _kernel(n, m).to(dtype), torch.rand(m, dtype=dtype)
-    kernel[[5, 1400]] *= 1e-30  # two rows whose sums fall below the floor (one in the first thread's short group)
+    kernel[[5, 681]] *= 1e-30  # two rows whose sums fall below the floor, one in the short group 680-682
     assert splits(kernel)
     rows_ref = kernel.double() @ w.double()
     for floor in (0.0, 1e-20):
@@ -53,6 +55,30 @@ def test_one_pass_gives_both_products(threads, dtype):
         torch.testing.assert_close(cols.double(), weights @ kernel.double(), rtol=tol, atol=0)
         again = one_pass(w)
         assert torch.equal(again[0], sums) and torch.equal(again[1], cols)  # the same bits, whatever the timing
+
+
+def test_one_pass_checks_its_vector_and_lets_nan_through(threads, monkeypatch):
+    monkeypatch.setattr(matvec, "MIN_SPLIT_NUMEL", 0)
+    kernel = _kernel(6, 4)
+    with pytest.raises(ValueError, match="w must be a vector of 4"):
+        OnePass(kernel)(torch.rand(5))  # the compiled loop would read past it
+    with pytest.raises(ValueError, match="torch.float32"):
+        OnePass(kernel)(torch.rand(4, dtype=torch.float64))
+    kernel[2, 1] = float("nan")
+    sums, cols = OnePass(kernel, 1e-20)(torch.rand(4))
+    assert sums.isnan().sum() == 1 and cols.isnan().all()  # a NaN is not dropped as a tiny sum would be
+
+
+def test_the_loop_compiles_where_nowhere_is_writable_to_cache_it():
+    """numba raises at decoration when it finds no writable cache place: the loop is then compiled uncached."""
+    code = (
+        "from numba.core import caching; caching.CacheImpl._locator_classes = []\n"
+        "import numpy as np; from sotalign.one_pass_kernel import rows_pass\n"
+        "k = np.ones((3, 2), np.float32); s = np.empty(3, np.float32); c = np.empty(2, np.float32)\n"
+        "rows_pass(k, np.ones(2, np.float32), s, c, 0, 3, np.array([0, 1, 0], np.float32))\n"
+        "assert rows_pass._cache.__class__.__name__ == 'NullCache' and (s == 2).all() and (c == 1.5).all()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_one_pass_with_fewer_rows_than_a_group_per_thread(threads, monkeypatch):
