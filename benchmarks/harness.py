@@ -6,9 +6,10 @@ during the timed calls above its level before them: the kernel's peak (VmHWM) is
 set-up and again after the warm-up call (``/proc/self/clear_refs``), so neither another case's
 allocations, the set-up's temporaries nor what a process loads once (a library's code, numba's
 compiled loop) count as a call's memory; the warm-up call's own peak, that included, is reported
-beside it (``first_call_peak_mib``). Nothing is estimated with tracemalloc; large allocations are mapped on their own
-(``MMAP_THRESHOLD``), so memory freed is memory returned and the resident set is the live memory. A case that raises or is killed (out of
-memory) comes back as ``{"error": ...}``, so a sweep over sizes reports its limit instead of dying.
+beside it (``first_call_peak_mib``). Nothing is estimated with tracemalloc; large allocations are
+mapped on their own (``MMAP_THRESHOLD``), so memory freed is memory returned and the resident set is
+the live memory. A case that raises or is killed (out of memory) comes back as ``{"error": ...}``,
+so a sweep over sizes reports its limit instead of dying.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the machine's memory bandwidth, and the kernel's exp.
 
 The matvec iteration is two products over the n x m kernel (E v, then u^T E) and little else, so its
-floor is the time to read the kernel: twice where the products run apart, once where each row block
+floor is the time to read the kernel: twice where the products run apart, once where each group of rows
 serves both while in cache (the one pass a CPU solve takes). The fraction of those bounds it reaches
 says how much a faster implementation could still gain. The log-sum-exp iteration computes n m
 exponentials per half-step and is compute-bound instead; it is shown against the same byte counts.
@@ -41,7 +41,7 @@ FORMS = ("torch's GEMV", "split", "one pass")  # how the matvec iteration reads 
 def iteration_case(solver: str, n: int, eps: float, n_iter: int, form: str = "one pass"):
     """``n_iter`` Sinkhorn iterations on half-steps built beforehand (the kernel build is not timed). ``form``:
     torch's own threaded GEMV twice per iteration, the two products split by rows over the threads
-    (``sotalign.matvec``), or the one pass over row blocks that the solver takes on a CPU."""
+    (``sotalign.matvec``), or the compiled one pass that the solver takes on a CPU."""
     import sys
 
     from sotalign import matvec

@@ -130,10 +130,10 @@ class OnePass:
 
         n, m = kernel.shape
         self._rows_pass, self._kernel = rows_pass, kernel.numpy()
-        self.threads = _split_threads(kernel, kernel.new_empty(()))
+        self._threads = _split_threads(kernel, kernel.new_empty(()))
         self.sums = kernel.new_empty(n)  # s, rewritten by every call
-        self._partials = [kernel.new_empty(m) for _ in range(self.threads)]
-        self._edges = [n * k // self.threads for k in range(self.threads + 1)]
+        self._partials = [kernel.new_empty(m) for _ in range(self._threads)]
+        self._edges = [n * k // self._threads for k in range(self._threads + 1)]
         self._constants = torch.tensor([0.0, 1.0, floor], dtype=kernel.dtype).numpy()
 
     def __call__(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +148,7 @@ class OnePass:
             start, stop = self._edges[k], self._edges[k + 1]
             self._rows_pass(self._kernel, w_, sums, self._partials[k].numpy(), start, stop, self._constants)
 
-        list(_pool(self.threads).map(part, range(self.threads)))
+        list(_pool(self._threads).map(part, range(self._threads)))
         total = self._partials[0].clone()
         for other in self._partials[1:]:
             total.add_(other)

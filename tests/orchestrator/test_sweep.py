@@ -5,6 +5,7 @@ it. Also: every shipped search space compiles, and bad files are named with thei
 import contextlib
 import csv
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -165,7 +166,7 @@ def test_a_resumed_trial_whose_run_had_finished_reports_it_and_is_not_rerun(ray_
         run_id = tracking.start_run(uri, "synthetic", f"tiny-{trial_id}", tags, {}, parent)
         tracking.client(uri).log_text(run_id, json.dumps(final), "eval.json")
         tracking.end_run(uri, run_id)
-        run_trial(params, space=space, uri=uri, ids={}, parent_run_id=parent, log_level=20)
+        run_trial(params, space=space, uri=uri, ids={}, parent_run_id=parent, log_level=logging.INFO)
 
     params = {"teacher": "procrustes", "eps_student": 0.1}
     tuner = tune.Tuner(

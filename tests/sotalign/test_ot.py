@@ -42,8 +42,8 @@ def test_the_one_pass_iteration_equals_the_two_half_steps(dtype, eps, threads, m
     """Images around e_0 plus one at -e_1, texts around e_1 plus one at -e_0: at eps 0.005 rows and columns
     of the float32 kernel underflow, and both forms recompute the same sums exactly (counted); at 0.05 the
     kernel is plain; a float64 kernel at 0.001 is guarded (range 2000 nats) though no sum falls below its
-    1e-280. The one pass (3 threads, 67 rows each: groups of 4 and a short one) gives the plan of the two half-steps, and both give
-    float64's log-sum-exp plan."""
+    1e-280. The one pass (3 threads, 67 rows each: groups of 4 and a short one) gives the plan of the two
+    half-steps, and both give float64's log-sum-exp plan."""
     g = torch.Generator().manual_seed(4)
     x = torch.cat([F.normalize(torch.randn(200, 8, generator=g) * 0.3 + torch.eye(8)[0], dim=1), -torch.eye(8)[1:2]])
     y = torch.cat([F.normalize(torch.randn(150, 8, generator=g) * 0.3 + torch.eye(8)[1], dim=1), -torch.eye(8)[:1]])
