@@ -35,10 +35,10 @@ def remove_leaked_placement_groups(min_age_s: float = LEAK_AGE_S) -> int:
 def free_job_worker_groups(timeout_s: float = SETTLE_S) -> int:
     """Once all of this job's trials are over (the end of a sweep), every worker placement group
     the job created is leaked. A stopped trial's Train controller dies asynchronously, and until
-    it does it may still create a group (it restarts its workers when the stop reaches it as an
-    error); a group outlives its creator actor while the job lives. So wait for the job's
-    controllers to die, then remove all its worker groups (removal kills any worker left in
-    them); return how many were removed."""
+    its process has exited it may still create a group (it restarts its workers when the stop
+    reaches it as an error); a group outlives its creator actor while the job lives. So wait for
+    the job's controllers to be gone, then remove all its worker groups (removal kills any worker
+    left in them); return how many were removed."""
     import ray
 
     job = ray.get_runtime_context().get_job_id()
@@ -51,11 +51,27 @@ def free_job_worker_groups(timeout_s: float = SETTLE_S) -> int:
 
 
 def _live_controllers(job: str) -> int:
+    """This job's Train controllers that may still create a placement group: those not DEAD, and
+    those DEAD whose worker process still runs. Ray marks a controller DEAD as soon as its handle
+    goes out of scope (the stopped trial's driver released it) and only then asks its process to
+    exit; an async actor first drains its in-flight ``run``, which can restart the workers whose
+    group was just removed. That group's creator is already dead, so Ray never frees it (seen in
+    Ray's logs: the controller marked DEAD at t, SIGTERM at t + 19 ms, "draining 1 in-flight task",
+    a new group submitted at t + 191 ms, the worker gone at t + 372 ms)."""
     import ray
-    from ray.util.state import list_actors
+    from ray.util.state import list_actors, list_workers
 
-    filters = [("job_id", "=", job), ("class_name", "=", CONTROLLER_CLASS), ("state", "!=", "DEAD")]
-    return len(list_actors(address=ray.get_runtime_context().gcs_address, filters=filters, limit=10_000))
+    address = ray.get_runtime_context().gcs_address
+    filters = [("job_id", "=", job), ("class_name", "=", CONTROLLER_CLASS)]
+    controllers = list_actors(address=address, filters=filters, limit=10_000)
+    running = set()
+    if any(a.state == "DEAD" for a in controllers):
+        # raise_on_missing_output=False: under a filter, Ray counts the rows it filtered out as missing
+        alive = list_workers(
+            address=address, filters=[("is_alive", "=", True)], limit=10_000, raise_on_missing_output=False
+        )
+        running = {(w.node_id, w.pid) for w in alive}
+    return sum(a.state != "DEAD" or (a.node_id, a.pid) in running for a in controllers)
 
 
 class _Group:

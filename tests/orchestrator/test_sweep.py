@@ -229,6 +229,7 @@ def test_leaked_worker_placement_groups_are_removed_and_trial_groups_kept(ray_cl
     import ray
     from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
+    remove_leaked_placement_groups(min_age_s=0)  # what earlier tests leaked is theirs to report, not this test's
     workers = placement_group([{"CPU": 1}])
     driver = placement_group([{"TRAIN_DRIVER_RESOURCE": 0.01}])
     ray.get([workers.ready(), driver.ready()], timeout=180)
@@ -274,6 +275,30 @@ def test_sweep_end_waits_for_a_stopped_trials_controller_then_frees_every_group_
     assert workers and all(g["state"] == "REMOVED" for g in workers)
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(worker.ready.remote(), timeout=180)  # removing its group killed the worker
+
+
+def test_a_controller_counts_as_live_until_its_process_has_exited(ray_cluster):
+    # Ray can mark a stopped trial's controller DEAD while its process still drains its run (see
+    # placement._live_controllers); so a controller counts until no live worker has its pid
+    import ray
+    from ray.util.state import list_actors, list_workers
+
+    from orchestrator.placement import _live_controllers
+
+    job = ray.get_runtime_context().get_job_id()
+    before = _live_controllers(job)
+    controller = ray.remote(num_cpus=0)(TrainController).remote()
+    ray.get(controller.__ray_ready__.remote(), timeout=180)
+    assert _live_controllers(job) == before + 1
+    actor_id = controller._actor_id.hex()
+    ray.kill(controller)
+    deadline = time.monotonic() + 60
+    while _live_controllers(job) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _live_controllers(job) == before
+    (state,) = list_actors(filters=[("actor_id", "=", actor_id)], address=ray_cluster)
+    running = list_workers(address=ray_cluster, filters=[("pid", "=", state.pid)], raise_on_missing_output=False)
+    assert state.state == "DEAD" and not any(w.is_alive and w.node_id == state.node_id for w in running)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
