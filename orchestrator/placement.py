@@ -54,10 +54,12 @@ def _live_controllers(job: str) -> int:
     """This job's Train controllers that may still create a placement group: those not DEAD, and
     those DEAD whose worker process still runs. Ray marks a controller DEAD as soon as its handle
     goes out of scope (the stopped trial's driver released it) and only then asks its process to
-    exit; an async actor first drains its in-flight ``run``, which can restart the workers whose
-    group was just removed. That group's creator is already dead, so Ray never frees it (seen in
-    Ray's logs: the controller marked DEAD at t, SIGTERM at t + 19 ms, "draining 1 in-flight task",
-    a new group submitted at t + 191 ms, the worker gone at t + 372 ms)."""
+    exit; an async actor first drains its in-flight ``run``, which restarts its workers (killed
+    with their dead owner) in a new group. That group's creator is already dead, so Ray never frees
+    it (seen in Ray's logs: the controller marked DEAD at t, SIGTERM at t + 19 ms, "draining 1
+    in-flight task", a new group submitted at t + 191 ms, the worker gone at t + 372 ms). A dead
+    controller's pid reused by another live Ray worker on its node would hold the wait to its
+    timeout: a delay, never a leak."""
     import ray
     from ray.util.state import list_actors, list_workers
 
