@@ -68,7 +68,7 @@ def _live_controllers(job: str) -> int:
     controllers = list_actors(address=address, filters=filters, limit=10_000)
     running = set()
     if any(a.state == "DEAD" for a in controllers):
-        # raise_on_missing_output=False: under a filter, Ray counts the rows it filtered out as missing
+        # raise_on_missing_output=False: Ray counts the rows its GCS filtered out (is_alive) as missing
         alive = list_workers(
             address=address, filters=[("is_alive", "=", True)], limit=10_000, raise_on_missing_output=False
         )
